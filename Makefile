@@ -1,0 +1,31 @@
+# hdrlab: every target creates or refreshes the virtual environment itself.
+# The venv is rebuilt when pyproject.toml or constraints.txt change (the stamp file below).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.hdrlab-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: venv test demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# The README's test command. Every test runs; the slowest are listed at the end.
+test: $(STAMP)
+	$(PY) -m pytest --durations=25 --timeout=900
+
+# The main job on the embedded procedural data (plus one real HDR from $$HDRLAB_DATA when present).
+demo: $(STAMP)
+	$(PY) -m hdrlab demo --out $(DEMO_OUT)
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_mergers.py
+	$(PY) benchmarks/bench_synthesis.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

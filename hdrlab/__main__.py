@@ -1,0 +1,3 @@
+from hdrlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""Error types shared across hdrlab.
+
+Every user-facing failure (bad file, bad config, impossible combination) raises a
+subclass of :class:`HDRLabError` whose message names the offending thing and the fix.
+The command line prints such errors without a traceback and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class HDRLabError(Exception):
+    """Base class of errors caused by user input (files, configs, arguments)."""
+
+
+class HDRIOError(HDRLabError):
+    """A file could not be read or written; the message names the file and the problem."""
+
+
+class ConfigError(HDRLabError):
+    """A configuration value or combination is invalid; the message names the key and the fix."""
+
+
+class WeightsMissingError(HDRLabError):
+    """An optional pretrained file is not in the torch hub cache; the message names file and folder."""

@@ -1,0 +1,1 @@
+"""hdrlab.methods."""

@@ -1,0 +1,51 @@
+"""Shared fixtures.
+
+Real data is found through ``$HDRLAB_DATA`` (default: ``../shared/data`` next to the
+repository). When ``CI=true`` or ``HDRLAB_DATA`` is set and the folder is missing, the
+real-data tests fail instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("HDRLAB_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+def _require(path: Path) -> Path:
+    if path.exists():
+        return path
+    strict = os.environ.get("CI", "").lower() == "true" or "HDRLAB_DATA" in os.environ
+    msg = f"real data folder {path} is missing (set HDRLAB_DATA to the data folder)"
+    if strict:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return _require(_data_root())
+
+
+@pytest.fixture(scope="session")
+def real_hdr_dir(data_root: Path) -> Path:
+    return _require(data_root / "real_hdr")
+
+
+@pytest.fixture(scope="session")
+def crf_dir(data_root: Path) -> Path:
+    return _require(data_root / "crf")
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
