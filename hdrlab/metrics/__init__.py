@@ -1,1 +1,39 @@
-"""hdrlab.metrics."""
+"""HDR image metrics as torchmetrics ``Metric``s, PU21 encoding and scale alignment.
+
+The shared evaluation protocol (clip mask, alignment, regions, accumulation) is described in
+:mod:`hdrlab.metrics.base`.
+"""
+
+from hdrlab.metrics.alignment import ALIGN_MODES, align_scale, estimate_scale
+from hdrlab.metrics.base import REGIONS, HDRImageMetric, clip_mask_from_reference, region_mask
+from hdrlab.metrics.collection import DEFAULT_METRICS, METRICS, build_metric, build_metrics, metric_key
+from hdrlab.metrics.perceptual import CVVDP, LPIPSMetric
+from hdrlab.metrics.psnr import PSNRL, PSNRMu, PU21PSNR
+from hdrlab.metrics.pu21 import PU21_PSNR_PEAK, pu21_decode, pu21_encode
+from hdrlab.metrics.ssim import MSSSIM, PU21SSIM, pu21_luminance
+
+__all__ = [
+    "ALIGN_MODES",
+    "CVVDP",
+    "DEFAULT_METRICS",
+    "METRICS",
+    "MSSSIM",
+    "PSNRL",
+    "PSNRMu",
+    "PU21PSNR",
+    "PU21SSIM",
+    "PU21_PSNR_PEAK",
+    "REGIONS",
+    "HDRImageMetric",
+    "LPIPSMetric",
+    "align_scale",
+    "build_metric",
+    "build_metrics",
+    "clip_mask_from_reference",
+    "estimate_scale",
+    "metric_key",
+    "pu21_decode",
+    "pu21_encode",
+    "pu21_luminance",
+    "region_mask",
+]

@@ -1,0 +1,211 @@
+"""``hdrlab eval``: score predicted HDR images against ground truth with hdrlab's metrics.
+
+``hdrlab eval --pred P --gt G [--metrics psnr_mu,psnr_l,...] [--align median]
+[--region all|clipped|unclipped] [--clip_mask_from LDR] [--json] [--white_nits 200]``
+
+- ``P`` and ``G`` are both files, or both folders whose HDR files (``.exr``, ``.hdr``, ``.pfm``...)
+  are paired by file stem; names present on one side only are listed in the error.
+- Images are read with :func:`hdrlab.io.read_hdr` and scored one at a time with the metric classes
+  of :mod:`hdrlab.metrics` (alignment, regions and normalisation documented there).
+- Clip mask: from the LDR inputs given by ``--clip_mask_from`` (a file, or a folder paired by stem),
+  clipped where the max channel is ``>= (max_code - 0.5) / max_code`` (code 255 on 8-bit data);
+  without it, derived from the ground truth as ``max_c(gt) >= 1`` (the project's radiance
+  convention: the input clips at 1). It is used for the alignment fit and for region selection.
+- Output: a rich table (one row per image plus the mean), or with ``--json``
+  ``{"per_image": {stem: {metric: value}}, "mean": {metric: value}}``. Metric keys are the metric
+  names, suffixed ``_clipped`` / ``_unclipped`` for those regions. A value is ``null`` (JSON) or
+  ``-`` (table) when the image has no pixel in the region; the mean is over the images that have.
+- The default metric list leaves out ``lpips`` (it needs the AlexNet trunk file); asking for it
+  without the file is an error that names the file and folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from hdrlab.errors import ConfigError, HDRIOError
+from hdrlab.io import HDR_EXTENSIONS, LDR_EXTENSIONS, read_hdr, read_ldr
+from hdrlab.metrics.alignment import ALIGN_MODES
+from hdrlab.metrics.base import REGIONS
+from hdrlab.metrics.collection import DEFAULT_METRICS, METRICS, build_metric, metric_key
+
+__all__ = ["build_parser", "clip_mask_from_ldr", "evaluate_pairs", "main", "pair_files"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``hdrlab eval``."""
+    parser = argparse.ArgumentParser(prog="hdrlab eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pred", required=True, type=Path, help="predicted HDR file or folder")
+    parser.add_argument("--gt", required=True, type=Path, help="ground-truth HDR file or folder")
+    parser.add_argument(
+        "--metrics", default=",".join(DEFAULT_METRICS),
+        help=f"comma-separated subset of {','.join(METRICS)} (default: {','.join(DEFAULT_METRICS)})",
+    )
+    parser.add_argument("--align", default="median", choices=ALIGN_MODES, help="scale alignment (default median)")
+    parser.add_argument("--region", default="all", choices=REGIONS, help="pixels scored (default all)")
+    parser.add_argument(
+        "--clip_mask_from", type=Path, default=None,
+        help="LDR input file or folder (paired by stem) giving the clip mask; default: gt max channel >= 1",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--white_nits", type=float, default=200.0, help="cd/m^2 of radiance 1.0 (default 200)")
+    return parser
+
+
+def _list(folder: Path, extensions: tuple[str, ...]) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in extensions:
+            if path.stem in files:
+                raise HDRIOError(
+                    f"{folder}: two files share the stem {path.stem!r} ({files[path.stem].name}, {path.name})"
+                )
+            files[path.stem] = path
+    return files
+
+
+def pair_files(pred: Path, gt: Path) -> list[tuple[str, Path, Path]]:
+    """Pair prediction and ground-truth files.
+
+    Args:
+        pred: a file or a folder.
+        gt: a file or a folder (the same kind as ``pred``).
+
+    Returns:
+        ``[(stem, pred_file, gt_file), ...]`` sorted by stem.
+
+    Raises:
+        HDRIOError: a path is missing, the kinds differ, a folder has no HDR file, or some stems are
+            unmatched (listed).
+    """
+    for path, what in ((pred, "--pred"), (gt, "--gt")):
+        if not path.exists():
+            raise HDRIOError(f"{what} {path} does not exist")
+    if pred.is_file() and gt.is_file():
+        return [(pred.stem, pred, gt)]
+    if not (pred.is_dir() and gt.is_dir()):
+        raise HDRIOError(f"--pred {pred} and --gt {gt} must both be files or both be folders")
+    p, g = _list(pred, HDR_EXTENSIONS), _list(gt, HDR_EXTENSIONS)
+    if not p or not g:
+        empty = pred if not p else gt
+        raise HDRIOError(f"{empty} holds no HDR file ({', '.join(HDR_EXTENSIONS)})")
+    only_p, only_g = sorted(set(p) - set(g)), sorted(set(g) - set(p))
+    if only_p or only_g:
+        raise HDRIOError(
+            "unmatched file names (pairs are matched by stem): "
+            f"only in --pred {pred}: {only_p or 'none'}; only in --gt {gt}: {only_g or 'none'}"
+        )
+    return [(stem, p[stem], g[stem]) for stem in sorted(p)]
+
+
+def clip_mask_from_ldr(path: Path) -> torch.Tensor:
+    """Clip mask ``[1, 1, H, W]`` (bool) of an LDR file: max channel ``>= (max_code - 0.5) / max_code``."""
+    ldr = read_ldr(path)
+    max_code = 2.0**ldr.bit_depth - 1.0
+    return (ldr.image.amax(dim=0, keepdim=True) >= (max_code - 0.5) / max_code)[None]
+
+
+def _mask_files(source: Path, stems: list[str]) -> dict[str, Path]:
+    if not source.exists():
+        raise HDRIOError(f"--clip_mask_from {source} does not exist")
+    if source.is_file():
+        if len(stems) != 1:
+            raise HDRIOError(
+                f"--clip_mask_from {source} is one file but {len(stems)} images are evaluated; pass a folder"
+            )
+        return {stems[0]: source}
+    files = _list(source, LDR_EXTENSIONS)
+    missing = [s for s in stems if s not in files]
+    if missing:
+        raise HDRIOError(f"--clip_mask_from {source}: no LDR file ({', '.join(LDR_EXTENSIONS)}) for {missing}")
+    return {s: files[s] for s in stems}
+
+
+def evaluate_pairs(
+    pairs: list[tuple[str, Path, Path]],
+    names: list[str],
+    *,
+    align: str = "median",
+    region: str = "all",
+    white_nits: float = 200.0,
+    clip_mask_from: Path | None = None,
+) -> dict[str, dict[str, dict[str, float] | float]]:
+    """Score every pair with every metric.
+
+    Returns:
+        ``{"per_image": {stem: {key: value}}, "mean": {key: value}}`` with NaN where an image has no
+        pixel in the region (means skip those).
+    """
+    metrics = {metric_key(n, region): build_metric(n, region=region, align=align, white_nits=white_nits) for n in names}
+    masks = _mask_files(clip_mask_from, [s for s, _, _ in pairs]) if clip_mask_from is not None else {}
+    per_image: dict[str, dict[str, float]] = {}
+    for stem, pred_path, gt_path in pairs:
+        pred, gt = read_hdr(pred_path), read_hdr(gt_path)
+        if pred.shape != gt.shape:
+            raise HDRIOError(f"{pred_path} is {tuple(pred.shape)} but {gt_path} is {tuple(gt.shape)}; sizes must match")
+        clip = clip_mask_from_ldr(masks[stem]) if stem in masks else None
+        if clip is not None and clip.shape[-2:] != gt.shape[-2:]:
+            raise HDRIOError(f"{masks[stem]} is {tuple(clip.shape[-2:])} but {gt_path} is {tuple(gt.shape[-2:])}")
+        row = {}
+        for key, metric in metrics.items():
+            metric.reset()
+            metric.update(pred[None], gt[None], clip_mask=clip)
+            row[key] = float(metric.compute())
+        per_image[stem] = row
+    mean = {}
+    for key in metrics:
+        vals = [r[key] for r in per_image.values() if not math.isnan(r[key])]
+        mean[key] = sum(vals) / len(vals) if vals else float("nan")
+    return {"per_image": per_image, "mean": mean}
+
+
+def _json_value(v: float) -> float | None:
+    return None if math.isnan(v) else v
+
+
+def _print_table(result: dict, keys: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="hdrlab eval")
+    table.add_column("image")
+    for key in keys:
+        table.add_column(key, justify="right")
+
+    def fmt(v: float) -> str:
+        return "-" if math.isnan(v) else f"{v:.4f}"
+
+    for stem, row in result["per_image"].items():
+        table.add_row(stem, *(fmt(row[k]) for k in keys))
+    table.add_section()
+    table.add_row("mean", *(fmt(result["mean"][k]) for k in keys), style="bold")
+    Console().print(table)
+
+
+def main(argv: list[str]) -> int:
+    """Run ``hdrlab eval``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise ConfigError(f"--metrics: unknown {unknown or 'empty list'}; choose from {','.join(METRICS)}")
+    pairs = pair_files(args.pred, args.gt)
+    result = evaluate_pairs(
+        pairs, names, align=args.align, region=args.region, white_nits=args.white_nits,
+        clip_mask_from=args.clip_mask_from,
+    )
+    keys = [metric_key(n, args.region) for n in names]
+    if args.json:
+        out = {
+            "per_image": {s: {k: _json_value(v) for k, v in row.items()} for s, row in result["per_image"].items()},
+            "mean": {k: _json_value(v) for k, v in result["mean"].items()},
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        _print_table(result, keys)
+    return 0
