@@ -1,19 +1,30 @@
 """The ``hdrlab`` command line.
 
-``hdrlab <subcommand> ...``. Utility subcommands (``weights``, ``synth``, ``eval``,
-``merge``, ``demo``) live in :mod:`hdrlab.commands`, one module each with a
-``main(argv) -> int`` function; they are imported lazily so ``hdrlab --help`` stays fast.
+* ``hdrlab fit|validate|test|predict --config experiments/<x>.yaml [overrides]``: LightningCLI
+  (``parser_mode="omegaconf+"``) over any :class:`~hdrlab.methods.base.HDRMethod` and any
+  LightningDataModule, selected by ``class_path`` in the config (jsonargparse is the registry).
+  Every run writes one folder, ``<runs_root>/<experiment>/<run_id>/`` (or ``--run_dir``):
+  ``config.yaml``, ``metrics.csv``, ``checkpoints/last.ckpt``, ``wandb/``, ``previews/``,
+  ``summary.json``. Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
+* Utility subcommands (``weights``, ``synth``, ``eval``, ``merge``, ``demo``, ...) live in
+  :mod:`hdrlab.commands`, one module each with ``main(argv) -> int``, imported lazily.
+
 User errors (:class:`hdrlab.errors.HDRLabError`) are printed without a traceback and exit 2.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
 
 from hdrlab.errors import HDRLabError
 
-#: subcommand -> (module, one-line help). Explicit on purpose: no folder scanning.
+#: utility subcommand -> (module, one-line help). Explicit on purpose: no folder scanning.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("hdrlab.commands.weights", "list/verify optional pretrained trunks (VGG16/VGG19/AlexNet)"),
     "synth": ("hdrlab.commands.synth", "write procedural HDR scenes (.exr) and a contact sheet"),
@@ -21,21 +32,177 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("hdrlab.commands.merge", "merge a real bracket (Debevec radiance or Mertens fusion)"),
     "demo": ("hdrlab.commands.demo", "the end-to-end demo on the embedded procedural data"),
 }
+#: LightningCLI subcommands
+TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _usage() -> str:
-    lines = ["usage: hdrlab <subcommand> [options]", "", "subcommands:"]
+    lines = ["usage: hdrlab <subcommand> [options]", "", "training (LightningCLI; --help for options):"]
+    lines += [f"  {name:<10} {name} a method: --config experiments/<x>.yaml [--key value ...]" for name in TRAINER_SUBCOMMANDS]
+    lines += ["", "utilities:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run 'hdrlab <subcommand> --help' for the options of one subcommand."]
     return "\n".join(lines)
 
 
+def _experiment_name(cfg: Any) -> str:
+    configs = cfg.get("config") or []
+    for c in reversed(list(configs)):
+        path = Path(str(getattr(c, "relative", None) or c))
+        if path.parent.name != "overrides":
+            return path.stem
+    return "default"
+
+
+def _wandb_mode(choice: str) -> str | None:
+    """``online`` / ``offline`` / ``None`` (no W&B logger) from the ``--wandb`` choice."""
+    if choice == "disabled":
+        return None
+    if choice in ("online", "offline"):
+        return choice
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("offline", "dryrun"):
+        return "offline"
+    if env == "disabled":
+        return None
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "online" if "api.wandb.ai" in netrc.read_text() else "offline"
+    except OSError:
+        return "offline"
+
+
+def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
+    """Build (and by default run) the LightningCLI. Imported lazily: Lightning is slow to import."""
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+    from lightning.pytorch.loggers import CSVLogger
+
+    from hdrlab.callbacks.run_artifacts import (
+        AtomicCheckpointIO,
+        CheckpointOnInterrupt,
+        ImagePanelLogger,
+        RunSummary,
+        SampleBudget,
+        ThroughputMemoryMonitor,
+    )
+    from hdrlab.methods.base import HDRMethod
+
+    class HDRLabCLI(LightningCLI):
+        """LightningCLI with hdrlab's run folder, loggers and callbacks (module docstring)."""
+
+        def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+            parser.add_argument("--width", type=float, default=1.0,
+                                help="channel multiplier shared by the experiment's networks (${width} in configs)")
+            parser.add_argument("--pretrained_trunks", type=bool, default=True,
+                                help="use ImageNet trunks for perceptual losses (${pretrained_trunks}); false = random")
+            parser.add_argument("--runs_root", type=str, default="runs", help="parent of experiment folders")
+            parser.add_argument("--experiment", type=str | None, default=None,
+                                help="experiment name (default: the --config file's stem)")
+            parser.add_argument("--run_id", type=str | None, default=None, help="run folder name (default: time-based)")
+            parser.add_argument("--run_dir", type=str | None, default=None,
+                                help="explicit run folder (overrides runs_root/experiment/run_id)")
+            parser.add_argument("--max_samples", type=int | None, default=None,
+                                help="training budget in samples seen (stops training when reached)")
+            parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
+                                help="write checkpoints/last.ckpt every N optimizer steps")
+            parser.add_argument("--wandb", type=str, default="auto",
+                                help="auto (online when logged in, else offline) | online | offline | disabled")
+            parser.add_argument("--log_images_every_n_epochs", type=int, default=1)
+
+        def before_instantiate_classes(self) -> None:
+            cfg = self.config[self.subcommand]
+            if cfg.get("run_dir"):
+                run_dir = Path(cfg.run_dir)
+            else:
+                experiment = cfg.get("experiment") or _experiment_name(cfg)
+                run_id = cfg.get("run_id") or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+                run_dir = Path(cfg.runs_root) / experiment / run_id
+            if cfg.get("wandb") not in ("auto", "online", "offline", "disabled"):
+                raise HDRLabError(f"--wandb={cfg.get('wandb')!r}; use auto, online, offline or disabled")
+            self.run_dir = run_dir.resolve()
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+            cfg = self.config[self.subcommand]
+            run_dir = self.run_dir
+            trainer_cfg = self._get(self.config_init, "trainer", default={})
+            loggers: list[Any] = []
+            if trainer_cfg.get("logger") is not False:
+                loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+                mode = _wandb_mode(cfg.get("wandb", "auto"))
+                if mode is not None:
+                    from lightning.pytorch.loggers import WandbLogger
+
+                    loggers.append(WandbLogger(
+                        save_dir=str(run_dir), offline=(mode == "offline"),
+                        project=os.environ.get("WANDB_PROJECT", "hdrlab"),
+                        group=os.environ.get("WANDB_RUN_GROUP") or run_dir.parent.name,
+                        name=run_dir.name, log_model=False,
+                    ))
+            callbacks: list[Any] = [
+                RunSummary(str(run_dir / "summary.json"), seed=cfg.get("seed_everything"),
+                           extra={"run_dir": str(run_dir)}),
+                ThroughputMemoryMonitor(),
+                ImagePanelLogger(every_n_epochs=cfg.get("log_images_every_n_epochs", 1), run_dir=str(run_dir)),
+            ]
+            if self.subcommand == "fit":
+                callbacks += [
+                    ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step{step:07d}",
+                                    auto_insert_metric_name=False, save_last=True, save_top_k=1,
+                                    every_n_train_steps=cfg.get("checkpoint_every_n_steps", 100)),
+                    CheckpointOnInterrupt(str(run_dir / "checkpoints" / "last.ckpt")),
+                ]
+                if loggers:
+                    callbacks.append(LearningRateMonitor(logging_interval="step"))
+                if cfg.get("max_samples"):
+                    callbacks.append(SampleBudget(cfg.max_samples))
+            if sys.stdout.isatty():
+                callbacks.append(RichProgressBar())
+            extra_callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+            config = {**trainer_cfg, **kwargs, "default_root_dir": str(run_dir),
+                      "logger": loggers or False}
+            config["callbacks"] = list(config.get("callbacks") or []) + callbacks
+            plugins = config.get("plugins") or []
+            config["plugins"] = (plugins if isinstance(plugins, list) else [plugins]) + [AtomicCheckpointIO()]
+            return self._instantiate_trainer(config, extra_callbacks)
+
+    threads = os.environ.get("HDRLAB_TORCH_THREADS")
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    return HDRLabCLI(
+        HDRMethod,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        run=run,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"config_filename": "config.yaml", "overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf+"},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
+    if name in TRAINER_SUBCOMMANDS:
+        try:
+            build_cli(None if from_sys else [name, *rest])
+        except HDRLabError as err:
+            print(f"hdrlab {name}: error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if name not in SUBCOMMANDS:
         print(f"hdrlab: unknown subcommand {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2

@@ -1,0 +1,277 @@
+"""Callbacks and the checkpoint plugin that make a run folder.
+
+A run folder (``runs/<experiment>/<run_id>/``) holds ``config.yaml`` (LightningCLI),
+``metrics.csv`` (CSVLogger), ``checkpoints/last.ckpt``, ``wandb/`` (offline unless logged in),
+``previews/`` (:class:`ImagePanelLogger`) and ``summary.json`` (:class:`RunSummary`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.cloud_io import _load as pl_load
+
+from hdrlab import tonemap
+
+PACKAGES = ("hdrlab", "torch", "torchvision", "lightning", "torchmetrics", "kornia", "numpy",
+            "opencv-python-headless", "OpenEXR", "wandb", "sweeps", "jsonargparse", "omegaconf")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed (a kill never leaves a torn ``last.ckpt``);
+    loaded with ``weights_only=True`` (a checkpoint cannot run pickled code)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            torch.save(checkpoint, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = True) -> dict[str, Any]:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"Checkpoint file not found: {path}")
+        return pl_load(path, map_location=map_location, weights_only=True)
+
+
+class SampleBudget(L.Callback):
+    """Stop training once ``max_samples`` training samples were seen (all processes together).
+
+    Budgets in samples make runs with different dataset sizes and batch sizes comparable.
+    """
+
+    def __init__(self, max_samples: int) -> None:
+        self.max_samples = int(max_samples)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if getattr(pl_module, "samples_seen", 0) >= self.max_samples:
+            trainer.should_stop = True
+
+
+class ThroughputMemoryMonitor(L.Callback):
+    """Logs ``train/throughput`` (samples/s, smoothed) and ``train/peak_memory_mb`` (CUDA max allocated,
+    or the process's max resident set size on CPU)."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._rate: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._t0 is None:
+            return
+        rate = batch["ldr"].shape[0] / max(time.perf_counter() - self._t0, 1e-9)
+        self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
+        if pl_module.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        pl_module.log("train/throughput", self._rate, batch_size=batch["ldr"].shape[0])
+        pl_module.log("train/peak_memory_mb", float(peak), batch_size=batch["ldr"].shape[0])
+
+
+def _uint8(x: torch.Tensor) -> np.ndarray:
+    return tonemap.to_uint8(x.clamp(0, 1))
+
+
+def build_panel(visuals: dict[str, Any], index: int = 0) -> np.ndarray:
+    """One row of uint8 tiles for validation image ``index``.
+
+    Tiles: input LDR | prediction | ground truth | error map | (generated stack) | prediction
+    brackets at -4, -2, 0, +2, +4 EV | false-colour log luminance of the prediction (linear outputs).
+    Display-domain predictions are shown as they are, next to the display mapping of the ground truth.
+    """
+    ldr, hdr, pred = visuals["ldr"][index], visuals["hdr"][index], visuals["pred"][index]
+    linear = visuals.get("domain", "linear") == "linear"
+    if linear:
+        pred_view, gt_view = tonemap.display(pred[None])[0], tonemap.display(hdr[None])[0]
+    else:
+        pred_view, gt_view = pred, tonemap.display(hdr[None])[0]
+    err = (pred_view - gt_view).abs().mean(0, keepdim=True)
+    err_map = tonemap.false_color_log_luminance((err + 1e-4)[None].expand(1, 3, -1, -1), stops=(-10, 0))[0]
+    tiles = [ldr, pred_view, gt_view, err_map]
+    if "stack" in visuals:
+        tiles += list(visuals["stack"][index])
+    if linear:
+        tiles += list(tonemap.exposure_brackets(pred[None], (-4, -2, 0, 2, 4))[0])
+        tiles.append(tonemap.false_color_log_luminance(pred[None])[0])
+    h = ldr.shape[-2]
+    gap = np.full((h, 2, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for tile in tiles:
+        row += [_uint8(tile), gap]
+    return np.concatenate(row[:-1], axis=1)
+
+
+class ImagePanelLogger(L.Callback):
+    """Writes uint8 panels of the first validation images to ``<run_dir>/previews/`` and to W&B.
+
+    Args:
+        every_n_epochs: log every N validation epochs.
+        run_dir: the run folder (``None``: the trainer's ``default_root_dir``).
+    """
+
+    def __init__(self, *, every_n_epochs: int = 1, run_dir: str | None = None) -> None:
+        self.every_n_epochs = max(1, int(every_n_epochs))
+        self.run_dir = run_dir
+        self._count = 0
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        visuals = getattr(pl_module, "visuals", None)
+        if trainer.sanity_checking or not visuals or not trainer.is_global_zero:
+            return
+        self._count += 1
+        if (self._count - 1) % self.every_n_epochs:
+            return
+        from hdrlab import io
+
+        panels = [build_panel(visuals, i) for i in range(len(visuals["name"]))]
+        folder = Path(self.run_dir or trainer.default_root_dir) / "previews"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, panel in zip(visuals["name"], panels):
+            io.write_png(folder / f"step{trainer.global_step:07d}_{name}.png", panel)
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                logger.log_image(key="val/panels", images=panels, caption=list(visuals["name"]),
+                                 step=trainer.global_step)
+
+
+def git_sha() -> str:
+    """The current commit of the working directory's repository, or ``"unknown"``."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    """Trainable parameters (frozen loss/metric networks and buffers excluded)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+class RunSummary(L.Callback):
+    """Writes ``summary.json``: git SHA, package versions, seed, determinism flags, samples seen,
+    steps, wall time, parameter count, status and the last logged metrics.
+
+    Args:
+        path: where to write (``<run_dir>/summary.json``).
+        seed: the run's seed (``seed_everything``).
+        extra: more JSON-able facts (command line, memory plan, ...).
+    """
+
+    def __init__(self, path: str, *, seed: int | None = None, extra: dict[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.seed = seed
+        self.extra = dict(extra or {})
+        self._start = time.perf_counter()
+        self._stage = ""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._start = time.perf_counter()
+        self._stage = stage
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        metrics = {}
+        for key, value in trainer.callback_metrics.items():
+            v = float(value)
+            metrics[key] = v if math.isfinite(v) else None
+        summary = {
+            "status": status,
+            "stage": self._stage,
+            "git_sha": git_sha(),
+            "versions": package_versions(),
+            "seed": self.seed,
+            "deterministic": {
+                "torch_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+                "cudnn_deterministic": torch.backends.cudnn.deterministic,
+                "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            },
+            "samples_seen": int(getattr(pl_module, "samples_seen", 0)),
+            "global_step": int(trainer.global_step),
+            "epoch": int(trainer.current_epoch),
+            "wall_time_s": round(time.perf_counter() - self._start, 3),
+            "trainable_parameters": count_parameters(pl_module),
+            "model": type(pl_module).__name__,
+            "argv": sys.argv,
+            "metrics": metrics,
+            **self.extra,
+        }
+        atomic_write_text(self.path, json.dumps(summary, indent=2, default=str) + "\n")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "finished")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._stage == "validate":
+            self._write(trainer, pl_module, "finished")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "finished")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._write(trainer, pl_module, f"failed: {type(exception).__name__}: {exception}")
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Saves ``last.ckpt`` when training is interrupted (Ctrl-C, an exception) so it can resume."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if trainer.state.fn == "fit" and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path, weights_only=False)

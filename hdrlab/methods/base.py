@@ -1,0 +1,219 @@
+"""``HDRMethod``: the LightningModule every paper method and the composite derive from.
+
+It owns what all methods share — metrics, the loss-logging names, visual panels for image
+logging, ``predict_step``, the optimizer and the samples-seen counter — so a method only says
+how it computes its loss and how it predicts:
+
+* :meth:`HDRMethod.compute_loss` ``(batch) -> (loss, {term: value})``;
+* :meth:`HDRMethod.predict_image` ``(batch) -> [B, 3, H, W]`` in :attr:`output_domain`.
+
+Logged names (a contract used by sweeps and reports): ``train/loss``, ``train/loss/<term>``,
+``train/samples_seen``, ``val/<metric>`` and ``val/<metric>_clipped`` (``test/...`` in test).
+A ``linear`` method is scored against ``batch["hdr"]`` with the HDR metrics of
+:func:`hdrlab.metrics.build_metrics`; a ``display`` method against
+``hdrlab.tonemap.display(batch["hdr"])`` with display-domain metrics (``val/display_psnr``,
+``val/display_ssim``), never mixed with the HDR columns.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from torchmetrics import MetricCollection
+
+from hdrlab import tonemap
+from hdrlab.data.batch import HDRBatch
+from hdrlab.errors import ConfigError
+from hdrlab.metrics import build_metrics
+from hdrlab.metrics.display import build_display_metrics
+
+OUTPUT_DOMAINS = ("linear", "display")
+
+
+class HDRMethod(L.LightningModule, ABC):
+    """Shared training/evaluation logic (module docstring).
+
+    Args:
+        lr: Adam learning rate.
+        betas: Adam betas.
+        weight_decay: Adam weight decay.
+        lr_milestones: optimizer steps at which the learning rate is multiplied by ``lr_gamma``
+            (empty: constant learning rate).
+        lr_gamma: multiplicative decay at each milestone.
+        metrics: HDR metric names for linear-domain methods (see :data:`hdrlab.metrics.METRICS`).
+        align: scale alignment of the HDR metrics (``none`` / ``median`` / ``lsq_log``).
+        white_nits: cd/m^2 of radiance 1.0 for PU21 / ColorVideoVDP.
+        num_visuals: images of the first validation batch kept for image logging.
+    """
+
+    #: ``"linear"`` (radiance) or ``"display"``; subclasses may set it per instance.
+    output_domain: str = "linear"
+
+    def __init__(
+        self,
+        *,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_milestones: Sequence[int] = (),
+        lr_gamma: float = 0.5,
+        metrics: Sequence[str] = ("psnr_mu", "psnr_l", "pu21_psnr", "pu21_ssim"),
+        align: str = "median",
+        white_nits: float = 200.0,
+        num_visuals: int = 2,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ConfigError(f"{type(self).__name__}.lr must be > 0, got {lr}")
+        self.lr = float(lr)
+        self.betas = tuple(betas)
+        self.weight_decay = float(weight_decay)
+        self.lr_milestones = list(lr_milestones)
+        self.lr_gamma = float(lr_gamma)
+        self.metric_names = list(metrics)
+        self.align = align
+        self.white_nits = float(white_nits)
+        self.num_visuals = int(num_visuals)
+        self.samples_seen = 0
+        self.visuals: dict[str, Any] = {}
+        self._metrics: dict[str, MetricCollection] = {}
+
+    # ------------------------------------------------------------------ to implement
+    @abstractmethod
+    def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Training loss of one batch and its named (already weighted) terms."""
+
+    @abstractmethod
+    def predict_image(self, batch: HDRBatch) -> torch.Tensor:
+        """Prediction ``[B, 3, H, W]`` in :attr:`output_domain` from ``batch["ldr"]`` (and what else it needs)."""
+
+    def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
+        """Optional extra tensors for image panels (e.g. a generated stack ``[B, N, 3, H, W]``)."""
+        return {}
+
+    def subnetworks(self) -> dict[str, torch.nn.Module]:
+        """Named trainable sub-networks (for ``hdrlab info`` and memory budgets).
+
+        Default: every direct child module with trainable parameters. Frozen loss and metric
+        networks are excluded by construction (no trainable parameters).
+        """
+        return {name: child for name, child in self.named_children()
+                if any(p.requires_grad for p in child.parameters())}
+
+    def example_batch(self, *, batch_size: int = 1, height: int = 512, width: int = 512,
+                      device: torch.device | str | None = None) -> dict[str, Any]:
+        """A batch with the keys and shapes this method consumes, for FLOP counting and memory
+        estimation (values are synthetic: an sRGB-like gamma CRF, 5% clipped pixels).
+
+        Methods that consume more (e.g. an exposure stack) extend it.
+        """
+        from hdrlab.camera import CRF
+
+        g = torch.Generator().manual_seed(0)
+        hdr = torch.rand(batch_size, 3, height, width, generator=g) * 1.05
+        crf = CRF.gamma(2.2)
+        ldr = crf(hdr.clamp(0, 1))
+        clip = (hdr.amax(1, keepdim=True) >= 1).float()
+        lut = lambda t: t.expand(batch_size, -1, -1).clone()  # noqa: E731
+        batch = {"hdr": hdr, "hdr_clipped": hdr.clamp(max=1), "ldr_float": ldr, "ldr": ldr,
+                 "crf_forward": lut(crf.forward_lut[None]), "crf_inverse": lut(crf.inverse_lut[None]),
+                 "clip_mask": clip, "name": [f"example_{i}" for i in range(batch_size)]}
+        return {k: (v.to(device) if isinstance(v, torch.Tensor) and device is not None else v) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ metrics
+    def metric_collection(self, stage: str) -> MetricCollection:
+        """The metric collection of ``stage`` (``val`` / ``test``), built on first use on this device."""
+        if stage not in self._metrics:
+            if self.output_domain == "linear":
+                collection = build_metrics(self.metric_names, align=self.align, white_nits=self.white_nits,
+                                           prefix=f"{stage}/")
+            elif self.output_domain == "display":
+                collection = build_display_metrics(prefix=f"{stage}/")
+            else:
+                raise ConfigError(f"{type(self).__name__}.output_domain={self.output_domain!r}; use {OUTPUT_DOMAINS}")
+            self._metrics[stage] = collection.to(self.device)
+        return self._metrics[stage]
+
+    def target_for_metrics(self, batch: HDRBatch) -> torch.Tensor:
+        """The reference in this method's output domain: ``hdr`` or ``display(hdr)``."""
+        return batch["hdr"] if self.output_domain == "linear" else tonemap.display(batch["hdr"])
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def training_step(self, batch: HDRBatch, batch_idx: int) -> torch.Tensor:
+        loss, terms = self.compute_loss(batch)
+        batch_size = batch["ldr"].shape[0]
+        self.samples_seen += batch_size * max(1, self.trainer.world_size if self._trainer else 1)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in terms.items():
+            self.log(f"train/loss/{name}", value, batch_size=batch_size)
+        self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
+        return loss
+
+    def _eval_step(self, batch: HDRBatch, batch_idx: int, stage: str) -> None:
+        pred = self.predict_image(batch).float()
+        self.metric_collection(stage).update(pred, self.target_for_metrics(batch).float(),
+                                             clip_mask=batch["clip_mask"])
+        if stage == "val" and batch_idx == 0:
+            k = self.num_visuals
+            self.visuals = {
+                "name": list(batch["name"][:k]),
+                "ldr": batch["ldr"][:k].detach().cpu(),
+                "hdr": batch["hdr"][:k].detach().cpu(),
+                "pred": pred[:k].detach().cpu(),
+                "clip_mask": batch["clip_mask"][:k].detach().cpu(),
+                "domain": self.output_domain,
+                **{key: v[:k].detach().cpu() for key, v in self.extra_visuals(batch).items()},
+            }
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        collection = self.metric_collection(stage)
+        values = collection.compute()
+        finite = {k: v for k, v in values.items() if torch.isfinite(v)}
+        self.log_dict(finite, sync_dist=True)
+        collection.reset()
+
+    def validation_step(self, batch: HDRBatch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: HDRBatch, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: HDRBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """``{"pred": [B,3,H,W] in output_domain, "domain": str, "name": list[str]}``."""
+        return {"pred": self.predict_image(batch), "domain": self.output_domain, "name": batch.get("name")}
+
+    # ------------------------------------------------------------------ optimisation
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        params = self.trainable_parameters()
+        if not params:
+            raise ConfigError(f"{type(self).__name__} has no trainable parameters (everything frozen?)")
+        optimizer = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        if not self.lr_milestones:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.lr_milestones, gamma=self.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoint state
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["hdrlab"] = {
+            "samples_seen": int(self.samples_seen),
+            "torch_rng_state": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("hdrlab", {})
+        self.samples_seen = int(state.get("samples_seen", 0))
+        if "torch_rng_state" in state:
+            torch.set_rng_state(state["torch_rng_state"])
