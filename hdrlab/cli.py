@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("hdrlab.commands.evaluate", "score predicted HDR images against ground truth"),
     "merge": ("hdrlab.commands.merge", "merge a real bracket (Debevec radiance or Mertens fusion)"),
     "demo": ("hdrlab.commands.demo", "the end-to-end demo on the embedded procedural data"),
+    "sweep": ("hdrlab.commands.sweep", "run a W&B sweep file online (logged in) or with the offline agent"),
 }
 #: LightningCLI subcommands
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -79,12 +80,12 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-    from lightning.pytorch.loggers import CSVLogger
 
     from hdrlab.callbacks.run_artifacts import (
         AtomicCheckpointIO,
         CheckpointOnInterrupt,
         ImagePanelLogger,
+        ResumableCSVLogger,
         RunSummary,
         SampleBudget,
         ThroughputMemoryMonitor,
@@ -114,7 +115,7 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
             parser.add_argument("--log_images_every_n_epochs", type=int, default=1)
 
         def before_instantiate_classes(self) -> None:
-            cfg = self.config[self.subcommand]
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
             if cfg.get("run_dir"):
                 run_dir = Path(cfg.run_dir)
             else:
@@ -127,12 +128,12 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
         def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-            cfg = self.config[self.subcommand]
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
             run_dir = self.run_dir
             trainer_cfg = self._get(self.config_init, "trainer", default={})
             loggers: list[Any] = []
             if trainer_cfg.get("logger") is not False:
-                loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+                loggers.append(ResumableCSVLogger(save_dir=str(run_dir), name="", version=""))
                 mode = _wandb_mode(cfg.get("wandb", "auto"))
                 if mode is not None:
                     from lightning.pytorch.loggers import WandbLogger
@@ -149,7 +150,7 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
                 ThroughputMemoryMonitor(),
                 ImagePanelLogger(every_n_epochs=cfg.get("log_images_every_n_epochs", 1), run_dir=str(run_dir)),
             ]
-            if self.subcommand == "fit":
+            if (self.subcommand or "fit") == "fit":  # run=False builds a fit-ready trainer
                 callbacks += [
                     ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step{step:07d}",
                                     auto_insert_metric_name=False, save_last=True, save_top_k=1,

@@ -7,6 +7,7 @@ A run folder (``runs/<experiment>/<run_id>/``) holds ``config.yaml`` (LightningC
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _load as pl_load
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from hdrlab import tonemap
 
@@ -70,6 +73,29 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not Path(path).exists():
             raise FileNotFoundError(f"Checkpoint file not found: {path}")
         return pl_load(path, map_location=map_location, weights_only=True)
+
+
+class _AppendingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` when opened again; a resumed run
+    must keep its history, so this one adopts the existing header and appends."""
+
+    def _check_log_dir_exists(self) -> None:
+        path = Path(self.metrics_file_path)
+        if path.is_file():
+            with path.open(newline="") as f:
+                header = next(csv.reader(f), [])
+            self.metrics_keys = list(header)
+
+
+class ResumableCSVLogger(CSVLogger):
+    """``CSVLogger`` writing ``<save_dir>/metrics.csv`` and appending to it when a run resumes."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 class SampleBudget(L.Callback):

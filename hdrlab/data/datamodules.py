@@ -12,7 +12,7 @@ held-out CRF stream of their split (``CRFSampler`` splits are disjoint) and no f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -59,6 +59,8 @@ class EpochSampler(Sampler):
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
         self.epoch = 0
+        #: ``(epoch, samples to skip)`` for the next iteration when resuming mid-epoch
+        self.resume_at: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every training epoch."""
@@ -75,7 +77,33 @@ class EpochSampler(Sampler):
         else:
             order = list(range(self.num_samples))
         epoch = self.epoch
-        return iter([(index, epoch) for index in order])
+        start = 0
+        if self.resume_at is not None and self.resume_at[0] == epoch:
+            start = self.resume_at[1]
+        self.resume_at = None
+        return iter([(index, epoch) for index in order[start:]])
+
+
+class ResumableDataLoader(DataLoader):
+    """Training DataLoader whose position inside the epoch is saved in checkpoints.
+
+    Lightning stores ``state_dict()`` of stateful loaders in the checkpoint and calls
+    ``load_state_dict`` on resume. The position is the number of batches whose optimizer step the
+    checkpoint includes (``progress()``, read from the training loop, so prefetching cannot skew
+    it); on resume the :class:`EpochSampler` skips exactly those samples, and the synthesis of each
+    remaining sample is keyed by ``(seed, epoch, index)`` as before — a killed run resumes bit-exactly.
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        done = int(self.progress()) if self.progress is not None else 0
+        return {"epoch": int(self.sampler.epoch), "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at = (int(state["epoch"]), int(state["batches_done"]) * int(self.batch_size))
 
 
 class PinnedEpochDataset(Dataset):
@@ -169,8 +197,16 @@ class _SynthDataModule(L.LightningDataModule):
         }
         if train:
             sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=True)  # type: ignore[arg-type]
-            return DataLoader(dataset, sampler=sampler, drop_last=len(dataset) >= self.batch_size, **kwargs)  # type: ignore[arg-type]
+            return ResumableDataLoader(dataset, sampler=sampler, drop_last=len(dataset) >= self.batch_size,  # type: ignore[arg-type]
+                                       progress=self._batches_done, **kwargs)
         return DataLoader(dataset, shuffle=False, **kwargs)
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch whose optimizer step has run (0 outside ``fit``)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)
@@ -193,8 +229,12 @@ class ProceduralDataModule(_SynthDataModule):
         num_train_scenes, num_val_scenes, num_test_scenes: split sizes.
         patch_size: training / evaluation patch side.
         scene_size: render size of a scene (``None`` = ``patch_size``).
-        cache_scenes: keep rendered scenes in memory (per worker process); same samples, faster
-            epochs after the first.
+        cache_scenes: scene-cache policy of every split (see :class:`ProceduralHDRDataset`):
+            ``"auto"`` (default) keeps rendered scenes in memory, rendered lazily on first use,
+            when a split's ``num_scenes * 12 * scene_size**2`` bytes fit in 1 GiB
+            (:data:`~hdrlab.data.datasets.SCENE_CACHE_LIMIT_BYTES`; per worker process);
+            ``True`` always, ``False`` never. Exact either way: each split is a fixed set of
+            scenes, only the synthesis changes with the epoch.
         batch_size, num_workers: DataLoader settings.
         seed: experiment seed keying the synthesis randomness.
         clipped_fraction, crf_family, bits, noise, jpeg_quality, flips, bracket_ev, emor_path:
@@ -209,7 +249,7 @@ class ProceduralDataModule(_SynthDataModule):
         num_test_scenes: int = 20,
         patch_size: int = 256,
         scene_size: int | None = None,
-        cache_scenes: bool = False,
+        cache_scenes: bool | str = "auto",
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
@@ -235,7 +275,11 @@ class ProceduralDataModule(_SynthDataModule):
         self.num_test_scenes = int(num_test_scenes)
         self.patch_size = int(patch_size)
         self.scene_size = int(scene_size) if scene_size is not None else int(patch_size)
-        self.cache_scenes = bool(cache_scenes)
+        if not (isinstance(cache_scenes, bool) or cache_scenes == "auto"):
+            raise ConfigError(
+                f"ProceduralDataModule.cache_scenes must be true, false or 'auto', got {cache_scenes!r}"
+            )
+        self.cache_scenes: bool | str = cache_scenes
         if self.scene_size < 1:
             raise ConfigError(f"ProceduralDataModule.scene_size must be >= 1, got {scene_size}")
 
