@@ -1,0 +1,102 @@
+"""``hdrlab info --config experiments/X.yaml [--json] [--size 512]``: size and cost of a method at full size.
+
+Prints the trainable parameters of each sub-network and in total (frozen loss / metric networks and
+buffers excluded) and the FLOPs of one prediction, counted as ``2 x MACs`` by
+:class:`torch.utils.flop_counter.FlopCounterMode` under ``FakeTensorMode`` (no real compute) at a
+``size x size`` input (the method's :meth:`~hdrlab.methods.base.HDRMethod.predict_image` on its
+:meth:`~hdrlab.methods.base.HDRMethod.example_batch`: a display merger like CF-Net produces a
+``size x size`` output; a generator method counts the whole generated stack and its merge).
+
+The experiment's shared knobs are forced to full size: ``width = 1`` and ``pretrained_trunks = false``
+(pretrained files change no count and need not be present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from hdrlab.errors import ConfigError
+
+
+def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_trunks: bool = False) -> Any:
+    """Instantiate the ``model`` of experiment config files (later files override earlier ones)."""
+    from jsonargparse import ArgumentParser
+
+    from hdrlab.methods.base import HDRMethod
+
+    merged = OmegaConf.create({})
+    for path in configs:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        merged = OmegaConf.merge(merged, OmegaConf.load(path))
+    merged.width = width
+    merged.pretrained_trunks = pretrained_trunks
+    if "model" not in merged:
+        raise ConfigError(f"{configs[-1]} has no 'model' section; give an experiment config (experiments/*.yaml)")
+    model_cfg = OmegaConf.to_container(merged.model, resolve=True)
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(HDRMethod, "model")
+    try:
+        cfg = parser.parse_object({"model": model_cfg})
+        return parser.instantiate_classes(cfg).model
+    except Exception as err:  # jsonargparse raises its own error types
+        raise ConfigError(f"cannot build the model of {configs[-1]}: {err}") from err
+
+
+def count_flops(method: Any, *, size: int = 512) -> int:
+    """FLOPs (2 x MACs) of ``method.predict_image`` on a ``size x size`` example batch, without compute."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    method.eval()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        batch = method.example_batch(batch_size=1, height=size, width=size)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            method.predict_image(batch)
+    return int(counter.get_total_flops())
+
+
+def describe(configs: list[str], *, size: int = 512) -> dict[str, Any]:
+    method = load_experiment_model(configs)
+    subnets = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
+               for name, m in method.subnetworks().items()}
+    total = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    return {
+        "config": configs[-1],
+        "method": type(method).__name__,
+        "output_domain": method.output_domain,
+        "parameters": {"subnetworks": subnets, "total": total},
+        "flops": count_flops(method, size=size),
+        "flops_input": f"{size}x{size}",
+    }
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hdrlab info", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", action="append", required=True, help="experiment YAML (repeatable)")
+    parser.add_argument("--size", type=int, default=512, help="input side for the FLOP count")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    info = describe(args.config, size=args.size)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{info['method']} ({info['config']}), output {info['output_domain']}")
+    table.add_column("sub-network")
+    table.add_column("trainable parameters", justify="right")
+    for name, n in info["parameters"]["subnetworks"].items():
+        table.add_row(name, f"{n:,}")
+    table.add_row("total", f"{info['parameters']['total']:,}", style="bold")
+    console = Console()
+    console.print(table)
+    console.print(f"FLOPs (2 x MACs) at {info['flops_input']}: {info['flops'] / 1e9:,.2f} G")
+    return 0

@@ -1,0 +1,48 @@
+"""``hdrlab info``: full-size trainable parameter counts (spec references) and FakeTensor FLOPs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hdrlab.cli import main
+from hdrlab.commands.info import describe
+
+REPO = Path(__file__).resolve().parents[1]
+EXP = REPO / "experiments"
+
+
+def test_singlehdr_counts_and_flops(capsys):
+    """direct_methods.md §2.2-2.5: 1,999,779 / 1,200,971 / 24,569,118 / 1,266,947; ~450 GFLOPs at 512^2."""
+    assert main(["info", "--config", str(EXP / "singlehdr.yaml"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["parameters"]["subnetworks"] == {
+        "dequantization": 1_999_779, "linearization": 1_200_971,
+        "hallucination": 24_569_118, "refinement": 1_266_947,
+    }
+    assert info["parameters"]["total"] == 29_036_815
+    assert abs(info["flops"] / 450e9 - 1) < 0.03
+
+
+def test_le2023_count():
+    """stack_generators.md §4.2: 62,194,875 trainable parameters."""
+    info = describe([str(EXP / "le2023.yaml")])
+    assert info["parameters"]["total"] == 62_194_875
+    assert info["flops"] > 0
+
+
+@pytest.mark.parametrize("scale,expected", [(2, 17_048_297), (4, 28_975_849)])
+def test_cfnet_counts(tmp_path, scale, expected):
+    """mergers.md §4: CF-Net x2 17,048,297 and x4 28,975,849; FLOPs at a 512x512 output."""
+    override = tmp_path / "scale.yaml"
+    override.write_text(f"model:\n  init_args:\n    scale: {scale}\n")
+    info = describe([str(EXP / "cfnet.yaml"), str(override)])
+    assert info["parameters"]["total"] == expected
+    assert info["output_domain"] == "display" and info["flops"] > 0
+
+
+def test_bad_config_is_a_clear_error(tmp_path, capsys):
+    assert main(["info", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
