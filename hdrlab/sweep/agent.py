@@ -23,7 +23,8 @@ pid (= process group id) to ``.trial.pid`` before running the command and its ex
 ``.trial.exit`` after it. So after the agent is killed at any moment (even ``SIGKILL``
 mid-write), a re-run knows for every trial, without trusting pids: lock held -> still running
 (adopted and watched, never started twice); lock free with an exit file -> finished or
-crashed; lock free without one -> interrupted, re-launched (from ``last.ckpt`` when present).
+crashed; lock free without one -> interrupted, re-launched (from ``last.ckpt`` when present)
+unless it already wrote ``summary.json``.
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ def trial_environment(
     trial_id: str,
     run_dir: str | Path,
     wandb_mode: str,
+    project: str | None = None,
 ) -> dict[str, str]:
     """The environment of one trial process.
 
@@ -290,6 +292,7 @@ def trial_environment(
         trial_id: ``HDRLAB_TRIAL_ID`` and ``WANDB_NAME``.
         run_dir: ``HDRLAB_RUN_DIR``.
         wandb_mode: ``WANDB_MODE`` unless ``base`` already sets one.
+        project: ``WANDB_PROJECT`` unless ``base`` already sets one.
 
     Returns:
         A new dict. W&B sweep/run ids inherited from a surrounding ``wandb agent`` are removed,
@@ -299,6 +302,8 @@ def trial_environment(
     env["OMP_NUM_THREADS"] = str(threads)
     env["HDRLAB_TORCH_THREADS"] = str(threads)
     env.setdefault("WANDB_MODE", wandb_mode)
+    if project:
+        env.setdefault("WANDB_PROJECT", project)
     env["WANDB_RUN_GROUP"] = group
     env["WANDB_NAME"] = trial_id
     env["HDRLAB_SWEEP_GROUP"] = group
@@ -412,6 +417,8 @@ class OfflineSweepAgent:
         poll_interval: Seconds between checks of the running trials.
         kill_delay: Seconds between ``SIGTERM`` and ``SIGKILL`` when stopping a trial.
         wandb_mode: ``WANDB_MODE`` for trials unless the environment sets it.
+        project: ``WANDB_PROJECT`` for trials unless the environment sets it (default: the
+            sweep's ``project`` key).
         interpreter: What ``${interpreter}`` expands to (default ``sys.executable``).
         cores: CPU cores shared by the workers (default: CPU affinity of this process).
         log: Progress printer.
@@ -428,6 +435,7 @@ class OfflineSweepAgent:
         poll_interval: float = 0.5,
         kill_delay: float = 10.0,
         wandb_mode: str = "offline",
+        project: str | None = None,
         interpreter: str | None = None,
         cores: int | None = None,
         log: Callable[[str], None] | None = None,
@@ -444,6 +452,7 @@ class OfflineSweepAgent:
         self.poll_interval = poll_interval
         self.kill_delay = kill_delay
         self.wandb_mode = wandb_mode
+        self.project = project or spec.raw.get("project")
         self.interpreter = interpreter or sys.executable
         self.threads = threads_per_worker(workers, cores)
         self.log = log or (lambda msg: print(msg, flush=True))
@@ -463,6 +472,8 @@ class OfflineSweepAgent:
 
     def _load_or_init(self) -> None:
         raw = json.loads(json.dumps(to_builtin(self.spec.raw)))
+        # A temp file left by a write that was killed half-way is garbage: state.json is intact.
+        self.state_path.with_name(f".{self.state_path.name}.tmp").unlink(missing_ok=True)
         if self.state_path.exists():
             self.state = load_state(self.state_path)
             if self.state["config"] != raw:
@@ -533,8 +544,14 @@ class OfflineSweepAgent:
         }
 
     def _record_end(self, trial: dict[str, Any], code: int | None) -> None:
-        """Record the end of a trial's process; ``code is None`` = interrupted (resume later)."""
+        """Record the end of a trial's process.
+
+        ``code is None`` means the wrapper recorded no exit code (the trial was killed): the trial
+        is resumed later, unless it had already written ``summary.json`` (success).
+        """
         run_dir = Path(trial["run_dir"])
+        if code is None and (run_dir / "summary.json").exists() and not trial.get("stop_requested"):
+            code = 0  # killed after writing its success summary (e.g. while closing loggers)
         history = self._history(trial)
         trial["metric"] = last_metric(history, self.spec.metric_name) if self.spec.metric_name else None
         trial["history_len"] = len(history)
@@ -641,6 +658,7 @@ class OfflineSweepAgent:
                 trial_id=trial["id"],
                 run_dir=run_dir,
                 wandb_mode=self.wandb_mode,
+                project=self.project,
             )
             with files["log"].open("ab") as log_fh:
                 header = f"\n===== hdrlab sweep: {trial['id']} launch {trial['launches']} at {now_iso()}: {' '.join(argv)}\n"
@@ -672,8 +690,6 @@ class OfflineSweepAgent:
                 rc = proc.popen.poll()
                 if rc is None:
                     continue
-                if proc.pgid:
-                    _signal_group(proc.pgid, signal.SIGKILL)  # leftovers of a finished trial
             elif lock_is_held(proc.lock_path):
                 continue
             del self._running[trial_id]

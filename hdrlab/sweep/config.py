@@ -352,3 +352,32 @@ def expand_command(
         else:
             argv.append(text)
     return argv
+
+
+def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every parameter set of a grid sweep, in the order the ``sweeps`` engine suggests them.
+
+    Useful to check each grid point's expanded command (e.g. through the CLI parser) without
+    running anything.
+
+    Args:
+        spec: A validated sweep with ``method: grid``.
+
+    Returns:
+        One ``{name: plain value}`` dict per grid point.
+
+    Raises:
+        ConfigError: The sweep is not a grid sweep (random/bayes never end).
+    """
+    if spec.method != "grid":
+        raise ConfigError(f"{spec.name}: grid_points needs method: grid, not {spec.method} (it never ends)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+
+        runs: list[Any] = []
+        while (suggestion := sweeps.next_run(spec.engine, runs, validate=False)) is not None:
+            suggestion.state = "finished"
+            suggestion.name = f"grid-{len(runs)}"
+            runs.append(suggestion)
+    return [{k: to_builtin(v["value"]) for k, v in run.config.items()} for run in runs]

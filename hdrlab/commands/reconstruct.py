@@ -1,0 +1,317 @@
+"""``hdrlab reconstruct``: real photos (PNG / JPEG / TIFF) to HDR (``.exr``) plus a tone-mapped preview.
+
+    hdrlab reconstruct IN.(png|jpg|tif)|DIR -o OUT --ckpt RUN/checkpoints/last.ckpt
+        [--merger debevec_known_crf|debevec|mertens|own] [--tile 512] [--overlap 64] [--gamma 2.2]
+
+The method is rebuilt from the run folder of ``hdrlab fit``: ``<run_dir>/config.yaml`` (next to
+``<run_dir>/checkpoints/``, or ``--config``) gives the ``model`` section, instantiated through
+jsonargparse exactly as LightningCLI did, and the checkpoint's ``state_dict`` (``torch.load(...,
+weights_only=True)``) fills it. (LightningCLI runs store no hyper-parameters in the checkpoint
+unless the method calls ``save_hyperparameters``, so ``load_from_checkpoint`` is not used.)
+
+Kinds of method:
+
+* **generator** methods (:class:`~hdrlab.methods.two_stage.TwoStage`, or any method holding a
+  :class:`~hdrlab.models.generators.base.StackGenerator` as ``.generator``, e.g. Le2023Method):
+  the generated stack is merged by ``--merger``: ``debevec_known_crf`` (default; Debevec & Malik
+  log-domain merge linearised with the *assumed* CRF), ``debevec`` (CRF recovered from the
+  generated stack), ``mertens`` (a display fusion, written linearised with the assumed inverse
+  CRF, so it never exceeds the clip level), ``own`` (a TwoStage's own merger and selection rule;
+  a display merger's output is linearised with the assumed inverse CRF, as ``inverse_display``).
+* **direct** methods (``output_domain == "linear"``, no generator): ``predict_image`` on the photo.
+
+Camera response of real photos: unknown, assumed **sRGB-like gamma 2.2** (``--gamma``;
+``x = y ** 2.2``) for the known-CRF merge, the ``crf_forward``/``crf_inverse`` of the batch and the
+clip mask; methods that estimate the CRF (SingleHDR) use their own estimate.
+
+Output scale: radiance relative to the input exposure (the photo clips at 1.0, the project
+convention). Preview: ``hdrlab.tonemap.display`` (sRGB-encoded extended Reinhard, white 16).
+
+Large images (documented default): the photo is padded (edge replication) to a multiple of
+``--multiple`` (64: the 7-level U-Nets of Le2023; enough for SingleHDR's encoders) and, when a side
+exceeds ``--tile`` (512), the network runs on overlapping tiles blended by
+:func:`hdrlab.budget.tiling.tiled_forward` (``--overlap`` 64, raised-cosine ramps); the merge runs
+once on the full generated stack (Mertens' pyramids are not tile-local).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hdrlab.errors import ConfigError, HDRIOError
+
+__all__ = [
+    "LDR_SUFFIXES",
+    "MERGERS",
+    "build_parser",
+    "find_inputs",
+    "load_method",
+    "main",
+    "method_generator",
+    "pad_to_multiple",
+    "photo_batch",
+    "reconstruct_image",
+    "run_tiled",
+]
+
+#: photo extensions read by ``reconstruct``
+LDR_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: ``--merger`` choices for generator methods
+MERGERS: tuple[str, ...] = ("debevec_known_crf", "debevec", "mertens", "own")
+#: a pixel is clipped when its brightest channel is at 8-bit code 255 (docs/architecture.md)
+CLIP_THRESHOLD = 254.5 / 255.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hdrlab reconstruct", description=__doc__.split("\n\n")[0])
+    p.add_argument("input", help="an LDR photo (.png/.jpg/.tif) or a folder of them")
+    p.add_argument("-o", "--output", required=True, help="output folder (<stem>.exr and <stem>_preview.png)")
+    p.add_argument("--ckpt", required=True, help="checkpoint of an 'hdrlab fit' run (e.g. RUN/checkpoints/last.ckpt)")
+    p.add_argument("--config", default=None, help="the run's config.yaml (default: next to the checkpoints folder)")
+    p.add_argument("--merger", default="debevec_known_crf", choices=MERGERS,
+                   help="merge of a generated stack (generator methods only)")
+    p.add_argument("--gamma", type=float, default=2.2, help="assumed camera response x = y ** gamma of the photos")
+    p.add_argument("--tile", type=int, default=512, help="run the network on tiles when a side exceeds this")
+    p.add_argument("--overlap", type=int, default=64, help="minimum overlap of neighbouring tiles (pixels)")
+    p.add_argument("--multiple", type=int, default=64, help="pad the photo to a multiple of this (network stride)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    return p
+
+
+# --------------------------------------------------------------------------- loading
+def _run_config_path(ckpt: Path, config: str | Path | None) -> Path:
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"--config {path} does not exist; give the run's config.yaml")
+        return path
+    for candidate in (ckpt.parent.parent / "config.yaml", ckpt.parent / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no config.yaml found for {ckpt} (looked in {ckpt.parent.parent} and {ckpt.parent}); "
+        "pass --config <run_dir>/config.yaml (runs with --trainer.fast_dev_run write none)"
+    )
+
+
+def load_method(ckpt: str | Path, *, config: str | Path | None = None, device: str = "cpu") -> Any:
+    """Rebuild a trained :class:`~hdrlab.methods.base.HDRMethod` from an ``hdrlab fit`` run.
+
+    Args:
+        ckpt: Lightning checkpoint (``state_dict`` inside), read with ``weights_only=True``.
+        config: the run's ``config.yaml`` (default: ``<ckpt>/../../config.yaml``).
+        device: where to put the method.
+
+    Returns:
+        The method in eval mode. A TwoStage's ``generator_ckpt`` / ``merger_ckpt`` are ignored
+        (its weights come from ``ckpt``).
+
+    Raises:
+        ConfigError: missing files, a config without a ``model`` section, mismatching weights.
+    """
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from hdrlab.methods.base import HDRMethod
+
+    ckpt = Path(ckpt)
+    if not ckpt.is_file():
+        raise ConfigError(f"--ckpt {ckpt} does not exist; give a checkpoint of an 'hdrlab fit' run")
+    cfg_path = _run_config_path(ckpt, config)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    model_cfg = (cfg or {}).get("model")
+    if not isinstance(model_cfg, dict) or "class_path" not in model_cfg:
+        raise ConfigError(f"{cfg_path} has no 'model: {{class_path: ..., init_args: ...}}' section")
+    init_args = dict(model_cfg.get("init_args") or {})
+    for key in ("generator_ckpt", "merger_ckpt"):
+        if init_args.get(key):
+            init_args[key] = None
+    model_cfg = {**model_cfg, "init_args": init_args}
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(HDRMethod, "model", required=True)
+    try:
+        parsed = parser.parse_object({"model": model_cfg})
+        method = parser.instantiate_classes(parsed).model
+    except (TypeError, ValueError, KeyError) as err:  # jsonargparse reports config problems this way
+        raise ConfigError(f"{cfg_path}: cannot build the model ({err})") from err
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if state is None:
+        raise ConfigError(f"{ckpt} holds no 'state_dict'; give a Lightning checkpoint written by 'hdrlab fit'")
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"{ckpt} does not match the model of {cfg_path}: {str(err)[:400]}") from err
+    return method.to(device).eval()
+
+
+def method_generator(method: Any) -> Any:
+    """The method's :class:`StackGenerator` (``.generator``), or ``None`` for direct methods."""
+    from hdrlab.models.generators.base import StackGenerator
+
+    generator = getattr(method, "generator", None)
+    return generator if isinstance(generator, StackGenerator) else None
+
+
+# --------------------------------------------------------------------------- image plumbing
+def find_inputs(path: str | Path) -> list[Path]:
+    """The photos to reconstruct: ``path`` itself or the sorted photos of folder ``path`` (not recursive)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in LDR_SUFFIXES)
+        if not files:
+            raise HDRIOError(f"{p}: no photos ({', '.join(LDR_SUFFIXES)}) in this folder")
+        return files
+    if not p.is_file():
+        raise HDRIOError(f"{p}: no such file or folder")
+    if p.suffix.lower() not in LDR_SUFFIXES:
+        raise HDRIOError(f"{p}: reconstruct reads {', '.join(LDR_SUFFIXES)} photos, got {p.suffix!r}")
+    return [p]
+
+
+def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad ``[B, C, H, W]`` at the bottom/right by edge replication to multiples of ``multiple``.
+
+    Returns:
+        ``(padded, (H, W))``; crop the result back with ``[..., :H, :W]``.
+    """
+    if multiple < 1:
+        raise ConfigError(f"--multiple must be >= 1, got {multiple}")
+    h, w = image.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        image = F.pad(image, (0, pw, 0, ph), mode="replicate")
+    return image, (h, w)
+
+
+def photo_batch(ldr: torch.Tensor, crf: Any) -> dict[str, Any]:
+    """A batch dict for a real photo: ``ldr [B, 3, H, W]``, the assumed CRF's LUTs, the clip mask."""
+    b = ldr.shape[0]
+    return {
+        "ldr": ldr,
+        "crf_forward": crf.forward_lut.to(ldr.device).expand(b, -1, -1),
+        "crf_inverse": crf.inverse_lut.to(ldr.device).expand(b, -1, -1),
+        "clip_mask": (ldr.amax(dim=1, keepdim=True) >= CLIP_THRESHOLD).to(ldr.dtype),
+        "name": ["photo"] * b,
+    }
+
+
+def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, *, tile: int, overlap: int,
+              multiple: int) -> torch.Tensor:
+    """``fn`` on the whole padded image, or on blended tiles when a side exceeds ``tile``.
+
+    Args:
+        fn: ``[1, 3, h, w] -> [1, K, h, w]`` (h, w multiples of ``multiple``).
+        image: ``[1, 3, H, W]``, H and W multiples of ``multiple``.
+
+    Returns:
+        ``[1, K, H, W]``.
+    """
+    from hdrlab.budget.tiling import tiled_forward
+
+    if max(image.shape[-2:]) <= tile:
+        return fn(image)
+    tile = max(multiple, tile // multiple * multiple)
+    return tiled_forward(fn, image, tile=tile, overlap=min(overlap, tile - multiple), stride=multiple)
+
+
+# --------------------------------------------------------------------------- reconstruction
+def reconstruct_image(
+    method: Any, ldr: torch.Tensor, *, merger: str = "debevec_known_crf", gamma: float = 2.2,
+    tile: int = 512, overlap: int = 64, multiple: int = 64,
+) -> torch.Tensor:
+    """HDR radiance of one photo (module docstring).
+
+    Args:
+        method: a trained method in eval mode.
+        ldr: ``[3, H, W]`` display values in ``[0, 1]``.
+        merger: ``--merger`` choice (generator methods).
+        gamma: assumed camera response ``x = y ** gamma``.
+        tile, overlap, multiple: tiling (see :func:`run_tiled`).
+
+    Returns:
+        ``[3, H, W]`` non-negative linear radiance, input clip level 1.0.
+    """
+    import dataclasses
+
+    from hdrlab.camera import CRF, lut_apply
+    from hdrlab.methods.two_stage import TwoStage, rescale_to_input, select_exposures
+    from hdrlab.models.generators.base import normalize_ev_set
+    from hdrlab.models.mergers import DebevecMerger, MertensMerger
+    from hdrlab.stack import ExposureStack
+
+    if merger not in MERGERS:
+        raise ConfigError(f"--merger {merger!r} is unknown; use one of {list(MERGERS)}")
+    device = next((p.device for p in method.parameters()), torch.device("cpu"))
+    crf = CRF.gamma(gamma).to(device)
+    x = ldr.to(device).unsqueeze(0).float()
+    padded, (h, w) = pad_to_multiple(x, multiple)
+    generator = method_generator(method)
+    with torch.no_grad():
+        if generator is None:
+            if method.output_domain != "linear":
+                raise ConfigError(
+                    f"{type(method).__name__} outputs a {method.output_domain} image and has no stack generator; "
+                    "reconstruct needs a linear (HDR) method or a generator method"
+                )
+            out = run_tiled(lambda t: method.predict_image(photo_batch(t, crf)), padded,
+                            tile=tile, overlap=overlap, multiple=multiple)
+            return out[0, :, :h, :w].clamp_min(0.0)
+
+        own = merger == "own"
+        if own and not isinstance(method, TwoStage):
+            raise ConfigError(f"--merger own needs a TwoStage checkpoint; {type(method).__name__} has no merger of its own")
+        ev = tuple(method.generation_ev) if own else tuple(generator.ev)
+        evs = list(normalize_ev_set(ev, include_input=generator.include_input))  # what the generator returns
+        n = len(evs)
+        images = run_tiled(lambda t: generator(t, ev=ev).images.flatten(1, 2), padded,
+                           tile=tile, overlap=overlap, multiple=multiple)
+        images = images[..., :h, :w].unflatten(1, (n, 3)).clamp(0.0, 1.0)
+        ev_tensor = torch.tensor(evs, dtype=images.dtype, device=device).unsqueeze(0)
+        reference = min(range(n), key=lambda i: abs(evs[i]))
+        stack = ExposureStack(images=images, ev=ev_tensor, reference=reference, crf=crf)
+        if own:
+            stack = select_exposures(stack, method.selected_ev)
+            out = method.merge_stack(dataclasses.replace(stack, crf=crf))
+            if method.merger.output_domain == "display":
+                out = lut_apply(out.clamp(0.0, 1.0), crf.inverse_lut)
+        elif merger == "mertens":
+            out = lut_apply(MertensMerger()(stack).clamp(0.0, 1.0), crf.inverse_lut)
+        else:
+            mode = "known" if merger == "debevec_known_crf" else "recover"
+            out = rescale_to_input(DebevecMerger(crf=mode)(stack), stack)
+        return out[0].clamp_min(0.0)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``hdrlab reconstruct`` (module docstring). Returns 0 on success."""
+    from hdrlab import tonemap
+    from hdrlab.io import read_ldr, write_exr, write_png
+
+    args = build_parser().parse_args(list(argv))
+    if args.tile < args.multiple:
+        raise ConfigError(f"--tile {args.tile} must be at least --multiple {args.multiple}")
+    if not (args.gamma > 0 and math.isfinite(args.gamma)):
+        raise ConfigError(f"--gamma must be positive, got {args.gamma}")
+    inputs = find_inputs(args.input)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    method = load_method(args.ckpt, config=args.config, device=args.device)
+    kind = "generator" if method_generator(method) is not None else "direct"
+    print(f"hdrlab reconstruct: {type(method).__name__} ({kind}), merger={args.merger if kind == 'generator' else '-'}, "
+          f"assumed CRF gamma {args.gamma:g}, {len(inputs)} image(s)")
+    for path in inputs:
+        ldr = read_ldr(path).image
+        hdr = reconstruct_image(method, ldr, merger=args.merger, gamma=args.gamma, tile=args.tile,
+                                overlap=args.overlap, multiple=args.multiple).cpu()
+        exr = write_exr(out_dir / f"{path.stem}.exr", hdr)
+        png = write_png(out_dir / f"{path.stem}_preview.png", tonemap.display(hdr))
+        print(f"  {path.name}: {hdr.shape[-1]}x{hdr.shape[-2]}, max {float(hdr.max()):.3g} -> {exr.name}, {png.name}")
+    return 0

@@ -1,0 +1,568 @@
+"""SingleHDR (Liu et al., "Single-Image HDR Reconstruction by Learning to Reverse the Camera
+Pipeline", CVPR 2020) as a LightningModule: stage-wise training and joint fine-tuning.
+
+The network is :class:`hdrlab.models.direct.SingleHDRNet` (Dequantization-Net -> Linearization-Net
+-> Hallucination-Net -> Refinement-Net). This module holds the official training objectives
+(spec ``direct_methods.md`` sections 2.6-2.7, read from the official TensorFlow training code)
+as small pure functions, and :class:`SingleHDRMethod`, which selects one of them by ``stage``.
+
+Notation (all images ``[B, 3, H, W]`` float32):
+
+* ``x`` = ``batch["ldr"]`` quantised input, display-referred in ``[0, 1]``;
+* ``ldr_float`` = ``CRF(clip(H))`` before quantisation, display-referred in ``[0, 1]``;
+* ``H_c`` = ``batch["hdr_clipped"]`` linear in ``[0, 1]``; ``H`` = ``batch["hdr"]`` linear, >= 0;
+* ``T(v) = log(1 + 10 v) / log(11)`` the official tone curve
+  (:func:`hdrlab.losses.mu_law_domain` with ``mu = MU_SINGLEHDR = 10``);
+* ``m_b`` the official per-image loss mask (:func:`image_loss_mask`).
+
+Objectives (official code; the paper's weight set differs, see the class docstring)::
+
+    dequantization  L1 = mean_b m_b * mean (C(x) - ldr_float)^2
+    linearization   L2 = mean_b m_b * [mean (g(ldr_float) - H_c)^2 + 0.1 * mean (g - g_gt)^2]
+    hallucination   L3 = mean_b m_b * [mean |T(A) - T(H)| + 0.001 * P(T(A), T(H)) + 0.1 * TV(T(A))],
+                    A = Hallucination-Net(H_c)
+    joint           L4 = mean |T(n(R)) - T(n(H))|,  n(v) = 0.5 v / mean(v)  (per image)
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hdrlab.camera import LUT_SIZE, EMoRBasis, inverse_gamma_curve, lut_apply, lut_grid
+from hdrlab.data.batch import HDRBatch
+from hdrlab.errors import ConfigError, HDRIOError
+from hdrlab.losses import MU_SINGLEHDR, mu_law_domain
+from hdrlab.losses.le2023 import PoolFeatures
+from hdrlab.methods.base import HDRMethod
+from hdrlab.models.direct.singlehdr import NUM_EMOR_WEIGHTS, OVEREXPOSURE_THRESHOLD, SingleHDRNet
+from hdrlab.weights import load_vgg_features
+
+__all__ = [
+    "STAGES",
+    "SUBNETWORKS",
+    "STAGE_TRAINABLE",
+    "STAGE_LEARNING_RATES",
+    "GREY_WEIGHTS",
+    "tone_curve",
+    "image_loss_mask",
+    "normalize_mean",
+    "per_image_mean",
+    "symmetric_total_variation",
+    "fallback_inverse_crf_basis",
+    "dequantization_loss",
+    "linearization_loss",
+    "hallucination_loss",
+    "joint_loss",
+    "SingleHDRPerceptualLoss",
+    "SingleHDRMethod",
+]
+
+Stage = Literal["dequantization", "linearization", "hallucination", "refinement", "joint"]
+#: Training stages, in pipeline order (``joint`` = official stage 4, end-to-end fine-tuning).
+STAGES: tuple[str, ...] = ("dequantization", "linearization", "hallucination", "refinement", "joint")
+#: Sub-network attribute names of :class:`SingleHDRNet`.
+SUBNETWORKS: tuple[str, ...] = ("dequantization", "linearization", "hallucination", "refinement")
+#: Sub-networks trained in each stage (all others are frozen: ``requires_grad=False``, eval mode).
+STAGE_TRAINABLE: dict[str, tuple[str, ...]] = {
+    "dequantization": ("dequantization",),
+    "linearization": ("linearization",),
+    "hallucination": ("hallucination",),
+    "refinement": ("refinement",),
+    "joint": SUBNETWORKS,
+}
+#: Official Adam learning rates: 1e-4 for stages 1-3, 1e-5 for the joint fine-tuning (the
+#: refinement-only stage, an hdrlab addition, uses the fine-tuning rate).
+STAGE_LEARNING_RATES: dict[str, float] = {
+    "dequantization": 1e-4,
+    "linearization": 1e-4,
+    "hallucination": 1e-4,
+    "refinement": 1e-5,
+    "joint": 1e-5,
+}
+#: Grey weights of ``tf.image.rgb_to_grayscale`` used by the official per-image loss mask.
+GREY_WEIGHTS: tuple[float, float, float] = (0.2989, 0.5870, 0.1140)
+
+
+# --------------------------------------------------------------------------------------------
+# pure functions
+# --------------------------------------------------------------------------------------------
+
+
+def tone_curve(x: torch.Tensor, *, mu: float = MU_SINGLEHDR) -> torch.Tensor:
+    """Official loss-domain tone curve ``T(v) = log(1 + mu v) / log(1 + mu)`` (code: mu = 10).
+
+    Args:
+        x: linear radiance ``[B, C, H, W]`` (negatives clamped to 0; no upper clamp).
+        mu: curve strength.
+
+    Returns:
+        Same shape; ``T(0) = 0``, ``T(1) = 1``, > 1 above the clipping point.
+    """
+    return mu_law_domain(x, mu=mu)
+
+
+def image_loss_mask(
+    ldr: torch.Tensor, *, low: float = 6.0, high: float = 249.0, max_fraction: float = 0.5
+) -> torch.Tensor:
+    """Official per-image loss mask: drop images that are mostly saturated or black.
+
+    ``m_b = 0`` when more than ``max_fraction`` of the pixels have an 8-bit grey value
+    (``tf.image.rgb_to_grayscale`` weights :data:`GREY_WEIGHTS`, rounded to a code) ``>= high``
+    or ``<= low``; else 1.
+
+    Args:
+        ldr: ``[B, 3, H, W]`` display-referred input in ``[0, 1]``.
+        low: dark code threshold (official 6).
+        high: bright code threshold (official 249).
+        max_fraction: largest allowed fraction of extreme pixels (official 0.5).
+
+    Returns:
+        ``[B]`` float32 in ``{0, 1}``.
+    """
+    weights = torch.tensor(GREY_WEIGHTS, dtype=ldr.dtype, device=ldr.device)
+    grey = torch.round(kornia.color.rgb_to_grayscale(ldr.clamp(0.0, 1.0), rgb_weights=weights) * 255.0)
+    extreme = ((grey >= high) | (grey <= low)).to(ldr.dtype).mean(dim=(1, 2, 3))
+    return (extreme <= max_fraction).to(ldr.dtype)
+
+
+def per_image_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over all but the batch dimension: ``[B, ...]`` -> ``[B]``."""
+    return x.reshape(x.shape[0], -1).mean(dim=1)
+
+
+def normalize_mean(x: torch.Tensor, *, target: float = 0.5, eps: float = 1e-8) -> torch.Tensor:
+    """Scale every image to mean ``target`` (official stage 4 normalises prediction and GT to 0.5).
+
+    Args:
+        x: linear radiance ``[B, C, H, W]``, >= 0.
+        target: mean after scaling.
+        eps: floor of the mean (an all-black image stays black instead of NaN; the official
+            code has no floor).
+
+    Returns:
+        ``target * x / max(mean(x), eps)``, same shape.
+    """
+    mean = per_image_mean(x).clamp_min(eps).view(-1, *([1] * (x.dim() - 1)))
+    return x * (target / mean)
+
+
+def symmetric_total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Per-image official TV: ``mean|dy x| + mean|dx x|`` with symmetric padding at the far end.
+
+    The official code pads the last row/column by symmetry (a zero difference) and averages
+    over all ``C H W`` positions, i.e. the sums of kornia's anisotropic TV divided by
+    ``C H W`` (not by ``C (H - 1) W`` as ``reduction="mean"`` would).
+
+    Args:
+        x: ``[B, C, H, W]`` (any domain; official: ``T(A)``).
+
+    Returns:
+        ``[B]``.
+    """
+    c, h, w = x.shape[1:]
+    return kornia.losses.total_variation(x, reduction="sum").sum(dim=1) / float(c * h * w)
+
+
+def fallback_inverse_crf_basis(
+    k: int = NUM_EMOR_WEIGHTS, samples: int = LUT_SIZE, *, gamma: float = 2.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-CRF basis used when no EMoR files are given (hdrlab fallback, not official).
+
+    Mean curve ``g0(v) = v ** gamma``; basis ``h_i(v) = sin(i pi v)`` for ``i = 1..k``, each
+    scaled to unit Euclidean norm over the samples (like the rows of ``invemor.txt``). The
+    sines vanish at ``v = 0`` and ``v = 1`` (as EMoR's basis) and are mutually orthogonal, so the
+    Linearization-Net stays trainable; they span smooth curves, not EMoR's data-driven space.
+
+    Args:
+        k: number of basis curves (official K = 11).
+        samples: samples per curve on ``linspace(0, 1, samples)``.
+        gamma: exponent of the mean curve.
+
+    Returns:
+        ``(inv_mean [samples], inv_basis [k, samples])`` float32.
+    """
+    grid = lut_grid(samples)
+    index = torch.arange(1, k + 1, dtype=torch.float32).unsqueeze(1)
+    basis = torch.sin(math.pi * index * grid.unsqueeze(0))
+    basis = basis / basis.norm(dim=1, keepdim=True)
+    return inverse_gamma_curve(grid, gamma), basis
+
+
+def _weighted_batch_mean(per_image: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``mean_b(m_b * l_b)`` (official: masked per-image losses averaged over the batch)."""
+    return per_image.mean() if mask is None else (per_image * mask).mean()
+
+
+def dequantization_loss(
+    dequantized: torch.Tensor, target: torch.Tensor, *, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Stage 1 (official): ``mean_b m_b * mean (C - ldr_float)^2``.
+
+    Args:
+        dequantized: ``C`` ``[B, 3, H, W]`` display-referred in ``[0, 1]``.
+        target: ``ldr_float`` ``[B, 3, H, W]`` (CRF output before quantisation).
+        mask: ``[B]`` per-image loss mask (:func:`image_loss_mask`) or None.
+
+    Returns:
+        Scalar.
+    """
+    return _weighted_batch_mean(per_image_mean((dequantized - target) ** 2), mask)
+
+
+def linearization_loss(
+    linearized: torch.Tensor,
+    target: torch.Tensor,
+    inverse_crf: torch.Tensor,
+    inverse_crf_gt: torch.Tensor,
+    *,
+    crf_weight: float = 0.1,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Stage 2 (official): ``mean_b m_b [mean (g(I) - H_c)^2 + crf_weight * mean (g - g_gt)^2]``.
+
+    Args:
+        linearized: ``g(ldr_float)`` ``[B, 3, H, W]`` linear in ``[0, 1]``.
+        target: ``H_c`` = ``hdr_clipped`` ``[B, 3, H, W]`` linear in ``[0, 1]``.
+        inverse_crf: predicted ``g`` ``[B, 1, K]``.
+        inverse_crf_gt: ``crf_inverse`` ``[B, 1 | 3, K]`` (broadcast against ``g``).
+        crf_weight: weight of the curve term (official 0.1; the paper's "10" is not in the code).
+        mask: ``[B]`` per-image loss mask or None.
+
+    Returns:
+        ``{"image_l2", "crf_l2"}`` (``crf_l2`` already weighted) and ``"total"``.
+    """
+    image = _weighted_batch_mean(per_image_mean((linearized - target) ** 2), mask)
+    curve = crf_weight * _weighted_batch_mean(per_image_mean((inverse_crf - inverse_crf_gt) ** 2), mask)
+    return {"image_l2": image, "crf_l2": curve, "total": image + curve}
+
+
+class SingleHDRPerceptualLoss(nn.Module):
+    """Official stage-3 perceptual term: ``P = sum_{l in pool1..3} mean |phi_l(a) - phi_l(b)|``.
+
+    ``phi_l`` are VGG16 max-pool outputs (``PoolFeatures`` over torchvision's ``vgg16().features``;
+    official: tensorflow-vgg ``vgg16.npy`` with caffe BGR mean subtraction, here torchvision's
+    ImageNet weights with their own normalisation, applied with ``kornia.enhance.Normalize``).
+    Inputs are ``T(A)`` and ``T(H)`` treated as RGB in ``[0, 1]``. The trunk is frozen and kept in
+    eval mode.
+
+    Args:
+        pretrained: load the ImageNet VGG16 (``hdrlab.weights.load_vgg_features``); False uses a
+            random trunk (tests, tiny configs).
+        num_pools: number of pooling outputs (official 3).
+    """
+
+    def __init__(self, *, pretrained: bool = True, num_pools: int = 3) -> None:
+        super().__init__()
+        trunk = load_vgg_features("vgg16", pretrained=pretrained)
+        self.features = PoolFeatures(trunk=trunk, count=num_pools).eval().requires_grad_(False)
+        self.normalize = kornia.enhance.Normalize(
+            mean=torch.tensor((0.485, 0.456, 0.406)), std=torch.tensor((0.229, 0.224, 0.225))
+        )
+
+    def train(self, mode: bool = True) -> SingleHDRPerceptualLoss:
+        """Keep the frozen trunk in eval mode whatever the parent's mode."""
+        super().train(mode)
+        self.features.eval()
+        return self
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-image perceptual distance.
+
+        Args:
+            pred: ``[B, 3, H, W]`` (official: ``T(A)``), H and W >= 8.
+            target: ``[B, 3, H, W]`` (official: ``T(H)``); no gradient flows into it.
+
+        Returns:
+            ``[B]``: sum over the pool layers of the per-image mean absolute feature difference.
+        """
+        fp = self.features(self.normalize(pred))
+        ft = self.features(self.normalize(target.detach()))
+        return sum(per_image_mean((a - b).abs()) for a, b in zip(fp, ft))  # type: ignore[return-value]
+
+
+def hallucination_loss(
+    hallucinated: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    perceptual: SingleHDRPerceptualLoss | None = None,
+    perceptual_weight: float = 1e-3,
+    tv_weight: float = 0.1,
+    mu: float = MU_SINGLEHDR,
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Stage 3 (official): ``mean_b m_b [L1 + 0.001 P + 0.1 TV]``, all in the ``T`` domain.
+
+    Args:
+        hallucinated: ``A = B + alpha R`` ``[B, 3, H, W]`` linear, >= 0.
+        target: ``H`` = ``hdr`` ``[B, 3, H, W]`` linear, unclipped.
+        perceptual: the VGG16 term (None drops it).
+        perceptual_weight: weight of ``P`` (official 0.001).
+        tv_weight: weight of ``TV(T(A))`` (official 0.1).
+        mu: strength of ``T`` (official 10).
+        mask: ``[B]`` per-image loss mask or None.
+
+    Returns:
+        ``{"l1", "perceptual", "tv"}`` (weighted; ``perceptual`` only with a module) and ``"total"``.
+    """
+    pred_t, target_t = tone_curve(hallucinated, mu=mu), tone_curve(target, mu=mu)
+    terms = {"l1": _weighted_batch_mean(per_image_mean((pred_t - target_t).abs()), mask)}
+    if perceptual is not None and perceptual_weight > 0:
+        terms["perceptual"] = perceptual_weight * _weighted_batch_mean(perceptual(pred_t, target_t), mask)
+    terms["tv"] = tv_weight * _weighted_batch_mean(symmetric_total_variation(pred_t), mask)
+    terms["total"] = sum(terms.values())  # type: ignore[assignment]
+    return terms
+
+
+def joint_loss(hdr: torch.Tensor, target: torch.Tensor, *, mu: float = MU_SINGLEHDR) -> torch.Tensor:
+    """Stage 4 (official joint fine-tuning): ``mean |T(n(R)) - T(n(H))|``, ``n`` = mean-0.5 scaling.
+
+    Args:
+        hdr: refined prediction ``R`` ``[B, 3, H, W]`` linear, >= 0.
+        target: ``H`` ``[B, 3, H, W]`` linear.
+        mu: strength of ``T`` (official 10).
+
+    Returns:
+        Scalar (invariant to a per-image scale of either argument).
+    """
+    return (tone_curve(normalize_mean(hdr), mu=mu) - tone_curve(normalize_mean(target), mu=mu)).abs().mean()
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad ``[B, C, H, W]`` at the bottom/right to multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# LightningModule
+# --------------------------------------------------------------------------------------------
+
+
+class SingleHDRMethod(HDRMethod):
+    """SingleHDR (Liu et al., CVPR 2020): LDR -> linear HDR by reversing the camera pipeline.
+
+    ``stage`` selects what one run trains (module docstring for the equations):
+
+    * ``dequantization`` (official stage 1): Dequantization-Net, input ``ldr`` -> target
+      ``ldr_float``, L2, per-image mask.
+    * ``linearization`` (official stage 2): Linearization-Net on the *un-quantised* ``ldr_float``
+      (as the official code), targets ``hdr_clipped`` (image L2) and ``crf_inverse`` (curve L2,
+      weight 0.1), per-image mask.
+    * ``hallucination`` (official stage 3): Hallucination-Net on the true ``hdr_clipped`` ->
+      target ``hdr``; ``T``-domain L1 + 0.001 VGG16 pool1-3 + 0.1 TV, per-image mask.
+    * ``refinement`` (hdrlab addition): Refinement-Net alone on the frozen upstream pipeline with
+      the stage-4 loss. The official code has no such stage - its Refinement-Net is trained only
+      in the joint fine-tuning; use it as a warm-up before ``joint``.
+    * ``joint`` (official stage 4, default): all four sub-networks end to end on ``ldr``,
+      ``mean |T(n(R)) - T(n(H))|`` with per-image mean-0.5 normalisation, BN in train mode.
+
+    Frozen sub-networks have ``requires_grad=False`` and are kept in eval mode (BN statistics
+    do not move). Stages 1-3 run only their own sub-network in ``compute_loss``;
+    :meth:`predict_image` always runs the whole pipeline.
+
+    Stage-wise training chains runs with ``stage_checkpoints`` (sub-network name -> checkpoint of
+    an earlier run of this method), e.g. for ``joint``:
+    ``{dequantization: runs/.../deq.ckpt, linearization: ..., hallucination: ..., refinement: ...}``.
+
+    Deviations from the official code (all named here; also ``docs/methods.md``):
+
+    * Data: procedural scenes / HDR folders with hdrlab's synthesis (exposure chosen for a
+      clipped fraction, CRFs from :class:`hdrlab.camera.CRFSampler`) instead of HDR-Synth with
+      the DoRF train/test split (the DoRF curve file is not available, so the RandomState(730)
+      split is not reproducible) and HDR-Real for stage 4. The per-image mask of stage 4 is not
+      applied (HDR-Real patches were pre-filtered with the same rule).
+    * Weights: no ``crf_net_v2.npy`` (Linearization trunk) and no VGG16-Places365 (Hallucination
+      encoder); ``pretrained_encoder=True`` starts the encoder from torchvision's ImageNet VGG16
+      instead. The perceptual loss uses torchvision's ImageNet VGG16 (official: tensorflow-vgg
+      ``vgg16.npy``, the same ImageNet model in caffe layout) with torchvision's input
+      normalisation.
+    * Loss weights follow the code (deq 1; lin image 1, curve 0.1; hal L1 1, perceptual 0.001,
+      TV 0.1); the paper's weight "10" could not be matched in the code. The mask threshold is
+      the code's tau = 0.88 (paper: 0.95).
+    * Without ``emor_path`` the inverse-CRF basis is :func:`fallback_inverse_crf_basis`
+      (``v ** 2.2`` mean + 11 orthonormal sines), not EMoR.
+    * ``normalize_mean`` floors the mean at 1e-8; :meth:`predict_image` reflect-pads inputs to
+      multiples of 32 (official test code: bicubic resize to multiples of 64 + symmetric pad 32).
+    * Schedule (official: Adam, batch 8, 256^2 patches, 500k iterations per stage 1-3, 100k
+      joint) lives in ``experiments/singlehdr.yaml``, not here.
+
+    Args:
+        stage: what to train (see above).
+        width: channel multiplier of all four sub-networks (1 = official).
+        emor_path: folder holding ``emor.txt`` / ``invemor.txt`` (or one of the files): the
+            official K = 11 inverse-EMoR basis. None: :func:`fallback_inverse_crf_basis`.
+        pretrained_trunks: ImageNet VGG16 for the stage-3 perceptual loss (False: random trunk).
+        pretrained_encoder: start the Hallucination-Net encoder from torchvision's ImageNet
+            VGG16 (needs ``width=1`` and the weights file; official: VGG16-Places365).
+        threshold: tau of the over-exposure mask (official 0.88).
+        lr: Adam learning rate; None = official rate of the stage (:data:`STAGE_LEARNING_RATES`).
+        crf_weight: stage-2 curve term weight (official 0.1).
+        perceptual_weight: stage-3 perceptual weight (official 0.001).
+        tv_weight: stage-3 TV weight (official 0.1).
+        mu: strength of the tone curve ``T`` (official 10).
+        use_image_mask: apply the official per-image loss mask in stages 1-3.
+        prediction: ``"refined"`` (official ``test_real_refinement.py``: ``hdr``) or
+            ``"hallucinated"`` (official ``test_real.py``: ``A``, stages 1-3 only).
+        stage_checkpoints: sub-network name -> Lightning checkpoint of this method whose
+            ``net.<name>.*`` weights initialise that sub-network (loaded with ``weights_only=True``).
+        **kwargs: :class:`HDRMethod` options (``betas``, ``metrics``, ``align``, ...).
+    """
+
+    output_domain = "linear"
+
+    def __init__(
+        self,
+        *,
+        stage: Stage = "joint",
+        width: float = 1.0,
+        emor_path: str | None = None,
+        pretrained_trunks: bool = True,
+        pretrained_encoder: bool = False,
+        threshold: float = OVEREXPOSURE_THRESHOLD,
+        lr: float | None = None,
+        crf_weight: float = 0.1,
+        perceptual_weight: float = 1e-3,
+        tv_weight: float = 0.1,
+        mu: float = MU_SINGLEHDR,
+        use_image_mask: bool = True,
+        prediction: Literal["refined", "hallucinated"] = "refined",
+        stage_checkpoints: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if stage not in STAGES:
+            raise ConfigError(f"SingleHDRMethod stage={stage!r} is unknown; choose one of {list(STAGES)}")
+        if prediction not in ("refined", "hallucinated"):
+            raise ConfigError(f"SingleHDRMethod prediction={prediction!r}; use 'refined' or 'hallucinated'")
+        super().__init__(lr=STAGE_LEARNING_RATES[stage] if lr is None else lr, **kwargs)
+        self.stage = stage
+        self.emor_path = emor_path
+        self.crf_weight, self.perceptual_weight, self.tv_weight = float(crf_weight), float(perceptual_weight), float(tv_weight)
+        self.mu = float(mu)
+        self.use_image_mask = bool(use_image_mask)
+        self.prediction = prediction
+        if emor_path is not None:
+            emor = EMoRBasis.load(emor_path, k=NUM_EMOR_WEIGHTS)
+            inv_mean, inv_basis = emor.inv_mean, emor.inv_basis
+        else:
+            inv_mean, inv_basis = fallback_inverse_crf_basis()
+        self.net = SingleHDRNet(
+            width=width, inv_mean=inv_mean, inv_basis=inv_basis, threshold=threshold,
+            pretrained_encoder=pretrained_encoder,
+        )  # fmt: skip
+        self.perceptual = (
+            SingleHDRPerceptualLoss(pretrained=pretrained_trunks)
+            if stage == "hallucination" and self.perceptual_weight > 0
+            else None
+        )
+        self.trainable_subnets = STAGE_TRAINABLE[stage]
+        for name, sub in self.subnetworks().items():
+            sub.requires_grad_(name in self.trainable_subnets)
+        if stage_checkpoints:
+            self.load_subnetworks(stage_checkpoints)
+
+    # ------------------------------------------------------------------ structure
+    def subnetworks(self) -> dict[str, nn.Module]:
+        """The four sub-networks by name (trainable or frozen in this stage)."""
+        return {name: getattr(self.net, name) for name in SUBNETWORKS}
+
+    def train(self, mode: bool = True) -> SingleHDRMethod:
+        """Set the mode; frozen sub-networks (and the loss trunk) always stay in eval mode."""
+        super().train(mode)
+        for name, sub in self.subnetworks().items():
+            if name not in self.trainable_subnets:
+                sub.eval()
+        return self
+
+    def load_subnetworks(self, checkpoints: Mapping[str, str]) -> None:
+        """Initialise sub-networks from checkpoints of earlier (stage) runs of this method.
+
+        Args:
+            checkpoints: sub-network name -> path of a Lightning checkpoint (``state_dict`` with
+                ``net.<name>.*`` keys) or of a plain state dict.
+
+        Raises:
+            ConfigError: unknown sub-network name or the checkpoint lacks its weights.
+            HDRIOError: the file cannot be read.
+        """
+        unknown = sorted(set(checkpoints) - set(SUBNETWORKS))
+        if unknown:
+            raise ConfigError(f"stage_checkpoints has unknown sub-networks {unknown}; use {list(SUBNETWORKS)}")
+        for name, path in checkpoints.items():
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+                raise HDRIOError(f"stage_checkpoints[{name!r}]: cannot read {path} ({err}); pass a checkpoint "
+                                 "written by an earlier SingleHDRMethod run") from err
+            state = state.get("state_dict", state)
+            prefix = f"net.{name}."
+            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if not own:
+                raise ConfigError(f"stage_checkpoints[{name!r}]: {path} holds no '{prefix}*' weights; pass a "
+                                  "checkpoint of a SingleHDRMethod run")
+            try:
+                getattr(self.net, name).load_state_dict(own, strict=True)
+            except RuntimeError as err:
+                raise ConfigError(f"stage_checkpoints[{name!r}]: {path} does not match this {name} network "
+                                  f"(same width?): {err}") from err
+
+    # ------------------------------------------------------------------ losses
+    def _image_mask(self, batch: HDRBatch) -> torch.Tensor | None:
+        return image_loss_mask(batch["ldr"]) if self.use_image_mask else None
+
+    def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The objective of :attr:`stage` (module docstring) and its weighted terms."""
+        net = self.net
+        if self.stage == "dequantization":
+            loss = dequantization_loss(net.dequantization(batch["ldr"]), batch["ldr_float"], mask=self._image_mask(batch))
+            return loss, {"l2": loss}
+        if self.stage == "linearization":
+            image = batch["ldr_float"]
+            curve = net.linearization(image)
+            terms = linearization_loss(
+                lut_apply(image, curve), batch["hdr_clipped"], curve, batch["crf_inverse"],
+                crf_weight=self.crf_weight, mask=self._image_mask(batch),
+            )  # fmt: skip
+        elif self.stage == "hallucination":
+            hallucinated = net.hallucination(batch["hdr_clipped"])["hallucinated"]
+            terms = hallucination_loss(
+                hallucinated, batch["hdr"], perceptual=self.perceptual, perceptual_weight=self.perceptual_weight,
+                tv_weight=self.tv_weight, mu=self.mu, mask=self._image_mask(batch),
+            )  # fmt: skip
+        elif self.stage == "refinement":
+            with torch.no_grad():
+                dequantized = net.dequantization(batch["ldr"])
+                linearized = lut_apply(dequantized, net.linearization(dequantized))
+                hallucinated = net.hallucination(linearized)["hallucinated"]
+            loss = joint_loss(net.refinement(hallucinated, linearized, dequantized), batch["hdr"], mu=self.mu)
+            return loss, {"l1": loss}
+        else:
+            loss = joint_loss(net(batch["ldr"])["hdr"], batch["hdr"], mu=self.mu)
+            return loss, {"l1": loss}
+        total = terms.pop("total")
+        return total, terms
+
+    # ------------------------------------------------------------------ prediction
+    def forward(self, ldr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All intermediates of :class:`SingleHDRNet` for ``ldr`` ``[B, 3, H, W]`` in [0, 1]
+        (any H, W: reflect-padded to multiples of 32 and cropped back)."""
+        padded, (h, w) = _pad_to_multiple(ldr, SingleHDRNet.multiple)
+        out = self.net(padded)
+        return {k: (v[..., :h, :w] if v.dim() == 4 else v) for k, v in out.items()}
+
+    def predict_image(self, batch: HDRBatch) -> torch.Tensor:
+        """Linear HDR ``[B, 3, H, W]`` (>= 0, 1.0 = input clipping point) from ``batch["ldr"]``:
+        the refined ``hdr`` (default) or the hallucinated ``A`` (``prediction="hallucinated"``)."""
+        out = self(batch["ldr"])
+        return out["hdr"] if self.prediction == "refined" else out["hallucinated"]
