@@ -4,9 +4,12 @@ Times, in the same process and run, (a) Debevec response recovery + radiance mer
 (``DebevecMerger(crf="recover")`` vs ``cv2.createCalibrateDebevec`` + ``cv2.createMergeDebevec``) and
 (b) Mertens exposure fusion with the same weights (``MertensMerger(clip=False)`` vs
 ``cv2.createMergeMertens(1, 1, 1)``). Reports the median over ``--repeats`` runs after one warm-up
-and the ratio hdrlab time / OpenCV time, plus the agreement of the outputs.
+and the ratio hdrlab time / OpenCV time, plus the agreement of the outputs. Both libraries run with
+the same number of threads (``--threads``, default 1: torch's OpenMP threads degrade badly when the
+cores are shared with other work, OpenCV's pool much less, so equal single-threaded runs are the fair
+and reproducible comparison); the process CPU time of each call is reported next to the wall time.
 
-Usage: ``python benchmarks/bench_mergers.py [--repeats 5] [--width 1024 --height 768] [--json PATH]``
+Usage: ``python benchmarks/bench_mergers.py [--repeats 5] [--threads 1] [--width 1024 --height 768] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -38,14 +41,16 @@ def bracket(height: int, width: int) -> tuple[np.ndarray, list[np.ndarray]]:
     return hdr, codes
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object, float]:
+    """Median wall time, last result and median process CPU time of ``fn()`` after one warm-up."""
     result = fn()  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         result = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), result, statistics.median(cpu)
 
 
 def run(height: int, width: int, repeats: int) -> dict[str, object]:
@@ -61,10 +66,10 @@ def run(height: int, width: int, repeats: int) -> dict[str, object]:
         return merge.process(codes, times, calibrate.process(codes, times))
 
     with torch.no_grad():
-        t_cv_deb, cv_hdr = median_time(cv_debevec, repeats)
-        t_deb, hdr = median_time(lambda: debevec(stack), repeats)
-        t_cv_mer, cv_fused = median_time(lambda: mertens_cv.process(codes), repeats)
-        t_mer, fused = median_time(lambda: mertens(stack), repeats)
+        t_cv_deb, cv_hdr, c_cv_deb = median_time(cv_debevec, repeats)
+        t_deb, hdr, c_deb = median_time(lambda: debevec(stack), repeats)
+        t_cv_mer, cv_fused, c_cv_mer = median_time(lambda: mertens_cv.process(codes), repeats)
+        t_mer, fused, c_mer = median_time(lambda: mertens(stack), repeats)
     ours_hdr = hdr[0].permute(1, 2, 0).numpy()
     ratio = ours_hdr / cv_hdr
     # each channel's response is fixed up to scale differently (OpenCV: r(128) = 1 at t = 1;
@@ -76,11 +81,14 @@ def run(height: int, width: int, repeats: int) -> dict[str, object]:
         "exposures": len(EVS),
         "repeats": repeats,
         "torch_threads": torch.get_num_threads(),
+        "opencv_threads": cv2.getNumThreads(),
         "opencv": cv2.__version__,
         "debevec": {
             "hdrlab_s": t_deb,
             "opencv_s": t_cv_deb,
             "ratio": t_deb / t_cv_deb,
+            "hdrlab_cpu_s": c_deb,
+            "opencv_cpu_s": c_cv_deb,
             "median_rel_diff_vs_opencv": float(np.median(rel)),
             "p99_rel_diff_vs_opencv": float(np.percentile(rel, 99)),
         },
@@ -88,6 +96,8 @@ def run(height: int, width: int, repeats: int) -> dict[str, object]:
             "hdrlab_s": t_mer,
             "opencv_s": t_cv_mer,
             "ratio": t_mer / t_cv_mer,
+            "hdrlab_cpu_s": c_mer,
+            "opencv_cpu_s": c_cv_mer,
             "max_abs_diff_vs_opencv": float(mertens_diff.max()),
             # pixels whose weights are all at OpenCV's 1e-12 floor follow float32 rounding noise
             "fraction_pixels_diff_above_1e-4": float((mertens_diff > 1e-4).mean()),
@@ -100,15 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--height", type=int, default=768)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="threads of both torch and OpenCV (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
     res = run(args.height, args.width, args.repeats)
     print(f"{args.width}x{args.height}, {len(EVS)} exposures, median of {args.repeats} (OpenCV {res['opencv']}, "
-          f"torch threads {res['torch_threads']})")
+          f"torch threads {res['torch_threads']}, OpenCV threads {res['opencv_threads']})")
     for name in ("debevec", "mertens"):
         r = res[name]
         print(f"  {name:8s} hdrlab {r['hdrlab_s'] * 1e3:8.1f} ms   OpenCV {r['opencv_s'] * 1e3:8.1f} ms   "
-              f"ratio {r['ratio']:6.2f}")
+              f"ratio {r['ratio']:6.2f}   (CPU time ratio {r['hdrlab_cpu_s'] / r['opencv_cpu_s']:.2f})")
     d = res["debevec"]
     print(f"  debevec radiance vs OpenCV (one scale per channel): median {d['median_rel_diff_vs_opencv']:.4f}, "
           f"p99 {d['p99_rel_diff_vs_opencv']:.4f}")

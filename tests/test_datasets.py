@@ -418,3 +418,40 @@ def test_lightning_keys_train_by_epoch_and_pins_val():
     (v0e, v0), (v1e, v1) = module.val_seen
     assert (e0, e1, v0e, v1e) == (0, 1, 0, 1)
     assert t0 != t1 and v0 == v1
+
+
+def test_scene_cache_auto_policy_is_capped_lazy_and_exact():
+    from hdrlab.data.datasets import SCENE_CACHE_LIMIT_BYTES, resolve_scene_cache, scene_cache_bytes
+    from hdrlab.errors import ConfigError
+
+    assert scene_cache_bytes(1000, 256, 256) == 1000 * 12 * 256 * 256  # float32 [3, H, W] per scene
+    assert SCENE_CACHE_LIMIT_BYTES == 1 << 30
+    assert resolve_scene_cache("auto", num_scenes=1000, height=256, width=256, limit_bytes=SCENE_CACHE_LIMIT_BYTES)
+    assert not resolve_scene_cache("auto", num_scenes=2000, height=256, width=256, limit_bytes=SCENE_CACHE_LIMIT_BYTES)
+    assert resolve_scene_cache(True, num_scenes=10**6, height=256, width=256, limit_bytes=0)
+    with pytest.raises(ConfigError, match="auto"):
+        ProceduralHDRDataset(num_scenes=2, height=32, width=32, cache="yes")
+    synth = PairSynthesizer(patch_size=PATCH)
+    cached = ProceduralHDRDataset(num_scenes=3, height=32, width=32, synthesizer=synth)  # default "auto"
+    assert cached.cache and not cached._scenes  # lazy: nothing rendered before first use
+    capped = ProceduralHDRDataset(num_scenes=3, height=32, width=32, synthesizer=synth, cache_limit_bytes=3 * 12 * 32 * 32 - 1)
+    assert not capped.cache
+    for key in (2, (2, 3), (0, 1)):
+        a, b = cached[key], capped[key]
+        assert torch.equal(a["hdr"], b["hdr"]) and torch.equal(a["ldr"], b["ldr"])
+    assert sorted(cached._scenes) == [0, 2] and not capped._scenes
+    assert cached.scene(2) is cached.scene(2)  # served from the cache
+
+
+def test_procedural_datamodule_default_cache_policy():
+    from hdrlab.errors import ConfigError
+
+    dm = ProceduralDataModule(num_train_scenes=4, num_val_scenes=2, num_test_scenes=2, patch_size=PATCH, batch_size=2)
+    assert dm.cache_scenes == "auto"
+    dm.setup("fit")
+    assert dm.train_set.cache and dm.val_set.dataset.cache
+    off = ProceduralDataModule(num_train_scenes=4, patch_size=PATCH, cache_scenes=False)
+    off.setup("fit")
+    assert not off.train_set.cache
+    with pytest.raises(ConfigError, match="cache_scenes"):
+        ProceduralDataModule(cache_scenes="sometimes")

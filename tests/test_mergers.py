@@ -398,3 +398,30 @@ def test_mertens_paper_defaults_and_gradients(scene):
     out = MertensMerger(clip=False)(ExposureStack(images=images, ev=torch.tensor([[-4.0, -2.0, 0.0]]), reference=1))
     out.square().mean().backward()
     assert torch.isfinite(images.grad).all() and float(images.grad.abs().sum()) > 0
+
+
+def test_fuse_mertens_batched_and_autograd_paths_agree():
+    codes_a, codes_b = gamma_bracket(textured_hdr(40, 56, seed=1)), gamma_bracket(textured_hdr(40, 56, seed=2))
+    a, b = as_stack(codes_a).images, as_stack(codes_b).images
+    with torch.no_grad():  # in-place fast path
+        batched = fuse_mertens(torch.cat([a, b]))
+        single = [fuse_mertens(a), fuse_mertens(b)]
+    assert batched.shape == (2, 3, 40, 56) and batched.is_contiguous()
+    assert torch.allclose(batched[0], single[0][0], atol=1e-6) and torch.allclose(batched[1], single[1][0], atol=1e-6)
+    graded = fuse_mertens(a.clone().requires_grad_(True))  # out-of-place autograd path
+    assert torch.allclose(graded.detach(), single[0], atol=1e-6)
+    for codes, ours in ((codes_a, batched[0]), (codes_b, batched[1])):
+        ref = cv2.createMergeMertens(1.0, 1.0, 1.0).process(codes)
+        assert np.abs(ours.permute(1, 2, 0).numpy() - ref).max() < 1e-4
+
+
+def test_pyr_down_up_keep_leading_dims():
+    x = torch.rand(2, 4, 3, 17, 22)
+    down = pyr_down(x)
+    assert down.shape == (2, 4, 3, 9, 11)
+    ref = cv2.pyrDown(x[1, 2].permute(1, 2, 0).numpy())
+    assert np.abs(down[1, 2].permute(1, 2, 0).numpy() - ref).max() < 1e-6
+    up = pyr_up(down, (17, 22))
+    assert up.shape == x.shape
+    ref_up = cv2.pyrUp(down[0, 3].permute(1, 2, 0).contiguous().numpy(), dstsize=(22, 17))
+    assert np.abs(up[0, 3].permute(1, 2, 0).numpy() - ref_up).max() < 1e-6

@@ -41,6 +41,9 @@ __all__ = [
     "perspective_grid",
     "latlong_to_perspective",
     "latlong_central_band",
+    "SCENE_CACHE_LIMIT_BYTES",
+    "scene_cache_bytes",
+    "resolve_scene_cache",
 ]
 
 HDR_SUFFIXES: tuple[str, ...] = (".exr", ".hdr", ".pfm")
@@ -180,6 +183,28 @@ def latlong_central_band(panorama: Tensor, *, yaw_deg: float) -> Tensor:
     return torch.roll(band, shifts=-shift, dims=-1)
 
 
+#: Memory cap of the ``cache="auto"`` scene cache of one dataset (per process): 1 GiB.
+SCENE_CACHE_LIMIT_BYTES: int = 1 << 30
+
+
+def scene_cache_bytes(num_scenes: int, height: int, width: int) -> int:
+    """Bytes of ``num_scenes`` cached float32 scenes ``[3, height, width]`` (``12 H W`` each)."""
+    return int(num_scenes) * 3 * int(height) * int(width) * 4
+
+
+def resolve_scene_cache(cache: bool | str, *, num_scenes: int, height: int, width: int, limit_bytes: int) -> bool:
+    """Scene-cache policy: ``True`` / ``False`` as given; ``"auto"`` = on when the cache fits ``limit_bytes``.
+
+    Raises:
+        ConfigError: ``cache`` is neither a bool nor ``"auto"``.
+    """
+    if isinstance(cache, bool):
+        return cache
+    if cache == "auto":
+        return scene_cache_bytes(num_scenes, height, width) <= limit_bytes
+    raise ConfigError(f"scene cache must be True, False or 'auto', got {cache!r}; use 'auto' to cache when it fits in memory")
+
+
 class ProceduralHDRDataset(Dataset):
     """Procedural HDR scenes turned into training pairs.
 
@@ -187,16 +212,24 @@ class ProceduralHDRDataset(Dataset):
     radiance ``[3, H, W]``); item ``i`` at epoch ``e`` is ``synthesizer(scene,
     generator=sample_generator(seed, e, i))``. Deterministic for a given key.
 
+    Scene cache. The dataset is a fixed set of ``num_scenes`` scenes re-used every epoch (only
+    the synthesis is keyed by the epoch), so keeping rendered scenes in memory is exact: cached
+    and uncached datasets return identical items. Scenes are rendered lazily, on first use, in
+    the process that asks for them (each DataLoader worker has its own cache; with persistent
+    workers it lives across epochs). Rendering costs several times the synthesis of a pair (see
+    ``benchmarks/bench_synthesis.py``), so from the second epoch on the cache removes most of the
+    data time. ``cache="auto"`` (default) turns it on when ``num_scenes * 12 * H * W`` bytes
+    (:func:`scene_cache_bytes`) fit in ``cache_limit_bytes`` (default
+    :data:`SCENE_CACHE_LIMIT_BYTES` = 1 GiB, e.g. 1000 scenes of 256x256 = 786 MB).
+
     Args:
         num_scenes: number of scenes (dataset length).
         seed_offset: seed of scene 0 (use disjoint ranges for train / val / test).
         height, width: render size of a scene in pixels.
         synthesizer: :class:`PairSynthesizer` applied to each scene.
         seed: experiment seed keying the synthesis randomness.
-        cache: keep rendered scenes in memory (per process; ``12 * H * W`` bytes per scene).
-            Rendering costs about 10x the synthesis of a pair (see
-            ``benchmarks/bench_synthesis.py``), so caching makes later epochs much cheaper;
-            the samples are identical either way.
+        cache: ``"auto"``, ``True`` (always keep rendered scenes) or ``False`` (render every item).
+        cache_limit_bytes: memory cap of ``cache="auto"``.
     """
 
     def __init__(
@@ -208,7 +241,8 @@ class ProceduralHDRDataset(Dataset):
         width: int = 256,
         synthesizer: PairSynthesizer | None = None,
         seed: int = 0,
-        cache: bool = False,
+        cache: bool | str = "auto",
+        cache_limit_bytes: int = SCENE_CACHE_LIMIT_BYTES,
     ) -> None:
         if num_scenes < 1:
             raise ConfigError(f"ProceduralHDRDataset.num_scenes must be >= 1, got {num_scenes}")
@@ -217,7 +251,9 @@ class ProceduralHDRDataset(Dataset):
         self.height, self.width = int(height), int(width)
         self.synthesizer = synthesizer if synthesizer is not None else PairSynthesizer()
         self.seed = int(seed)
-        self.cache = bool(cache)
+        self.cache = resolve_scene_cache(
+            cache, num_scenes=self.num_scenes, height=self.height, width=self.width, limit_bytes=int(cache_limit_bytes)
+        )
         self.epoch = 0
         self._scenes: dict[int, Tensor] = {}
 

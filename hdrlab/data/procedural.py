@@ -42,6 +42,7 @@ rendered on the CPU and moved to ``device`` at the end, so it is identical every
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -148,14 +149,24 @@ def fractal_noise(height: int, width: int, *, beta: float = 2.0, generator: torc
     Returns:
         ``[height, width]`` float32 tile, periodic in both axes.
     """
-    white = torch.randn(height, width, generator=generator)
+    return _fractal_fields(height, width, [beta], generator=generator)[0]
+
+
+def _fractal_fields(height: int, width: int, betas: list[float], *, generator: torch.Generator | None) -> Tensor:
+    """``len(betas)`` :func:`fractal_noise` fields ``[K, height, width]`` from one batched FFT.
+
+    Same values as ``K`` sequential calls (the white noise is drawn in the same order).
+    """
+    white = torch.randn(len(betas), height, width, generator=generator)
     fy = torch.fft.fftfreq(height)[:, None]
     fx = torch.fft.rfftfreq(width)[None, :]
-    radius = torch.sqrt(fy**2 + fx**2)
-    gain = radius.clamp_min(1.0 / max(height, width)) ** (-beta / 2.0)
-    gain[0, 0] = 0.0
+    radius = torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / max(height, width))
+    gain = torch.stack([radius ** (-beta / 2.0) for beta in betas])
+    gain[:, 0, 0] = 0.0
     field = torch.fft.irfft2(torch.fft.rfft2(white) * gain, s=(height, width))
-    return (field - field.mean()) / field.std().clamp_min(1e-12)
+    mean = field.mean(dim=(-2, -1), keepdim=True)
+    std = field.flatten(-2).std(dim=-1)[:, None, None]
+    return (field - mean) / std.clamp_min(1e-12)
 
 
 def sample_periodic(tile: Tensor, u: Tensor, v: Tensor) -> Tensor:
@@ -170,13 +181,25 @@ def sample_periodic(tile: Tensor, u: Tensor, v: Tensor) -> Tensor:
     """
     squeeze = tile.dim() == 2
     tile3 = tile[None] if squeeze else tile
-    _, h, w = tile3.shape
-    padded = F.pad(tile3[None], (1, 1, 1, 1), mode="circular")
+    out = _sample_padded(_pad_periodic(tile3[None]), u[None], v[None])[0]
+    return out[0] if squeeze else out
+
+
+def _pad_periodic(tiles: Tensor) -> Tensor:
+    """``[N, C, h, w]`` periodic tiles -> ``[N, C, h + 2, w + 2]`` with a one-pixel wrap-around border."""
+    return F.pad(tiles, (1, 1, 1, 1), mode="circular")
+
+
+def _sample_padded(padded: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """:func:`sample_periodic` of ``N`` pre-padded tiles ``[N, C, h + 2, w + 2]`` at ``u, v`` ``[N, H, W]``.
+
+    One ``grid_sample`` call for all ``N`` lookups; returns ``[N, C, H, W]``.
+    """
+    h, w = padded.shape[-2] - 2, padded.shape[-1] - 2
     gx = ((u - u.floor()) * w + 0.5) / (w + 1) * 2 - 1
     gy = ((v - v.floor()) * h + 0.5) / (h + 1) * 2 - 1
-    grid = torch.stack([gx, gy], dim=-1)[None].to(padded.dtype)
-    out = F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
-    return out[0] if squeeze else out
+    grid = torch.stack([gx, gy], dim=-1).to(padded.dtype)
+    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def coverage(sdf: Tensor, softness: float = 1.0) -> Tensor:
@@ -299,14 +322,23 @@ def _material(
 ) -> Tensor:
     """Albedo ``[3, H, W]`` at surface coordinates ``(u, v)``: 1/f texture x stripes / checks.
 
+    ``tiles`` are the renderer's noise tiles pre-padded by :func:`_pad_periodic` (``[K, 1, h+2, w+2]``);
+    the three texture lookups (pattern, fine and finer grime) are one batched ``grid_sample``.
     ``fade`` in ``[0, 1]`` scales the pattern contrast (aerial perspective, anti-moire).
     """
     a, b = _albedo(rng, *albedo_range), _albedo(rng, *albedo_range)
     kind = rng.choice(["noise", "stripes", "checker", "stripes_noise"])
     scale = math.exp(rng.uniform(math.log(0.15), math.log(1.5)))
     offset_u, offset_v = rng.uniform(0, 1, size=2)
-    channel = int(rng.integers(tiles.shape[0]))
-    noise = sample_periodic(tiles[channel], u * scale + offset_u, v * scale + offset_v)
+    count = tiles.shape[0]
+    channel = int(rng.integers(count))
+    su, sv = u * scale, v * scale
+    lookups = _sample_padded(
+        tiles[[channel, (channel + 1) % count, (channel + 2) % count]],
+        torch.stack([su + offset_u, su * 2.3, su * 9.1 + 0.37]),
+        torch.stack([sv + offset_v, sv * 2.3, sv * 9.1 + 0.61]),
+    )[:, 0]
+    noise, fine, finer = lookups[0], lookups[1], lookups[2]
     if kind == "noise":
         mix = torch.sigmoid(rng.uniform(0.5, 3.0) * noise)
     else:
@@ -320,8 +352,6 @@ def _material(
             mix = (mix + 0.35 * noise).clamp(0.0, 1.0)
     mix = 0.5 + (mix - 0.5) * fade
     albedo = _col(a) * (1 - mix) + _col(b) * mix
-    fine = sample_periodic(tiles[(channel + 1) % tiles.shape[0]], u * scale * 2.3, v * scale * 2.3)
-    finer = sample_periodic(tiles[(channel + 2) % tiles.shape[0]], u * scale * 9.1 + 0.37, v * scale * 9.1 + 0.61)
     grime = torch.exp(fade * (rng.uniform(0.1, 0.5) * fine + rng.uniform(0.05, 0.3) * finer))
     return (albedo * grime).clamp(0.003, 0.95)
 
@@ -341,6 +371,24 @@ def _window(y0: float, y1: float, x0: float, x1: float, h: int, w: int, *, pad: 
     if r0 >= r1 or c0 >= c1:
         return None
     return slice(r0, r1), slice(c0, c1)
+
+
+@functools.lru_cache(maxsize=32)
+def _gaussian_kernel1d(ksize: int, sigma: float) -> Tensor:
+    """kornia's normalised 1-D Gaussian ``[1, ksize]`` (cached: building it costs more than the blur)."""
+    return kornia.filters.get_gaussian_kernel1d(ksize, sigma)
+
+
+def _quantile(values: Tensor, q: float) -> Tensor:
+    """``torch.quantile(values, q)`` (linear interpolation) of a 1-D tensor via two O(n) selections."""
+    n = values.numel()
+    position = q * (n - 1)
+    low = int(math.floor(position))
+    high = min(low + 1, n - 1)
+    v_low = values.kthvalue(low + 1).values
+    if high == low or position == low:
+        return v_low
+    return v_low + (values.kthvalue(high + 1).values - v_low) * (position - low)
 
 
 def _shadow_quad(x: Tensor, y: Tensor, x0: float, x1: float, base: float, dx: float, dy: float, soft: float) -> Tensor:
@@ -386,7 +434,8 @@ def render_scene(
     ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5, indexing="ij")
 
     tile = 128
-    tiles = torch.stack([fractal_noise(tile, tile, beta=float(rng.uniform(1.2, 2.4)), generator=gen) for _ in range(3)])
+    tiles = _fractal_fields(tile, tile, [float(rng.uniform(1.2, 2.4)) for _ in range(3)], generator=gen)
+    tiles = _pad_periodic(tiles[:, None])  # [3, 1, tile + 2, tile + 2], padded once for every lookup
 
     indoor = bool(rng.uniform() < cfg.indoor_probability)
     horizon = h * rng.uniform(0.3, 0.62)
@@ -406,9 +455,10 @@ def render_scene(
         t = ((horizon - ys) / horizon).clamp(0.0, 1.0).sqrt()
         zenith, horizon_col = _col(_illuminant(rng, rng.uniform(-1.4, -0.6))), _col(_illuminant(rng, rng.uniform(-0.3, 0.6)))
         sky = (zenith * t + horizon_col * (1 - t)) * (1.0 - 0.5 * t)
-        cloud_noise = sample_periodic(tiles[0], xs / (w * rng.uniform(0.6, 1.5)), ys / (h * rng.uniform(0.2, 0.5)))
-        cover = torch.sigmoid(rng.uniform(2.0, 6.0) * (cloud_noise - rng.uniform(-0.5, 1.5)))
-        cloud_shade = torch.exp(0.4 * sample_periodic(tiles[1], xs / w * 2.0, ys / h * 3.0))
+        cu, cv = xs / (w * rng.uniform(0.6, 1.5)), ys / (h * rng.uniform(0.2, 0.5))
+        clouds = _sample_padded(tiles[:2], torch.stack([cu, xs / w * 2.0]), torch.stack([cv, ys / h * 3.0]))[:, 0]
+        cover = torch.sigmoid(rng.uniform(2.0, 6.0) * (clouds[0] - rng.uniform(-0.5, 1.5)))
+        cloud_shade = torch.exp(0.4 * clouds[1])
         cloud = rng.uniform(0.6, 1.6) * cloud_shade * _col(_illuminant(rng, rng.uniform(-0.2, 0.4)))
         bright = (sky * (1 - cover) + cloud * cover) * (1 - ground)
         bright_ratio = rng.uniform(0.8, 3.0)
@@ -443,7 +493,7 @@ def render_scene(
             mullion = torch.maximum(
                 coverage((xs - wx).abs() - px * 1.5, 1.0), coverage((ys - (wy + wh / 2)).abs() - px * 1.5, 1.0)
             )
-            view = _col(_illuminant(rng, rng.uniform(-1.0, 0.2))) * torch.exp(0.3 * sample_periodic(tiles[2], xs / w, ys / h))
+            view = _col(_illuminant(rng, rng.uniform(-1.0, 0.2))) * torch.exp(0.3 * _sample_padded(tiles[2:], (xs / w)[None], (ys / h)[None])[0, 0])
             frame = _col(_albedo(rng, 0.02, 0.5)) * (key * 0.5 + amb)
             surf = surf * (1 - inside) + frame * mullion * inside
             bright = bright * (1 - inside) + view * (1 - mullion) * inside
@@ -553,7 +603,8 @@ def render_scene(
     if cfg.blur_sigma > 0:
         sigma = cfg.blur_sigma * px
         ksize = 2 * math.ceil(3 * sigma) + 1
-        image = kornia.filters.gaussian_blur2d(image[None], (ksize, ksize), (sigma, sigma))[0]
+        kernel = _gaussian_kernel1d(ksize, sigma)
+        image = kornia.filters.filter2d_separable(image[None], kernel, kernel, border_type="reflect")[0]
     clip_level = float(surf_median) / MID_GREY
     glare = torch.zeros(3, h, w)
     glare_power = rng.uniform(2.0, 3.0)
@@ -568,11 +619,14 @@ def render_scene(
         # bloom: falls from the disc radiance to the clip level at ``reach`` disc radii
         reach = rng.uniform(1.5, 2.5)
         power = min(max(math.log(max(e_rad / clip_level, 1.0 + 1e-6)) / math.log(reach), 2.0), 10.0)
-        shape = emitter_glare(xs, ys, ex, ey, er, power=power, cutoff=None)
+        # eq. (2) for the bloom (no cut-off) and the glare share the distance d of every pixel
+        distance = torch.sqrt((xs - ex) ** 2 + (ys - ey) ** 2)
+        ratio = er / distance.clamp_min(er)
+        shape = ratio**power
         if disc is not None:
             shape = shape * (1 - disc)
         image = image + (visible * e_rad) * _col(e_col) * shape
-        glare = glare + visible * _col(e_col) * emitter_glare(xs, ys, ex, ey, er, power=glare_power)
+        glare = glare + visible * _col(e_col) * (ratio**glare_power * torch.exp(-distance / (8.0 * er)))
     target = rng.uniform(*cfg.highlight_fraction)
     if float(glare.amax()) > 0:
         image = image + _solve_glare_amplitude(image, glare, target) * glare
@@ -595,5 +649,5 @@ def _solve_glare_amplitude(image: Tensor, glare: Tensor, fraction: float, *, ite
     for _ in range(iterations):
         threshold = luminance(image + amp * glare).median() / MID_GREY
         need = ((threshold - image) / glare.clamp_min(1e-12)).amin(dim=0).clamp_min(0.0)
-        amp = float(torch.quantile(need.flatten(), fraction))
+        amp = float(_quantile(need.flatten(), fraction))
     return amp

@@ -14,7 +14,9 @@ The operators reproduce OpenCV's ``MergeMertens`` exactly (spec ``mergers.md`` Â
 saturation ``sqrt(sum_c (I_c - mean)^2)`` (no division by 3), weights ``+ 1e-12`` before the
 normalisation, ``floor(ln(min(H, W)) / ln 2) + 1`` pyramid levels, and OpenCV's ``pyrDown`` /
 ``pyrUp`` border and odd-size rules. kornia's ``pyrdown``/``pyrup`` resample bilinearly and floor
-odd sizes, so the pyramid operators here are written as separable 5-tap filters instead. All
+odd sizes, so the pyramid operators here are written as depthwise 5x5 binomial convolutions
+instead (strided for ``pyrDown``, transposed for ``pyrUp``) on channels-last plane stacks, one call
+per level for all exposures and channels. All
 functions are differentiable torch on ``[B, C, H, W]`` tensors.
 
 Agreement with OpenCV is ~1e-5 except at *degenerate* pixels where every exposure's weight is at
@@ -29,7 +31,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
-from kornia.filters import filter2d
 
 from hdrlab.errors import ConfigError
 from hdrlab.models.mergers.base import StackArity, StackMerger
@@ -87,10 +88,31 @@ def _reflect101_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     return x.index_select(-2, rows).index_select(-1, cols)
 
 
+def _reflect101_border(padded: torch.Tensor, pad: int) -> torch.Tensor:
+    """Fill the ``pad``-wide border of ``[N, C, H + 2 pad, W + 2 pad]`` in place by BORDER_REFLECT_101.
+
+    The interior must hold the image (``H, W > pad``); rows are reflected first, then whole columns,
+    so the corners are reflected in both axes. Returns ``padded``.
+    """
+    height, width = padded.shape[-2] - 2 * pad, padded.shape[-1] - 2 * pad
+    for j in range(1, pad + 1):
+        padded[..., pad - j, pad : pad + width] = padded[..., pad + j, pad : pad + width]
+        padded[..., pad + height - 1 + j, pad : pad + width] = padded[..., pad + height - 1 - j, pad : pad + width]
+    for j in range(1, pad + 1):
+        padded[..., :, pad - j] = padded[..., :, pad + j]
+        padded[..., :, pad + width - 1 + j] = padded[..., :, pad + width - 1 - j]
+    return padded
+
+
+def _pyr_down_padded(padded: torch.Tensor) -> torch.Tensor:
+    """Strided depthwise 5x5 binomial blur of a reflect-101 padded (by 2) ``[N, C, H + 4, W + 4]``."""
+    kernel = _binomial_kernel(padded.shape[1], 1.0 / 256.0, dtype=padded.dtype, device=padded.device)
+    return F.conv2d(padded, kernel, stride=2, groups=padded.shape[1])
+
+
 def _pyr_down_planes(x: torch.Tensor) -> torch.Tensor:
     """:func:`pyr_down` of ``[N, C, H, W]``: one depthwise strided 5x5 convolution for all planes."""
-    kernel = _binomial_kernel(x.shape[1], 1.0 / 256.0, dtype=x.dtype, device=x.device)
-    return F.conv2d(_reflect101_pad(x, 2), kernel, stride=2, groups=x.shape[1])
+    return _pyr_down_padded(_reflect101_pad(x, 2))
 
 
 def _pyr_up_planes(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -183,8 +205,14 @@ def collapse_laplacian_pyramid(pyramid: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def _needs_grad(x: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and x.requires_grad
+
+
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """``sqrt(x)`` for ``x >= 0`` with a zero (not NaN) gradient at 0."""
+    if not _needs_grad(x):
+        return torch.sqrt(x)
     positive = x > 0
     return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
 
@@ -195,12 +223,19 @@ def _safe_pow(x: torch.Tensor, exponent: float) -> torch.Tensor:
         return torch.ones_like(x)
     if exponent == 1.0:
         return x
+    if not _needs_grad(x):
+        return x**exponent
     positive = x > 0
     return torch.where(positive, torch.where(positive, x, torch.ones_like(x)) ** exponent, torch.zeros_like(x))
 
 
 def contrast_measure(images: torch.Tensor) -> torch.Tensor:
     """Mertens contrast ``C = |Laplacian(grey)|`` (OpenCV: RGB2GRAY weights, 3x3 aperture, reflect-101).
+
+    The aperture is applied as one 3x3 convolution (depthwise over all images, channels-last: ~10x
+    faster on CPU than a single-channel convolution, bit-identical to kornia ``filter2d``), whose
+    float32 rounding follows OpenCV's ``filter2D`` closely: in flat regions both leave the same ~1e-7
+    residues, which decide the normalised weights where every other factor is at the ``1e-12`` floor.
 
     Args:
         images: ``[B, 3, H, W]`` display values in ``[0, 1]`` (RGB; weights 0.299/0.587/0.114).
@@ -209,8 +244,30 @@ def contrast_measure(images: torch.Tensor) -> torch.Tensor:
         ``[B, 1, H, W]``.
     """
     grey = rgb_to_grayscale(images)
-    kernel = torch.tensor(_LAPLACIAN_3X3, dtype=images.dtype, device=images.device).unsqueeze(0)
-    return filter2d(grey, kernel, border_type="reflect").abs()
+    planes = _reflect101_pad(grey.reshape(1, -1, *grey.shape[-2:]), 1).contiguous(memory_format=torch.channels_last)
+    kernel = torch.tensor(_LAPLACIAN_3X3, dtype=images.dtype, device=images.device)
+    kernel = kernel.expand(planes.shape[1], 1, 3, 3).contiguous()
+    laplacian = F.conv2d(planes, kernel, groups=planes.shape[1]).reshape(grey.shape)
+    return laplacian.abs() if _needs_grad(laplacian) else laplacian.abs_()
+
+
+def _channel_moments(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel ``(sum_c (I_c - m)^2, m)`` with ``m`` the channel mean; ``[B, 1, H, W]`` each.
+
+    Plane-wise arithmetic (deviations from the mean, no ``E[I^2] - m^2`` cancellation); on CPU this
+    is ~10x faster than ``torch.var_mean`` over the channel axis.
+    """
+    channels = images.unbind(dim=1)
+    total = channels[0]
+    for plane in channels[1:]:
+        total = total + plane
+    mean = total / len(channels)
+    deviation = channels[0] - mean
+    spread = deviation * deviation
+    for plane in channels[1:]:
+        deviation = plane - mean
+        spread = torch.addcmul(spread, deviation, deviation)
+    return spread.unsqueeze(1), mean.unsqueeze(1)
 
 
 def saturation_measure(images: torch.Tensor) -> torch.Tensor:
@@ -222,12 +279,21 @@ def saturation_measure(images: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, 1, H, W]``.
     """
-    dev = images - images.mean(dim=1, keepdim=True)
-    return _safe_sqrt((dev * dev).sum(dim=1, keepdim=True))
+    return _safe_sqrt(_channel_moments(images)[0])
+
+
+def _well_exposedness_from_moments(spread: torch.Tensor, mean: torch.Tensor, channels: int, sigma: float) -> torch.Tensor:
+    """``exp(-sum_c (I_c - 0.5)^2 / (2 sigma^2))`` with ``sum_c (I_c - 0.5)^2 = spread + C (m - 0.5)^2``."""
+    offset = mean - 0.5
+    exponent = torch.addcmul(spread, offset, offset, value=float(channels)).mul_(-1.0 / (2.0 * sigma * sigma))
+    return exponent.exp() if _needs_grad(exponent) else exponent.exp_()
 
 
 def well_exposedness_measure(images: torch.Tensor, *, sigma: float = 0.2) -> torch.Tensor:
     """Mertens well-exposedness ``E = prod_c exp(-(I_c - 0.5)^2 / (2 sigma^2))``.
+
+    Computed as ``exp(-(sum_c (I_c - m)^2 + C (m - 0.5)^2) / (2 sigma^2))`` (the same sum, split
+    about the channel mean ``m``), from the moments shared with :func:`saturation_measure`.
 
     Args:
         images: ``[B, C, H, W]`` display values in ``[0, 1]``.
@@ -236,7 +302,24 @@ def well_exposedness_measure(images: torch.Tensor, *, sigma: float = 0.2) -> tor
     Returns:
         ``[B, 1, H, W]``.
     """
-    return torch.exp(-((images - 0.5) ** 2).sum(dim=1, keepdim=True) / (2.0 * sigma * sigma))
+    spread, mean = _channel_moments(images)
+    return _well_exposedness_from_moments(spread, mean, images.shape[1], sigma)
+
+
+def _unnormalised_weights(
+    images: torch.Tensor, *, contrast_weight: float, saturation_weight: float, exposure_weight: float, sigma: float
+) -> torch.Tensor:
+    """``C^wc S^ws E^we + 1e-12`` (paper Eq. 1, OpenCV's floor) of ``[B, N, 3, H, W]`` -> ``[B, N, 1, H, W]``."""
+    b, n, c, h, w = images.shape
+    flat = images.reshape(b * n, c, h, w)
+    weight = _safe_pow(contrast_measure(flat), contrast_weight)
+    if saturation_weight != 0.0 or exposure_weight != 0.0:
+        spread, mean = _channel_moments(flat)
+        if saturation_weight != 0.0:
+            weight = weight * _safe_pow(_safe_sqrt(spread), saturation_weight)
+        if exposure_weight != 0.0:
+            weight = weight * _safe_pow(_well_exposedness_from_moments(spread, mean, c, sigma), exposure_weight)
+    return weight.reshape(b, n, 1, h, w).add_(WEIGHT_EPS)
 
 
 def mertens_weights(
@@ -257,12 +340,13 @@ def mertens_weights(
     Returns:
         ``[B, N, 1, H, W]`` weights summing to 1 over ``N``.
     """
-    b, n, c, h, w = images.shape
-    flat = images.reshape(b * n, c, h, w)
-    weight = _safe_pow(contrast_measure(flat), contrast_weight)
-    weight = weight * _safe_pow(saturation_measure(flat), saturation_weight)
-    weight = weight * _safe_pow(well_exposedness_measure(flat, sigma=sigma), exposure_weight)
-    weight = weight.reshape(b, n, 1, h, w) + WEIGHT_EPS
+    weight = _unnormalised_weights(
+        images,
+        contrast_weight=contrast_weight,
+        saturation_weight=saturation_weight,
+        exposure_weight=exposure_weight,
+        sigma=sigma,
+    )
     return weight / weight.sum(dim=1, keepdim=True)
 
 
@@ -279,36 +363,71 @@ def fuse_mertens(
     Laplacian pyramid of each image blended with the Gaussian pyramid of its normalised weight,
     ``floor(log2(min(H, W))) + 1`` levels, collapsed. Not clipped: values may leave ``[0, 1]``
     slightly, as in OpenCV.
+
+    Implementation (CPU-friendly, no Python loop over exposures or levels' channels): the images
+    and their weights (repeated per colour channel) are one channels-last plane stack
+    ``[1, 2 B N 3, H, W]`` (pixel-interleaved, as OpenCV stores images), so each pyramid level is
+    one depthwise strided convolution for every exposure and channel, and each expansion one
+    depthwise transposed convolution. Per level the blend ``sum_n W_n L_n`` plus the expanded
+    coarser result is one elementwise product and one ``addmm`` with a 0/1 matrix summing the
+    exposures. Without autograd the per-level temporaries are updated in place.
     """
     b, n, c, h, w = images.shape
-    weights = mertens_weights(
+    weights = _unnormalised_weights(
         images,
         contrast_weight=contrast_weight,
         saturation_weight=saturation_weight,
         exposure_weight=exposure_weight,
         sigma=sigma,
     )
+    total = weights.sum(dim=1)  # [B, 1, H, W]; Eq. 2 normalisation written straight into the planes
+    in_place = not (torch.is_grad_enabled() and images.requires_grad)
     max_level = pyramid_levels(h, w)
     k = b * n * c
-    # one channels-last plane stack [images | weights]: a single depthwise conv per pyramid level
-    planes = torch.empty((1, k + b * n, h, w), dtype=images.dtype, device=images.device, memory_format=torch.channels_last)
+    # the plane stack is allocated with the reflect-101 border of the first pyr_down, so the
+    # full-resolution level is written once and never padded (copied) again
+    pad = 2 if min(h, w) > 2 else 0
+    padded = torch.empty(
+        (1, 2 * k, h + 2 * pad, w + 2 * pad), dtype=images.dtype, device=images.device, memory_format=torch.channels_last
+    )
+    planes = padded[..., pad : pad + h, pad : pad + w]
     planes[:, :k] = images.reshape(1, k, h, w)
-    planes[:, k:] = weights.reshape(1, b * n, h, w)
+    weight_planes = planes[:, k:].view(b, n, c, h, w)
+    for channel in range(c):  # per-plane writes: much faster than one stride-0 broadcast copy
+        if in_place:
+            torch.div(weights[:, :, 0], total, out=weight_planes[:, :, channel])
+        else:
+            weight_planes[:, :, channel] = weights[:, :, 0] / total
     gauss = [planes]
-    for _ in range(max_level):
+    if max_level > 0:
+        gauss.append(_pyr_down_padded(_reflect101_border(padded, pad)) if pad else _pyr_down_planes(planes))
+    for _ in range(max_level - 1):
         gauss.append(_pyr_down_planes(gauss[-1]))
 
-    def blend(level: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
-        """``sum_n W_n * detail_n`` of one level -> ``[b, c, h_l, w_l]``."""
-        hl, wl = level.shape[-2:]
-        return (detail.view(b, n, c, hl, wl) * level[:, k:].view(b, n, 1, hl, wl)).sum(dim=1)
+    # [B N 3, B 3] 0/1 matrix: fused channel (b, c) = sum over n of plane (b, n, c)
+    summing = torch.eye(b * c, dtype=images.dtype, device=images.device).view(b, 1, c, b * c).expand(b, n, c, b * c)
+    summing = summing.reshape(k, b * c)
 
-    fused = blend(gauss[-1], gauss[-1][:, :k])
+    def pixels(x: torch.Tensor) -> torch.Tensor:
+        """``[1, C, h, w]`` channels-last planes -> ``[h w, C]`` (a view)."""
+        return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+    def blend(detail: torch.Tensor, level: torch.Tensor, coarser_fused: torch.Tensor | None) -> torch.Tensor:
+        """``coarser_fused + sum_n W_n detail_n`` -> ``[1, B 3, h_l, w_l]`` planes (``detail`` may be overwritten)."""
+        weighted = detail.mul_(level[:, k:]) if in_place else detail * level[:, k:]
+        if coarser_fused is None:
+            out = pixels(weighted) @ summing
+        else:
+            out = torch.addmm(pixels(coarser_fused), pixels(weighted), summing)
+        return out.view(1, *detail.shape[-2:], b * c).permute(0, 3, 1, 2)
+
+    fused = blend(gauss[-1][:, :k].contiguous(memory_format=torch.channels_last), gauss[-1], None)
     for level, coarser in zip(reversed(gauss[:-1]), reversed(gauss[1:])):
         size = (level.shape[-2], level.shape[-1])
-        laplacian = level[:, :k] - _pyr_up_planes(coarser[:, :k], size)
-        fused = blend(level, laplacian) + _pyr_up_planes(fused, size)
-    return fused.contiguous()
+        expanded = _pyr_up_planes(coarser[:, :k], size)
+        laplacian = torch.sub(level[:, :k], expanded, out=expanded) if in_place else level[:, :k] - expanded
+        fused = blend(laplacian, level, _pyr_up_planes(fused, size))
+    return fused.reshape(b, c, h, w).contiguous()
 
 
 class MertensMerger(StackMerger):
