@@ -5,3 +5,8 @@ Every class derives from :class:`hdrlab.methods.base.HDRMethod`; configs select 
 """
 
 from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.le2023_multiexposure import Le2023Method
+from hdrlab.methods.two_stage import TwoStage
+from hdrlab.methods.baselines import InverseCRFBaseline, LinearITMOBaseline
+from hdrlab.methods.cfnet import CFNetMethod
+from hdrlab.methods.singlehdr import SingleHDRMethod

@@ -1,0 +1,171 @@
+"""CF-Net (Deng et al., IEEE TIP 2021, "Deep Coupled Feedback Network for Joint Exposure Fusion and
+Image Super-Resolution") as a method: a learned merger of an extreme exposure pair with x2/x4 SR.
+
+Training sample (from a procedural batch with ``bracket_ev``):
+
+* HR under-exposed source ``HR^u = stack[:, 0]`` (lowest ev), HR over-exposed ``HR^o =
+  stack[:, -1]`` (highest ev), both at the full patch size;
+* fused ground truth ``HR_gt = hdrlab.tonemap.display(hdr)`` (the project's documented display
+  mapping of the ground-truth radiance);
+* LR inputs: the pair downsampled by ``scale`` (antialiased bicubic, the MATLAB ``imresize(1/s)``
+  of the official data preparation; :func:`hdrlab.models.mergers.cfnet.downsample_pair_image`).
+
+Loss (official ``train.py``): ``sum_b (1 - SSIM(I_sr^b, HR^b)) + sum_t (1 - SSIM(I_t^b, HR_gt))``
+over both branches, ``pytorch_msssim.ssim`` (7x7 Gaussian window) -- :func:`hdrlab.losses.cfnet.cfnet_loss`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+
+from hdrlab import tonemap
+from hdrlab.data.batch import HDRBatch
+from hdrlab.errors import ConfigError
+from hdrlab.losses.cfnet import cfnet_loss, cfnet_ssim
+from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.le2023_multiexposure import example_bracket
+from hdrlab.models.mergers.cfnet import CFNet, CFNetOutput, downsample_pair_image
+
+#: The message of a batch without an exposure pair (also used by the composite's checks).
+CFNET_PAIR_HINT = "CF-Net needs an exposure pair: set data.init_args.bracket_ev, e.g. [-4, 4]"
+
+
+def extreme_pair(batch: HDRBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(under, over)``: the lowest- and highest-ev members of ``batch["stack"]``, ``[B, 3, H, W]`` each.
+
+    The stack is sorted by ascending ev (project convention), so they are indices 0 and N - 1.
+
+    Raises:
+        ConfigError: the batch has no stack, or fewer than 2 exposures.
+    """
+    stack = batch.get("stack") if isinstance(batch, dict) else None
+    if stack is None:
+        raise ConfigError(f"{CFNET_PAIR_HINT} (the batch has no 'stack')")
+    if stack.dim() != 5 or stack.shape[1] < 2:
+        raise ConfigError(f"{CFNET_PAIR_HINT} (the batch's stack has shape {tuple(stack.shape)}, fewer than 2 exposures)")
+    return stack[:, 0], stack[:, -1]
+
+
+class CFNetMethod(HDRMethod):
+    """CF-Net trained on the extreme pair of the batch's bracket; output: fused display image in [0, 1].
+
+    ``predict_image`` downsamples the full-resolution pair by ``scale`` and runs CF-Net ``x scale``
+    (no new kernels), so the prediction has the input's size; it is scored against
+    ``tonemap.display(hdr)`` with the display metrics (``val/display_psnr``, ``val/display_ssim``).
+
+    Args:
+        scale: SR factor, 2 or 4 (official projection kernels (6, 2, 2) / (8, 4, 2)).
+        width: channel multiplier (1.0 = official: 17,048,297 / 28,975,849 parameters for x2 / x4).
+        num_groups: projection groups per SRB/CFB (official 6).
+        num_cfbs: coupled feedback steps T (official 3).
+        downsample: LR synthesis, ``"bicubic"`` (official, MATLAB-like antialiased) or ``"area"``.
+        lr: Adam learning rate (official ``train.py``: 1e-6).
+        lr_step_epochs: StepLR period in epochs (official 200); ``None`` disables it (then the
+            base's step milestones apply, if any).
+        lr_gamma: decay of the StepLR / milestones (official 0.5).
+        **kwargs: :class:`HDRMethod` options.
+
+    Deviations from the official code:
+
+    * Data: procedural radiance with synthetic brackets instead of SICE sequences; the fused
+      ground truth is ``tonemap.display(hdr)`` (SICE's reference images are hand-picked fusions).
+      The pair is the bracket's extreme members (e.g. ``bracket_ev: [-4, 4]``); the official pair
+      selection from SICE is unverified.
+    * LR images are made on the fly from the HR crop (PyTorch antialiased bicubic, clamped to
+      [0, 1]; the official data are offline MATLAB ``imresize`` of modcropped images stored as
+      8-bit, with offline 90-degree rotations; here the datamodule's flips).
+    * Inputs/outputs are display [0, 1] (official: [-1, 1] in, [0, 255] out; SSIM at data range 1
+      equals SSIM at 255 on the rescaled data). The prediction is not truncated to uint8.
+    * The paper's MEF-SSIM / per-step weights are not implemented (the released code's plain
+      SSIM loss is).
+    """
+
+    output_domain = "display"
+
+    def __init__(
+        self,
+        *,
+        scale: int = 2,
+        width: float = 1.0,
+        num_groups: int = 6,
+        num_cfbs: int = 3,
+        downsample: Literal["bicubic", "area"] = "bicubic",
+        lr: float = 1e-6,
+        lr_step_epochs: int | None = 200,
+        lr_gamma: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(lr=lr, lr_gamma=lr_gamma, **kwargs)
+        if downsample not in ("bicubic", "area"):
+            raise ConfigError(f"CFNetMethod.downsample={downsample!r} is unknown; use 'bicubic' or 'area'")
+        if lr_step_epochs is not None and lr_step_epochs < 1:
+            raise ConfigError(f"CFNetMethod.lr_step_epochs={lr_step_epochs} must be >= 1 or null (official 200)")
+        if lr_step_epochs is not None and self.lr_milestones:
+            raise ConfigError(
+                "CFNetMethod: lr_step_epochs and lr_milestones are both set; set lr_step_epochs: null to use milestones"
+            )
+        self.save_hyperparameters()
+        self.net = CFNet(scale=scale, width=width, num_groups=num_groups, num_cfbs=num_cfbs)
+        self.scale = int(scale)
+        self.downsample = downsample
+        self.lr_step_epochs = lr_step_epochs
+
+    def subnetworks(self) -> dict[str, torch.nn.Module]:
+        """``{"cfnet": CFNet}``."""
+        return {"cfnet": self.net}
+
+    def example_batch(self, *, batch_size: int = 1, height: int = 512, width: int = 512,
+                      device: torch.device | str | None = None) -> dict[str, Any]:
+        """The base example batch plus an extreme pair ``stack [B, 2, 3, H, W]`` at ev -4 / +4 (output size H x W).
+
+        Built with plain tensor ops (:func:`hdrlab.methods.le2023_multiexposure.example_bracket`),
+        so it works under ``FakeTensorMode``.
+        """
+        batch = super().example_batch(batch_size=batch_size, height=height, width=width, device=device)
+        batch["stack"], batch["ev"] = example_bracket(batch["hdr"], [-4.0, 4.0])
+        return batch
+
+    # ------------------------------------------------------------------ forward
+    def low_resolution_pair(self, under: torch.Tensor, over: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, 3, H, W]`` HR pair -> ``[B, 3, H/s, W/s]`` LR pair (``downsample`` filter), display [0, 1]."""
+        return (downsample_pair_image(under, scale=self.scale, mode=self.downsample),
+                downsample_pair_image(over, scale=self.scale, mode=self.downsample))
+
+    def run(self, batch: HDRBatch) -> CFNetOutput:
+        """CF-Net on the batch's downsampled extreme pair: all ``T + 1`` outputs per branch at ``[B, 3, H, W]``."""
+        under, over = extreme_pair(batch)
+        return self.net(*self.low_resolution_pair(under, over))
+
+    def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Official SSIM loss; terms ``sr`` (SRB outputs vs their HR sources) and ``fusion`` (CFB outputs vs GT)."""
+        under, over = extreme_pair(batch)
+        out = self.net(*self.low_resolution_pair(under, over))
+        fused_gt = tonemap.display(batch["hdr"])
+        sr = (1.0 - cfnet_ssim(out.under[0], under)) + (1.0 - cfnet_ssim(out.over[0], over))
+        total = cfnet_loss(out.under, out.over, hr_under=under, hr_over=over, hr_fused=fused_gt)
+        return total, {"sr": sr.detach(), "fusion": (total - sr).detach()}
+
+    def predict_image(self, batch: HDRBatch) -> torch.Tensor:
+        """Fused display image ``[B, 3, H, W]`` in [0, 1] (``0.5 I_T^u + 0.5 I_T^o``)."""
+        return self.run(batch).fused
+
+    def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
+        """``{"stack": [B, 2, 3, H, W]}``: the (full-resolution) input pair."""
+        under, over = extreme_pair(batch)
+        return {"stack": torch.stack([under, over], dim=1)}
+
+    def configure_optimizers(self) -> Any:
+        """Adam (official) with StepLR(``lr_step_epochs``, ``lr_gamma``) per epoch."""
+        if self.lr_step_epochs is None:
+            return super().configure_optimizers()
+        params = self.trainable_parameters()
+        if not params:
+            raise ConfigError("CFNetMethod has no trainable parameters (everything frozen?)")
+        optimizer = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(self.lr_step_epochs), gamma=self.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+__all__ = ["CFNET_PAIR_HINT", "CFNetMethod", "extreme_pair"]
