@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("hdrlab.commands.merge", "merge a real bracket (Debevec radiance or Mertens fusion)"),
     "demo": ("hdrlab.commands.demo", "the end-to-end demo on the embedded procedural data"),
     "reconstruct": ("hdrlab.commands.reconstruct", "real photos (png/jpg/tif) to HDR .exr plus a preview with a trained checkpoint"),
+    "compare": ("hdrlab.commands.compare", "compare runs/sweeps: grouped table (md+csv), plots, index.html"),
     "info": ("hdrlab.commands.info", "trainable parameters per sub-network and FLOPs of an experiment at full size"),
     "sweep": ("hdrlab.commands.sweep", "run a W&B sweep file online (logged in) or with the offline agent"),
 }

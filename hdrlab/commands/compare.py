@@ -1,0 +1,44 @@
+"""``hdrlab compare RUN_OR_SWEEP_DIR... [--metric val/pu21_psnr] [-o report_dir]``.
+
+Reads every run folder (``metrics.csv`` / ``summary.json``) under the given run or sweep folders,
+groups the runs by the parameters that vary between them, and writes ``table.csv``, ``table.md``,
+PNG plots and ``index.html`` (:mod:`hdrlab.sweep.compare`). Prints the table.
+
+Exit status: 0 (also when some runs failed: they are listed), 2 on user errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hdrlab.errors import ConfigError
+from hdrlab.sweep.compare import DEFAULT_METRIC, compare_runs, discover_runs, format_table, read_run, write_report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hdrlab compare`` argument parser."""
+    p = argparse.ArgumentParser(prog="hdrlab compare", description=__doc__.split("\n\n")[1].replace("\n", " "))
+    p.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders (trials/*) or runs roots")
+    p.add_argument("--metric", default=DEFAULT_METRIC,
+                   help=f"main metric: runs without a finite value count as failed (default {DEFAULT_METRIC}; "
+                        "display methods log val/display_psnr)")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="report folder (default: <first path>/report)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Run ``hdrlab compare``; see the module docstring."""
+    args = build_parser().parse_args(argv)
+    if not args.metric.startswith("val/"):
+        raise ConfigError(f"--metric {args.metric!r}: compare reads validation metrics; use a val/* name "
+                          f"such as {DEFAULT_METRIC} or val/display_psnr")
+    records = [read_run(p) for p in discover_runs(args.paths)]
+    comparison = compare_runs(records, metric=args.metric)
+    out = args.output if args.output is not None else args.paths[0] / "report"
+    written = write_report(comparison, out)
+    print(format_table(comparison))
+    print(f"\n{len(records)} runs, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
+          f"report: {written['html']} (table: {written['csv']})")
+    return 0

@@ -1,0 +1,183 @@
+"""The shipped sweep files: each validates with the ``sweeps`` engine, and every grid point's
+expanded ``command:`` parses through hdrlab's LightningCLI parser in-process (no model built).
+
+The parser is LightningCLI's own (``hdrlab.cli.build_cli``, with hdrlab's extra arguments): it is
+captured once by intercepting :meth:`LightningCLI.parse_arguments`, so nothing is instantiated;
+jsonargparse then checks every key against the class signatures and every value against the
+type hints (unknown keys and bad values exit with status 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+
+from hdrlab.sweep.config import expand_command, grid_points, load_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
+EXPECTED = {"losses", "mask_thresholds", "dataset_size", "stage_combinations", "smoke"}
+PREFIX = ["/usr/bin/env", "python", "-m", "hdrlab", "fit", "--config"]
+
+
+class _Captured(Exception):
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+
+
+@pytest.fixture(scope="module")
+def cli_parser() -> Any:
+    """hdrlab's LightningCLI parser (all subcommands), built without parsing or instantiating."""
+    from lightning.pytorch.cli import LightningCLI
+
+    from hdrlab.cli import build_cli
+
+    def capture(self: Any, parser: Any, args: Any) -> None:
+        raise _Captured(parser)
+
+    with mock.patch.object(LightningCLI, "parse_arguments", capture):
+        try:
+            build_cli(["fit"])
+        except _Captured as captured:
+            return captured.parser
+    raise AssertionError("LightningCLI did not reach parse_arguments")
+
+
+def parse_fit(parser: Any, argv: list[str]) -> Any:
+    """Parse ``hdrlab`` argv (``fit --config ...``) in the repository; fail with jsonargparse's message."""
+    err = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(REPO)  # sweep commands name experiments/... relative to the repository, like wandb agent
+    try:
+        with contextlib.redirect_stderr(err):
+            return parser.parse_args(argv)
+    except SystemExit as exc:
+        raise AssertionError(f"CLI rejected {argv}:\n{err.getvalue()[-1500:]}") from exc
+    finally:
+        os.chdir(cwd)
+
+
+def test_all_sweep_files_shipped() -> None:
+    assert {p.stem for p in SWEEP_FILES} >= EXPECTED
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_sweep_file_validates_and_uses_the_module_command(path: Path) -> None:
+    spec = load_sweep(path)  # sweeps.SweepConfig + a dry-run next_run (raises ConfigError)
+    assert spec.method == "grid"
+    command = [str(c) for c in spec.command]
+    assert command[:7] == ["${env}", "${interpreter}", "-m", "hdrlab", "fit", "--config", command[6]]
+    assert command[6].startswith("experiments/") and (REPO / command[6]).is_file()
+    assert command[-1] == "${args}"
+    assert ("experiments/overrides/tiny.yaml" in command) == (path.stem == "smoke")
+
+
+def _argv(spec: Any, point: dict[str, Any]) -> list[str]:
+    argv = expand_command(spec.command, point, interpreter="python", environ={})
+    assert argv[:6] == PREFIX
+    return argv[4:]  # from "fit" on: what hdrlab.cli.main passes to LightningCLI
+
+
+def _get(cfg: Any, key: str) -> Any:
+    value = cfg.fit[key]
+    return value.class_path if hasattr(value, "class_path") else value
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_every_grid_point_parses_through_the_cli(path: Path, cli_parser: Any) -> None:
+    spec = load_sweep(path)
+    points = grid_points(spec)
+    assert len(points) >= 2
+    for point in points:
+        cfg = parse_fit(cli_parser, _argv(spec, point))
+        for key, value in point.items():
+            got = _get(cfg, key)
+            assert got == value or (isinstance(value, list) and list(got) == value), (path.stem, key, got, value)
+
+
+def test_grid_sizes_and_axes() -> None:
+    sizes = {p.stem: len(grid_points(load_sweep(p))) for p in SWEEP_FILES}
+    assert sizes["losses"] == 3 * 3 * 2
+    assert sizes["mask_thresholds"] == 6 * 2
+    assert sizes["dataset_size"] == 4 * 3
+    assert sizes["smoke"] == 2
+    taus = sorted({p["model.init_args.clip_threshold"] for p in grid_points(load_sweep(REPO / "sweeps/mask_thresholds.yaml"))})
+    assert taus == [0.80, 0.85, 0.88, 0.90, 0.95, 0.98]
+    size_points = grid_points(load_sweep(REPO / "sweeps/dataset_size.yaml"))
+    assert sorted({p["data.init_args.num_train_scenes"] for p in size_points}) == [15, 60, 240, 1000]
+    assert {p["max_samples"] for p in size_points} == {320000}  # equal samples seen
+
+
+def test_stage_combinations_cover_every_shipped_generator_and_merger() -> None:
+    import hdrlab.models.generators as generators
+    import hdrlab.models.mergers as mergers
+
+    shipped_gens = {f"hdrlab.models.generators.{n}" for n in generators.__all__
+                    if isinstance(getattr(generators, n), type) and issubclass(getattr(generators, n), generators.StackGenerator)
+                    and getattr(generators, n) is not generators.StackGenerator}
+    shipped_mergers = {f"hdrlab.models.mergers.{n}" for n in mergers.__all__
+                       if isinstance(getattr(mergers, n), type) and issubclass(getattr(mergers, n), mergers.StackMerger)
+                       and getattr(mergers, n) is not mergers.StackMerger}
+    points = grid_points(load_sweep(REPO / "sweeps/stage_combinations.yaml"))
+    combos = {(p["model.init_args.generator"], p["model.init_args.merger"]) for p in points}
+    assert combos == {(g, m) for g in shipped_gens for m in shipped_mergers}
+    # mode freeze_merger trains the generator through the merger: every merger must be differentiable
+    assert {p["model.init_args.mode"] for p in points} == {"freeze_merger"}
+    assert all(getattr(mergers, m.rsplit(".", 1)[1]).differentiable for m in shipped_mergers)
+
+
+def test_stage_combinations_build_as_two_stage_models(cli_parser: Any) -> None:
+    """The TwoStage constructor's cross-checks (mode vs merger, select rule vs arity, loss vs domain)
+    pass for every combination (tiny width; built, not trained)."""
+    from jsonargparse import ArgumentParser
+
+    from hdrlab.methods import HDRMethod, TwoStage
+
+    spec = load_sweep(REPO / "sweeps/stage_combinations.yaml")
+    model_parser = ArgumentParser(exit_on_error=False)
+    model_parser.add_subclass_arguments(HDRMethod, "model")
+    for point in grid_points(spec):
+        if point["seed_everything"] != 0:
+            continue
+        cfg = parse_fit(cli_parser, _argv(spec, point) + ["--width=0.125"])
+        model_cfg = cfg.fit.model.as_dict()
+        for part in ("generator", "merger"):
+            if "width" in model_cfg["init_args"][part].get("init_args", {}):
+                model_cfg["init_args"][part]["init_args"]["width"] = 0.125
+        model = model_parser.instantiate_classes(model_parser.parse_object({"model": model_cfg})).model
+        assert isinstance(model, TwoStage)
+        assert type(model.merger).__name__ == point["model.init_args.merger"].rsplit(".", 1)[1]
+        assert model.mode == "freeze_merger"
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["--model.init_args.perceptual_weigth=0.1"], "unknown key (typo)"),
+        (["--model.init_args.tv_weight=heavy"], "bad value type"),
+        (["--model.init_args.stage=everything"], "value outside a Literal"),
+        (["--data.init_args.num_train_scenes=1.5"], "float for an int"),
+    ],
+)
+def test_cli_parser_rejects_bad_sweep_arguments(cli_parser: Any, extra: list[str], why: str) -> None:
+    argv = ["fit", "--config", "experiments/singlehdr.yaml", *extra]
+    with pytest.raises(AssertionError, match="CLI rejected"):
+        parse_fit(cli_parser, argv)
+
+
+def test_documented_alternative_loss_and_threshold_axes_parse(cli_parser: Any) -> None:
+    """The per-method axes sweeps/README.md lists for copies of losses.yaml / mask_thresholds.yaml."""
+    cases = [
+        ("experiments/le2023.yaml", ["--model.init_args.loss_weights={'recon': 100.0, 'hdr': 1.0, 'tv': 0.0, 'perceptual': 0.1}"]),
+        ("experiments/le2023_debevec.yaml", ["--model.init_args.loss_domain=pu21"]),
+        ("experiments/le2023_debevec.yaml", ["--model.init_args.loss_domain=mu_law"]),
+        ("experiments/singlehdr.yaml", ["--model.init_args.threshold=0.95"]),
+    ]
+    for config, extra in cases:
+        parse_fit(cli_parser, ["fit", "--config", config, *extra])
