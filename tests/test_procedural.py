@@ -7,7 +7,6 @@ gradient kurtosis of 100 procedural scenes against the real HDR images).
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from pathlib import Path
 
@@ -173,18 +172,6 @@ def test_render_scene_config_and_argument_errors():
         render_scene(0, height=8, width=8)
 
 
-def test_render_scene_speed():
-    render_scene(0)
-    times = []
-    for seed in range(1, 9):
-        start = time.process_time()
-        render_scene(seed)
-        times.append(time.process_time() - start)
-    median_ms = 1000 * sorted(times)[len(times) // 2]
-    print(f"\nrender_scene 256x256: median CPU time {median_ms:.1f} ms (torch threads {torch.get_num_threads()})")
-    assert median_ms < 150  # ~30-60 ms on an idle core; generous for shared CI machines
-
-
 @pytest.fixture(scope="module")
 def scenes() -> torch.Tensor:
     return torch.stack([render_scene(seed) for seed in range(NUM_SCENES)])
@@ -299,13 +286,3 @@ def test_private_quantile_and_batched_periodic_lookup_match_references():
         assert torch.equal(batched[i], sample_periodic(tile, u[i], v[i]))
 
 
-def test_render_scene_speed_at_128():
-    render_scene(0, height=128, width=128)
-    times = []
-    for seed in range(1, 8):
-        start = time.process_time()
-        render_scene(seed, height=128, width=128)
-        times.append(time.process_time() - start)
-    median_ms = 1000 * sorted(times)[len(times) // 2]
-    print(f"\nrender_scene 128x128: median CPU time {median_ms:.1f} ms (torch threads {torch.get_num_threads()})")
-    assert median_ms < 80  # ~20-30 ms on a loaded shared core
