@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "merge": ("hdrlab.commands.merge", "merge a real bracket (Debevec radiance or Mertens fusion)"),
     "demo": ("hdrlab.commands.demo", "the end-to-end demo on the embedded procedural data"),
     "reconstruct": ("hdrlab.commands.reconstruct", "real photos (png/jpg/tif) to HDR .exr plus a preview with a trained checkpoint"),
+    "budget": ("hdrlab.commands.budget", "peak training memory of experiments and the plan for --memory_budget (no GPU needed)"),
     "compare": ("hdrlab.commands.compare", "compare runs/sweeps: grouped table (md+csv), plots, index.html"),
     "info": ("hdrlab.commands.info", "trainable parameters per sub-network and FLOPs of an experiment at full size"),
     "sweep": ("hdrlab.commands.sweep", "run a W&B sweep file online (logged in) or with the offline agent"),
@@ -116,6 +117,11 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
             parser.add_argument("--wandb", type=str, default="auto",
                                 help="auto (online when logged in, else offline) | online | offline | disabled")
             parser.add_argument("--log_images_every_n_epochs", type=int, default=1)
+            parser.add_argument("--memory_budget", type=str | None, default=None,
+                                help="device memory budget, e.g. 4GiB / 512MiB / 8GB (=8e9 bytes): plans micro-batch, "
+                                     "precision, activation checkpointing, accumulation and patch before training")
+            parser.add_argument("--activation_checkpointing", type=bool, default=False,
+                                help="set by the memory-budget plan (recorded in config.yaml)")
 
         def before_instantiate_classes(self) -> None:
             cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -127,6 +133,16 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
                 run_dir = Path(cfg.runs_root) / experiment / run_id
             if cfg.get("wandb") not in ("auto", "online", "offline", "disabled"):
                 raise HDRLabError(f"--wandb={cfg.get('wandb')!r}; use auto, online, offline or disabled")
+            self.budget_plan = None
+            if cfg.get("memory_budget") and (self.subcommand or "fit") == "fit":
+                from hdrlab.budget.fit import plan_for_fit
+
+                plan = plan_for_fit(cfg.as_dict(), cfg.memory_budget)  # BudgetError before training
+                cfg.data.init_args.batch_size, cfg.data.init_args.patch_size = plan.batch, plan.patch
+                cfg.trainer.accumulate_grad_batches, cfg.trainer.precision = plan.accumulate, plan.precision
+                cfg.activation_checkpointing = plan.checkpointing
+                print(f"memory budget: {plan.describe()}", file=sys.stderr)
+                self.budget_plan = plan
             self.run_dir = run_dir.resolve()
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -162,6 +178,10 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
                 ]
                 if loggers:
                     callbacks.append(LearningRateMonitor(logging_interval="step"))
+                if self.budget_plan is not None:
+                    from hdrlab.budget.fit import MemoryBudgetCallback
+
+                    callbacks.append(MemoryBudgetCallback(self.budget_plan))
                 if cfg.get("max_samples"):
                     callbacks.append(SampleBudget(cfg.max_samples))
             if sys.stdout.isatty():
