@@ -79,8 +79,19 @@ def _wandb_mode(choice: str) -> str | None:
         return "offline"
 
 
-def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
-    """Build (and by default run) the LightningCLI. Imported lazily: Lightning is slow to import."""
+def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[str, Any] | None = None,
+              forced_plan: Any = None) -> Any:
+    """Build (and by default run) the LightningCLI. Imported lazily: Lightning is slow to import.
+
+    Args:
+        args: command-line arguments (``None``: ``sys.argv``).
+        run: run the subcommand (``False``: build a fit-ready trainer, model and datamodule only).
+        state: filled with ``run_dir``, ``config`` and the memory ``plan`` as soon as they are known
+            (so a caller can resume the same run after a failure).
+        forced_plan: a memory plan to apply instead of planning from ``--memory_budget``
+            (the out-of-memory step-down).
+    """
+    state = {} if state is None else state
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -137,13 +148,14 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
             if cfg.get("memory_budget") and (self.subcommand or "fit") == "fit":
                 from hdrlab.budget.fit import plan_for_fit
 
-                plan = plan_for_fit(cfg.as_dict(), cfg.memory_budget)  # BudgetError before training
+                state["config"] = cfg.as_dict()
+                plan = forced_plan or plan_for_fit(state["config"], cfg.memory_budget)  # BudgetError before training
                 cfg.data.init_args.batch_size, cfg.data.init_args.patch_size = plan.batch, plan.patch
                 cfg.trainer.accumulate_grad_batches, cfg.trainer.precision = plan.accumulate, plan.precision
                 cfg.activation_checkpointing = plan.checkpointing
                 print(f"memory budget: {plan.describe()}", file=sys.stderr)
-                self.budget_plan = plan
-            self.run_dir = run_dir.resolve()
+                self.budget_plan = state["plan"] = plan
+            self.run_dir = state["run_dir"] = run_dir.resolve()
             self.run_dir.mkdir(parents=True, exist_ok=True)
 
         def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
@@ -213,6 +225,41 @@ def build_cli(args: list[str] | None = None, *, run: bool = True) -> Any:
     )
 
 
+def fit_with_oom_step_down(args: list[str] | None) -> None:
+    """``hdrlab fit``; with ``--memory_budget``, a CUDA out-of-memory error steps the plan down once
+    (:func:`hdrlab.budget.plan.step_down`: autocast, then checkpointing, then a smaller micro-batch
+    with more accumulation, then a smaller patch) and the run continues from its last checkpoint
+    (written on the failure by :class:`~hdrlab.callbacks.run_artifacts.CheckpointOnInterrupt`).
+    Only exercised here with an injected ``torch.OutOfMemoryError``: untested on real GPUs.
+    """
+    state: dict[str, Any] = {}
+    try:
+        build_cli(args, state=state)
+        return
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is an out-of-memory error under a budget
+        from hdrlab.budget.cuda import is_out_of_memory
+
+        if state.get("plan") is None or not is_out_of_memory(err):
+            raise
+        first = err
+    import torch
+
+    from hdrlab.budget.methods import estimator_from_config
+    from hdrlab.budget.plan import BudgetError, step_down
+
+    stride = estimator_from_config(state["config"], name="fit config").stride
+    lower = step_down(state["plan"], stride=stride)
+    if lower is None:
+        raise BudgetError(f"out of memory with the most frugal plan ({state['plan'].describe()}); "
+                          "raise --memory_budget", required_bytes=None) from first
+    print(f"out of memory ({first}); stepping the plan down once and resuming from the last checkpoint: "
+          f"{lower.describe()}", file=sys.stderr)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    rest = list(sys.argv[1:] if args is None else args)
+    build_cli([*rest, "--run_dir", str(state["run_dir"]), "--ckpt_path", "last"], forced_plan=lower)
+
+
 def main(argv: list[str] | None = None) -> int:
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -222,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name in TRAINER_SUBCOMMANDS:
         try:
-            build_cli(None if from_sys else [name, *rest])
+            if name == "fit":
+                fit_with_oom_step_down(None if from_sys else [name, *rest])
+            else:
+                build_cli(None if from_sys else [name, *rest])
         except HDRLabError as err:
             print(f"hdrlab {name}: error: {err}", file=sys.stderr)
             return 2

@@ -116,3 +116,21 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
 def test_bad_values_are_clear_errors(tmp_path, bad):
     proc = _run(["fit", "--config", PLUMBING, bad, "--run_dir", str(tmp_path / "r")], tmp_path)
     assert proc.returncode != 0 and bad.split("=")[0].lstrip("-") in proc.stderr
+
+
+def test_out_of_memory_steps_the_plan_down_once_and_resumes(tmp_path, capsys):
+    """An injected CUDA OOM at step 3 under --memory_budget: the plan steps down once (here: a
+    fp32 -> bf16 autocast, the first rung), training continues from the checkpoint written at the
+    failure, and the run finishes its budget. The CUDA cap itself is untested here (no GPU)."""
+    from hdrlab.cli import main
+
+    run = tmp_path / "r"
+    code = main(["fit", *BASE, "--run_dir", str(run), "--trainer.max_steps", "5", "--memory_budget", "1GiB",
+                 "--model.init_args.oom_once_at_step", "3", "--model.init_args.oom_marker", str(tmp_path / "fired")])
+    assert code == 0 and (tmp_path / "fired").exists()
+    err = capsys.readouterr().err
+    assert "stepping the plan down once" in err
+    first, second = [line for line in err.splitlines() if line.startswith("memory budget:")]
+    assert "precision 32" in first and "precision bf16-mixed" in second and "oom-step-down" in second
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 5

@@ -12,8 +12,13 @@ from hdrlab.methods.base import HDRMethod
 
 
 class PlumbingMethod(HDRMethod):
-    def __init__(self, *, width: float = 1.0, lr: float = 1e-3, **kwargs) -> None:
+    def __init__(self, *, width: float = 1.0, lr: float = 1e-3, oom_once_at_step: int | None = None,
+                 oom_marker: str | None = None, **kwargs) -> None:
+        """``oom_once_at_step``: raise an injected CUDA out-of-memory error at that step, once
+        (``oom_marker`` is a file created when it fired), to test the memory-plan step-down."""
         super().__init__(lr=lr, **kwargs)
+        self.oom_once_at_step = oom_once_at_step
+        self.oom_marker = oom_marker
         c = max(1, round(16 * width))
         self.net = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 3, 3, padding=1))
 
@@ -24,6 +29,13 @@ class PlumbingMethod(HDRMethod):
         return lin + nn.functional.softplus(self.net(batch["ldr"])) * batch["clip_mask"]
 
     def compute_loss(self, batch):
+        if self.oom_once_at_step is not None and self.global_step == self.oom_once_at_step:
+            from pathlib import Path
+
+            marker = Path(self.oom_marker)
+            if not marker.exists():
+                marker.touch()
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
         pred = self.predict_image(batch)
         l1 = (torch.log1p(pred) - torch.log1p(batch["hdr"])).abs().mean()
         return l1, {"log_l1": l1}
