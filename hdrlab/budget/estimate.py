@@ -24,6 +24,7 @@ Models must be buildable without files under fake mode (no ``torch.load``): buil
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import time
@@ -44,15 +45,18 @@ from hdrlab.budget.tiling import tiled_forward
 from hdrlab.errors import ConfigError
 
 __all__ = [
+    "MEASURED_METRICS",
     "METRIC_NETWORKS",
     "MemoryEstimate",
     "PeakMemTracker",
     "build_metric_network",
+    "cvvdp_memory_model",
     "estimate_inference_memory",
     "estimate_peak_memory",
     "estimate_validation_memory",
     "inference_memory_model",
     "make_optimizer",
+    "measure_cvvdp_update_memory",
     "measure_peak_memory",
     "training_estimator",
 ]
@@ -70,6 +74,8 @@ _CATEGORY = {
 
 #: Frozen networks :func:`estimate_validation_memory` knows (random weights; same memory as trained ones).
 METRIC_NETWORKS = ("lpips_alex", "vgg16")
+#: Metrics that cannot run on fake tensors; :func:`estimate_validation_memory` uses a measured model.
+MEASURED_METRICS = ("cvvdp",)
 
 
 @dataclass(frozen=True)
@@ -440,6 +446,79 @@ def build_metric_network(name: str) -> nn.Module:
     return net.eval().requires_grad_(False)
 
 
+def measure_cvvdp_update_memory(size: int, *, display_name: str = "standard_hdr_linear") -> MemoryEstimate:
+    """Real peak tensor memory of one :class:`hdrlab.metrics.perceptual.CVVDP` ``update`` on CPU.
+
+    ColorVideoVDP (``pycvvdp``) converts through NumPy and Python scalars and cannot run under
+    ``FakeTensorMode``, so its memory is **measured**: a real ``update(pred, target)`` on a
+    ``[1, 3, size, size]`` linear pair (radiance in ``[0, 4]``, ``pred = 1.1 * target``) under
+    :class:`PeakMemTracker`. The ``pycvvdp`` model object is built (and cached) beforehand; its
+    resident tensors are a few hundred bytes.
+
+    Args:
+        size: square side of the pair.
+        display_name: cvvdp display (see :class:`hdrlab.metrics.perceptual.CVVDP`).
+
+    Returns:
+        :class:`MemoryEstimate` (``mode="validation"``, ``fake=False``): ``by_category["input"]``
+        is the pair, the rest (``activation``/``temp``) the metric's own transient tensors.
+    """
+    from hdrlab.metrics.perceptual import CVVDP, _cvvdp_model
+
+    _cvvdp_model(display_name, "cpu")  # build outside the measurement (module-level cache)
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 3, size, size, generator=generator) * 4.0
+    pred = target * 1.1
+    metric = CVVDP(display_name=display_name)
+    gc.collect()
+    gc.disable()
+    try:
+        tracker = PeakMemTracker()
+        tracker.track_external(pred, target)
+        with tracker:
+            metric.update(pred, target)
+        peak, cats = _peak(tracker)
+    finally:
+        gc.enable()
+    return MemoryEstimate(
+        peak_bytes=peak, by_category=cats, flops_per_step=0, mode="validation", batch=1, patch=(size, size),
+        precision="32", fake=False, seconds=time.perf_counter() - start, extra={"metric": "cvvdp"},
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def cvvdp_memory_model(
+    *, sizes: tuple[int, int] = (128, 256), display_name: str = "standard_hdr_linear"
+) -> tuple[int, float]:
+    """Affine model ``transient = fixed + per_pixel * H W`` of one ColorVideoVDP image, measured.
+
+    Two real CPU measurements (:func:`measure_cvvdp_update_memory`, about 2 s each) at the square
+    ``sizes``; the transient excludes the input pair (the caller already holds it). Cached per
+    process. This is a **measured-and-extrapolated** model, not a fake-tensor trace: cvvdp's
+    pyramid depth grows with the image (one level per doubling), which the affine fit absorbs
+    only approximately far outside the measured range (within 0.1 % at 192^2 here).
+
+    Args:
+        sizes: two square sides.
+        display_name: cvvdp display.
+
+    Returns:
+        ``(fixed_bytes, per_pixel_bytes)``.
+    """
+    a, b = sorted(sizes)[:2]
+    if a == b:
+        raise ConfigError(f"cvvdp_memory_model needs two different sizes, got {sizes}")
+
+    def transient(size: int) -> int:
+        est = measure_cvvdp_update_memory(size, display_name=display_name)
+        return est.peak_bytes - est.by_category["input"]
+
+    ta, tb = transient(a), transient(b)
+    per_pixel = (tb - ta) / (b * b - a * a)
+    return max(0, math.floor(ta - per_pixel * a * a)), per_pixel
+
+
 def estimate_validation_memory(
     build_model: Callable[[], nn.Module],
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor],
@@ -461,16 +540,28 @@ def estimate_validation_memory(
         precision: autocast precision of the model forward (metrics run in fp32).
         batch: images per validation batch.
         in_channels: image channels.
-        metric_networks: names from :data:`METRIC_NETWORKS`.
+        metric_networks: names from :data:`METRIC_NETWORKS` and :data:`MEASURED_METRICS`.
+            ``"cvvdp"`` (ColorVideoVDP) cannot be traced on fake tensors: its transient memory
+            comes from :func:`cvvdp_memory_model` (real CPU measurements at two small sizes,
+            extrapolated affinely in the pixel count), added to the traced resident memory
+            (model, other networks, input, prediction, target) at the moment it runs, after the
+            traced networks, one image at a time as :class:`hdrlab.metrics.perceptual.CVVDP` does.
 
     Returns:
-        :class:`MemoryEstimate` (``mode="validation"``); ``extra["networks"]`` lists the networks.
+        :class:`MemoryEstimate` (``mode="validation"``); ``extra["networks"]`` lists the networks,
+        ``extra["cvvdp_bytes"]`` the modelled cvvdp peak (resident + transient) when requested.
     """
     precision = normalize_precision(precision)
+    unknown = [n for n in metric_networks if n not in METRIC_NETWORKS + MEASURED_METRICS]
+    if unknown:
+        raise ConfigError(f"metric network(s) {unknown} unknown; use names from {METRIC_NETWORKS + MEASURED_METRICS}")
+    with_cvvdp = "cvvdp" in metric_networks
+    cvvdp_model = cvvdp_memory_model() if with_cvvdp else None  # real measurement, outside fake mode
     start = time.perf_counter()
+    resident = 0
     with FakeTensorMode():
         model = build_model().eval()
-        nets = [build_metric_network(name) for name in metric_networks]
+        nets = [build_metric_network(name) for name in metric_networks if name in METRIC_NETWORKS]
         image = torch.rand(batch, in_channels, *image_hw)
         tracker = PeakMemTracker()
         tracker.track_external(model, *nets, image)
@@ -483,10 +574,20 @@ def estimate_validation_memory(
             for net in nets:
                 score = net(pred, target)
                 del score
+            if with_cvvdp:
+                resident = sum(int(snap[_TOTAL_KEY]) for snap in tracker.get_tracker_snapshot("current").values())
             del pred, target
         peak, cats = _peak(tracker)
+    extra: dict[str, Any] = {"networks": list(metric_networks)}
+    if cvvdp_model is not None:
+        fixed, per_pixel = cvvdp_model
+        cvvdp_bytes = resident + math.ceil(fixed + per_pixel * image_hw[0] * image_hw[1])
+        extra.update(cvvdp_bytes=cvvdp_bytes, cvvdp_model=(fixed, per_pixel))
+        if cvvdp_bytes > peak:
+            cats = {**cats, "activation": cats["activation"] + cvvdp_bytes - peak}
+            peak = cvvdp_bytes
     return MemoryEstimate(
         peak_bytes=peak, by_category=cats, flops_per_step=int(flops.get_total_flops()), mode="validation",
         batch=batch, patch=tuple(image_hw), precision=precision, seconds=time.perf_counter() - start,
-        extra={"networks": list(metric_networks)},
+        extra=extra,
     )

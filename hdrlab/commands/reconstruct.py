@@ -2,6 +2,7 @@
 
     hdrlab reconstruct IN.(png|jpg|tif)|DIR -o OUT --ckpt RUN/checkpoints/last.ckpt
         [--merger debevec_known_crf|debevec|mertens|own] [--tile 512] [--overlap 64] [--gamma 2.2]
+        [--memory_budget 4GiB]
 
 The method is rebuilt from the run folder of ``hdrlab fit``: ``<run_dir>/config.yaml`` (next to
 ``<run_dir>/checkpoints/``, or ``--config``) gives the ``model`` section, instantiated through
@@ -32,6 +33,16 @@ Large images (documented default): the photo is padded (edge replication) to a m
 exceeds ``--tile`` (512), the network runs on overlapping tiles blended by
 :func:`hdrlab.budget.tiling.tiled_forward` (``--overlap`` 64, raised-cosine ramps); the merge runs
 once on the full generated stack (Mertens' pyramids are not tile-local).
+
+Under a memory budget (``--memory_budget 4GiB``; units of :func:`hdrlab.budget.units.parse_size`)
+the tile replaces ``--tile``: :func:`budget_tile_plan` fits the network pass's peak tensor memory as
+``fixed + per_pixel * h w`` from two fake-tensor runs of the loaded network
+(:func:`hdrlab.budget.estimate.inference_memory_model` on a fake copy: no allocation) and lets
+:func:`hdrlab.budget.tiling.plan_tiles` pick the largest tile (a multiple of ``--multiple``) whose
+peak plus the full-image blending buffers plus the CUDA allowance fits; the choice is printed. The
+merge of a generated stack runs on the full image and is not part of the budget. A budget too
+small for the smallest tile (``2 * overlap + multiple``) raises :class:`hdrlab.budget.plan.BudgetError`
+naming the budget that would work.
 """
 
 from __future__ import annotations
@@ -50,11 +61,13 @@ from hdrlab.errors import ConfigError, HDRIOError
 __all__ = [
     "LDR_SUFFIXES",
     "MERGERS",
+    "budget_tile_plan",
     "build_parser",
     "find_inputs",
     "load_method",
     "main",
     "method_generator",
+    "method_tile_plan",
     "pad_to_multiple",
     "photo_batch",
     "reconstruct_image",
@@ -82,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=int, default=64, help="minimum overlap of neighbouring tiles (pixels)")
     p.add_argument("--multiple", type=int, default=64, help="pad the photo to a multiple of this (network stride)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--memory_budget", default=None,
+                   help="device memory budget, e.g. 4GiB or 512MiB (GB = 10^9 bytes); chooses the tile instead of --tile")
     return p
 
 
@@ -222,6 +237,87 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, *
     return tiled_forward(fn, image, tile=tile, overlap=min(overlap, tile - multiple), stride=multiple)
 
 
+# --------------------------------------------------------------------------- tiles under a budget
+def _fake_copy_builder(module: torch.nn.Module) -> Callable[[], torch.nn.Module]:
+    """``build_model`` for :mod:`hdrlab.budget.estimate`: a fake-tensor copy of a loaded module."""
+    import copy
+
+    from torch._guards import detect_fake_mode
+    from torch._subclasses.fake_tensor import FakeCopyMode, unset_fake_temporarily
+
+    def build() -> torch.nn.Module:
+        mode = detect_fake_mode()  # the estimator's active FakeTensorMode
+        with unset_fake_temporarily(), FakeCopyMode(mode):
+            return copy.deepcopy(module)
+
+    return build
+
+
+def budget_tile_plan(
+    module: torch.nn.Module,
+    forward: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+    image_hw: tuple[int, int],
+    budget_bytes: int,
+    *,
+    overlap: int = 64,
+    multiple: int = 64,
+    out_channels: int = 3,
+    precision: str = "32",
+) -> Any:
+    """Largest tile whose modelled inference peak fits ``budget_bytes``.
+
+    Args:
+        module: the loaded network (real weights; only a fake copy runs).
+        forward: ``(module, tile [1, 3, h, w]) -> [1, out_channels, h, w]``.
+        image_hw: padded image ``(H, W)``, multiples of ``multiple``.
+        budget_bytes: device budget (bytes).
+        overlap: minimum tile overlap.
+        multiple: network stride (tile sides are multiples of it).
+        out_channels: channels of ``forward``'s output (3 K for a K-image stack).
+        precision: autocast precision of the estimate.
+
+    Returns:
+        :class:`hdrlab.budget.tiling.TilePlan` (``tile=None``: the whole image fits).
+
+    Raises:
+        BudgetError: not even the smallest tile (``2 * overlap + multiple``) fits.
+    """
+    from hdrlab.budget.estimate import inference_memory_model
+    from hdrlab.budget.tiling import plan_tiles
+
+    fixed, per_pixel = inference_memory_model(
+        _fake_copy_builder(module), forward, sizes=(2 * multiple, 4 * multiple), precision=precision
+    )
+    return plan_tiles(
+        image_hw, budget_bytes, per_pixel, fixed_bytes=fixed, overlap=overlap, stride=multiple,
+        out_channels=out_channels,
+    )
+
+
+def method_tile_plan(method: Any, image_hw: tuple[int, int], budget_bytes: int, *, merger: str = "debevec_known_crf",
+                     gamma: float = 2.2, overlap: int = 64, multiple: int = 64) -> Any:
+    """:func:`budget_tile_plan` for the network pass :func:`reconstruct_image` tiles.
+
+    Direct methods: ``predict_image`` on a photo batch; generator methods: the generator's stack
+    (``--merger own`` uses the TwoStage's generation exposures).
+    """
+    from hdrlab.camera import CRF
+    from hdrlab.models.generators.base import normalize_ev_set
+
+    generator = method_generator(method)
+    if generator is None:
+        return budget_tile_plan(
+            method, lambda m, t: m.predict_image(photo_batch(t, CRF.gamma(gamma))), image_hw, budget_bytes,
+            overlap=overlap, multiple=multiple, out_channels=3,
+        )
+    ev = tuple(method.generation_ev) if merger == "own" else tuple(generator.ev)
+    n = len(normalize_ev_set(ev, include_input=generator.include_input))
+    return budget_tile_plan(
+        generator, lambda g, t: g(t, ev=ev).images.flatten(1, 2), image_hw, budget_bytes,
+        overlap=overlap, multiple=multiple, out_channels=3 * n,
+    )
+
+
 # --------------------------------------------------------------------------- reconstruction
 def reconstruct_image(
     method: Any, ldr: torch.Tensor, *, merger: str = "debevec_known_crf", gamma: float = 2.2,
@@ -303,13 +399,30 @@ def main(argv: Sequence[str]) -> int:
     inputs = find_inputs(args.input)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
+    budget = None
+    if args.memory_budget is not None:
+        from hdrlab.budget.units import parse_size
+
+        budget = parse_size(args.memory_budget)
     method = load_method(args.ckpt, config=args.config, device=args.device)
     kind = "generator" if method_generator(method) is not None else "direct"
     print(f"hdrlab reconstruct: {type(method).__name__} ({kind}), merger={args.merger if kind == 'generator' else '-'}, "
           f"assumed CRF gamma {args.gamma:g}, {len(inputs)} image(s)")
     for path in inputs:
         ldr = read_ldr(path).image
-        hdr = reconstruct_image(method, ldr, merger=args.merger, gamma=args.gamma, tile=args.tile,
+        tile = args.tile
+        if budget is not None:
+            from hdrlab.budget.units import format_size
+
+            h, w = ldr.shape[-2:]
+            hw = (math.ceil(h / args.multiple) * args.multiple, math.ceil(w / args.multiple) * args.multiple)
+            plan = method_tile_plan(method, hw, budget, merger=args.merger, gamma=args.gamma,
+                                    overlap=args.overlap, multiple=args.multiple)
+            tile = max(hw) if plan.tile is None else plan.tile
+            print(f"  {path.name}: budget {format_size(budget)} -> "
+                  f"{'whole image' if plan.tile is None else f'tile {plan.tile}'} ({plan.tiles} tile(s), "
+                  f"estimated tensor peak {format_size(plan.estimated_bytes)})")
+        hdr = reconstruct_image(method, ldr, merger=args.merger, gamma=args.gamma, tile=tile,
                                 overlap=args.overlap, multiple=args.multiple).cpu()
         exr = write_exr(out_dir / f"{path.stem}.exr", hdr)
         png = write_png(out_dir / f"{path.stem}_preview.png", tonemap.display(hdr))
