@@ -13,13 +13,25 @@ image is the single-LDR input), then reconstruct with
 Writes ``.exr`` radiance maps, PNG previews and a contact panel per scene, then scores the
 radiance outputs against the ground truth with ``hdrlab eval`` (median scale alignment; the
 clipped region is the input LDR's clip mask) and prints the table.
+
+Then (unless ``--no_sweep``) the learned part: ``sweeps/smoke.yaml`` (Le2023 generator at width
+1/8 through a Debevec and a Mertens merger, procedural data, CPU) run by the offline sweep agent
+(:class:`hdrlab.sweep.agent.OfflineSweepAgent`, through ``hdrlab sweep --offline``) into
+``<out>/sweep``, then ``hdrlab compare`` into ``<out>/report`` (``table.csv``, ``table.md``,
+plots, ``index.html``). The sweep file and the experiments it names are found next to the
+``hdrlab`` package (a source checkout); the trials run with that checkout as working directory.
+An installed package without the checkout skips this part with a message. Re-running the demo
+into the same ``--out`` continues the sweep instead of repeating finished trials.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import resource
+import threading
 import time
 from pathlib import Path
 
@@ -57,6 +69,80 @@ def _real_scene(size: int) -> tuple[str, torch.Tensor] | None:
     return None
 
 
+def find_sweep_file(name: str = "smoke.yaml") -> Path | None:
+    """The sweep file ``sweeps/<name>`` of the source checkout holding the ``hdrlab`` package.
+
+    Args:
+        name: File name inside ``sweeps/``.
+
+    Returns:
+        The absolute path, or ``None`` when the package is not inside a checkout that ships
+        ``sweeps/<name>`` and ``experiments/`` (e.g. installed into site-packages).
+    """
+    import hdrlab
+
+    root = Path(hdrlab.__file__).resolve().parents[1]
+    path = root / "sweeps" / name
+    return path if path.is_file() and (root / "experiments").is_dir() else None
+
+
+def _sweep_heartbeat(state_path: Path, stop: threading.Event, start: float, every: float = 30.0) -> None:
+    """Print the sweep's elapsed time and trial states every ``every`` seconds until ``stop``."""
+    while not stop.wait(every):
+        try:
+            trials = json.loads(state_path.read_text())["trials"]
+        except (OSError, ValueError, KeyError):
+            trials = []
+        states = ", ".join(f"{t['id']} {t['state']}" for t in trials) or "starting"
+        print(f"[demo] sweep running for {time.perf_counter() - start:.0f} s: {states}", flush=True)
+
+
+def run_sweep_part(out: Path, *, trials: int | None = None, workers: int = 1) -> int:
+    """Run ``sweeps/smoke.yaml`` offline into ``<out>/sweep`` and ``hdrlab compare`` it into ``<out>/report``.
+
+    Args:
+        out: The demo output folder.
+        trials: Cap on the number of trials (``None``: the whole grid of ``smoke.yaml``).
+        workers: Concurrent trials.
+
+    Returns:
+        0 when every trial finished, 1 when some failed (the report lists them), 0 with a
+        message when the sweep file is not found (part skipped).
+    """
+    from hdrlab.commands import compare as compare_command
+    from hdrlab.commands import sweep as sweep_command
+
+    sweep_file = find_sweep_file("smoke.yaml")
+    if sweep_file is None:
+        print("[demo] sweep part skipped: sweeps/smoke.yaml was not found next to the hdrlab package "
+              "(an installed package without the source checkout). Run it from a clone: "
+              "`hdrlab sweep sweeps/smoke.yaml --offline` then `hdrlab compare runs/sweeps/smoke`.", flush=True)
+        return 0
+    out = out.resolve()
+    sweep_dir, report_dir = out / "sweep", out / "report"
+    shown = "all trials" if trials is None else f"at most {trials} trial(s)"
+    print(f"\n[demo] sweep part: {sweep_file} ({shown}) with the offline agent into {sweep_dir}", flush=True)
+    argv = [str(sweep_file), "--offline", "--sweep_dir", str(sweep_dir), "--workers", str(workers)]
+    if trials is not None:
+        argv += ["--count", str(trials)]
+    start, cpu_before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    stop = threading.Event()
+    beat = threading.Thread(target=_sweep_heartbeat, args=(sweep_dir / "state.json", stop, start), daemon=True)
+    beat.start()
+    try:
+        with contextlib.chdir(sweep_file.parents[1]):  # the sweep's command names experiments/*.yaml
+            status = sweep_command.main(argv)
+    finally:
+        stop.set()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    print(f"[demo] sweep done in {time.perf_counter() - start:.1f} s wall, {cpu:.1f} s CPU in the trials", flush=True)
+    print(f"\n[demo] comparing the sweep's runs into {report_dir}", flush=True)
+    compare_command.main([str(sweep_dir), "-o", str(report_dir)])
+    print(f"[demo] sweep report: {report_dir / 'index.html'}", flush=True)
+    return 0 if status == 0 else 1
+
+
 def _panel(images: list[np.ndarray]) -> np.ndarray:
     gap = np.full((images[0].shape[0], 4, 3), 255, np.uint8)
     row = []
@@ -72,9 +158,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=256, help="scene size in pixels (square)")
     parser.add_argument("--seed", type=int, default=0, help="first procedural scene seed")
     parser.add_argument("--no_real", action="store_true", help="skip the real image from $HDRLAB_DATA")
+    parser.add_argument("--no_sweep", action="store_true", help="skip the sweep part (sweeps/smoke.yaml + compare)")
+    parser.add_argument("--sweep_trials", type=int, default=None,
+                        help="run at most N trials of sweeps/smoke.yaml (default: all of its grid)")
+    parser.add_argument("--sweep_workers", type=int, default=1, help="concurrent sweep trials")
     args = parser.parse_args(argv)
     if args.scenes < 1 or args.size < 32:
         raise ConfigError("hdrlab demo needs --scenes >= 1 and --size >= 32")
+    if args.sweep_trials is not None and args.sweep_trials < 1:
+        raise ConfigError(f"hdrlab demo: --sweep_trials must be >= 1, got {args.sweep_trials} (use --no_sweep to skip)")
 
     start = time.perf_counter()
     out = Path(args.out)
@@ -138,4 +230,8 @@ def main(argv: list[str]) -> int:
     print(f"\n[demo] done in {time.perf_counter() - start:.1f} s. Outputs in {out}/: gt/, input/, "
           f"{', '.join(RADIANCE_METHODS)}/ (.exr), mertens/ (display .png), previews/ (panels: input | "
           f"GT | Debevec | inverse CRF | Mertens | false-colour GT), results.md")
-    return 0
+    if args.no_sweep:
+        return 0
+    status = run_sweep_part(out, trials=args.sweep_trials, workers=args.sweep_workers)
+    print(f"\n[demo] all done in {time.perf_counter() - start:.1f} s", flush=True)
+    return status
