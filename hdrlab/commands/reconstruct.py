@@ -218,13 +218,17 @@ def photo_batch(ldr: torch.Tensor, crf: Any) -> dict[str, Any]:
     }
 
 
-def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, *, tile: int, overlap: int,
-              multiple: int) -> torch.Tensor:
+def run_tiled(fn: Callable[..., torch.Tensor], image: torch.Tensor, *, tile: int, overlap: int,
+              multiple: int, global_fn: Callable[[torch.Tensor], Any] | None = None,
+              global_size: int = 512) -> torch.Tensor:
     """``fn`` on the whole padded image, or on blended tiles when a side exceeds ``tile``.
 
     Args:
-        fn: ``[1, 3, h, w] -> [1, K, h, w]`` (h, w multiples of ``multiple``).
+        fn: ``[1, 3, h, w] -> [1, K, h, w]`` (h, w multiples of ``multiple``); with ``global_fn`` it
+            is called as ``fn(tile, global_out)``.
         image: ``[1, 3, H, W]``, H and W multiples of ``multiple``.
+        global_fn: an image-wide branch run once on a downsampled full image (longest side
+            ``global_size``) when tiling, shared by all tiles; untiled images use ``fn(image, None)``.
 
     Returns:
         ``[1, K, H, W]``.
@@ -232,9 +236,10 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, *
     from hdrlab.budget.tiling import tiled_forward
 
     if max(image.shape[-2:]) <= tile:
-        return fn(image)
+        return fn(image) if global_fn is None else fn(image, None)
     tile = max(multiple, tile // multiple * multiple)
-    return tiled_forward(fn, image, tile=tile, overlap=min(overlap, tile - multiple), stride=multiple)
+    return tiled_forward(fn, image, tile=tile, overlap=min(overlap, tile - multiple), stride=multiple,
+                         global_fn=global_fn, global_size=global_size)
 
 
 # --------------------------------------------------------------------------- tiles under a budget
@@ -357,8 +362,8 @@ def reconstruct_image(
                     f"{type(method).__name__} outputs a {method.output_domain} image and has no stack generator; "
                     "reconstruct needs a linear (HDR) method or a generator method"
                 )
-            out = run_tiled(lambda t: method.predict_image(photo_batch(t, crf)), padded,
-                            tile=tile, overlap=overlap, multiple=multiple)
+            out = run_tiled(lambda t, g: method.predict_tile(photo_batch(t, crf), g), padded,
+                            tile=tile, overlap=overlap, multiple=multiple, global_fn=method.global_branch)
             return out[0, :, :h, :w].clamp_min(0.0)
 
         own = merger == "own"

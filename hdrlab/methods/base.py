@@ -90,6 +90,15 @@ class HDRMethod(L.LightningModule, ABC):
     def predict_image(self, batch: HDRBatch) -> torch.Tensor:
         """Prediction ``[B, 3, H, W]`` in :attr:`output_domain` from ``batch["ldr"]`` (and what else it needs)."""
 
+    def global_branch(self, ldr: torch.Tensor) -> Any:
+        """Image-wide quantities that tiles of one image must share (e.g. SingleHDR's inverse CRF),
+        computed once on a downsampled full image ``ldr [B, 3, h, w]``; ``None`` when the method has none."""
+        return None
+
+    def predict_tile(self, batch: HDRBatch, context: Any = None) -> torch.Tensor:
+        """:meth:`predict_image` on one tile, given the :meth:`global_branch` output of the whole image."""
+        return self.predict_image(batch)
+
     def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
         """Optional extra tensors for image panels (e.g. a generated stack ``[B, N, 3, H, W]``)."""
         return {}

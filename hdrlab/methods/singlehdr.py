@@ -554,15 +554,25 @@ class SingleHDRMethod(HDRMethod):
         return total, terms
 
     # ------------------------------------------------------------------ prediction
-    def forward(self, ldr: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, ldr: torch.Tensor, *, inverse_crf: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """All intermediates of :class:`SingleHDRNet` for ``ldr`` ``[B, 3, H, W]`` in [0, 1]
-        (any H, W: reflect-padded to multiples of 32 and cropped back)."""
+        (any H, W: reflect-padded to multiples of 32 and cropped back); ``inverse_crf`` optionally
+        given (see :meth:`global_branch`)."""
         padded, (h, w) = _pad_to_multiple(ldr, SingleHDRNet.multiple)
-        out = self.net(padded)
+        out = self.net(padded, inverse_crf=inverse_crf)
         return {k: (v[..., :h, :w] if v.dim() == 4 else v) for k, v in out.items()}
 
     def predict_image(self, batch: HDRBatch) -> torch.Tensor:
         """Linear HDR ``[B, 3, H, W]`` (>= 0, 1.0 = input clipping point) from ``batch["ldr"]``:
         the refined ``hdr`` (default) or the hallucinated ``A`` (``prediction="hallucinated"``)."""
-        out = self(batch["ldr"])
+        return self.predict_tile(batch, None)
+
+    def global_branch(self, ldr: torch.Tensor) -> torch.Tensor:
+        """The camera's inverse CRF ``[B, 1, 1024]`` estimated once on a (downsampled) full image:
+        tiles of a large photo share it instead of each estimating its own."""
+        padded, _ = _pad_to_multiple(ldr, SingleHDRNet.multiple)
+        return self.net.linearization(self.net.dequantization(padded))
+
+    def predict_tile(self, batch: HDRBatch, context: torch.Tensor | None = None) -> torch.Tensor:
+        out = self(batch["ldr"], inverse_crf=context)
         return out["hdr"] if self.prediction == "refined" else out["hallucinated"]

@@ -557,12 +557,15 @@ class SingleHDRNet(nn.Module):
         self.hallucination = HallucinationNet(width=width, threshold=threshold, pretrained_encoder=pretrained_encoder)
         self.refinement = RefinementNet(width=width)
 
-    def forward(self, ldr: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, ldr: torch.Tensor, *, inverse_crf: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Reconstruct linear HDR from an LDR image.
 
         Args:
             ldr: ``[B, 3, H, W]`` display-referred in ``[0, 1]``; H, W multiples of 32 (pad first,
                 e.g. symmetric padding as the official ``test_real.py``).
+            inverse_crf: optional precomputed ``[B, 1, 1024]`` inverse CRF (the image-wide branch),
+                e.g. estimated once on a downsampled full image when the image is processed in
+                tiles; ``None`` estimates it from ``ldr`` with the Linearization-Net.
 
         Returns:
             Dict of intermediates:
@@ -580,7 +583,8 @@ class SingleHDRNet(nn.Module):
         """
         check_spatial_multiple(ldr, self.multiple, name="SingleHDRNet")
         dequantized = self.dequantization(ldr)
-        inverse_crf = self.linearization(dequantized)
+        if inverse_crf is None:
+            inverse_crf = self.linearization(dequantized)
         linearized = lut_apply(dequantized, inverse_crf)
         hal = self.hallucination(linearized)
         hdr = self.refinement(hal["hallucinated"], linearized, dequantized)
