@@ -49,3 +49,14 @@ def crf_dir(data_root: Path) -> Path:
 def _seed_and_threads():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """One intra-op torch thread for a module (opt in with ``pytestmark``): small tensors gain
+    nothing from threads on a 2-core machine, oversubscription made some files 5-8x slower, and a
+    single thread keeps the overfit runs deterministic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

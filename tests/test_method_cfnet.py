@@ -21,13 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = 0.125
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine's cores are shared: one intra-op thread avoids OpenMP spin contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _train_set(patch: int, bracket: list[float] | None = (-4.0, 4.0)):

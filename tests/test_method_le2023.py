@@ -24,13 +24,7 @@ BRACKET = [-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0]
 TINY = 0.125
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine's cores are shared: one intra-op thread avoids OpenMP spin contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

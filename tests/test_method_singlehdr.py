@@ -35,13 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = dict(width=0.125, pretrained_trunks=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: the 2 cores are shared; also makes the overfit run deterministic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _batch(num: int = 2, *, seed: int = 0, index0: int = 0) -> dict:

@@ -35,12 +35,7 @@ from tests.support.overfit import fixed_batch, highlight_stats, overfit, psnr_mu
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_generator(ev=(-2.0, 2.0)) -> Le2023Generator:

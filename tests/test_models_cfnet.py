@@ -27,13 +27,7 @@ from hdrlab.models.mergers.cfnet import (
 from hdrlab.stack import ExposureStack
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The test machine's cores are shared: one intra-op thread avoids OpenMP spin contention."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _trainable(module: nn.Module) -> int:
