@@ -5,7 +5,8 @@
   LightningDataModule, selected by ``class_path`` in the config (jsonargparse is the registry).
   Every run writes one folder, ``<runs_root>/<experiment>/<run_id>/`` (or ``--run_dir``):
   ``config.yaml``, ``metrics.csv``, ``checkpoints/last.ckpt``, ``wandb/``, ``previews/``,
-  ``summary.json``. Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
+  ``summary.json`` (``hdrlab test`` adds ``test_per_sample.csv``: one row of metrics per test
+  image). Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
 * Utility subcommands (``weights``, ``synth``, ``eval``, ``merge``, ``demo``, ...) live in
   :mod:`hdrlab.commands`, one module each with ``main(argv) -> int``, imported lazily.
 
@@ -196,6 +197,10 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                     callbacks.append(MemoryBudgetCallback(self.budget_plan))
                 if cfg.get("max_samples"):
                     callbacks.append(SampleBudget(cfg.max_samples))
+            if self.subcommand == "test":
+                from hdrlab.callbacks.per_sample_metrics import PerSampleMetrics
+
+                callbacks.append(PerSampleMetrics(str(run_dir / "test_per_sample.csv")))
             if sys.stdout.isatty():
                 callbacks.append(RichProgressBar())
             extra_callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]

@@ -38,6 +38,10 @@ __all__ = [
 
 #: Epoch key of the pinned validation / test synthesis.
 PINNED_EPOCH = -1
+#: Synthesis seed of the validation and test splits: held-out sets are pinned, identical for every
+#: experiment seed (the experiment seed keys the training randomness only).
+EVAL_SEED = 0
+
 #: Scene-seed ranges: train ``[0, 10M)``, val ``[10M, 20M)``, test ``[20M, ...)``.
 VAL_SEED_OFFSET = 10_000_000
 TEST_SEED_OFFSET = 20_000_000
@@ -236,7 +240,8 @@ class ProceduralDataModule(_SynthDataModule):
             ``True`` always, ``False`` never. Exact either way: each split is a fixed set of
             scenes, only the synthesis changes with the epoch.
         batch_size, num_workers: DataLoader settings.
-        seed: experiment seed keying the synthesis randomness.
+        seed: experiment seed keying the training synthesis randomness (val/test use
+            :data:`EVAL_SEED`: pinned held-out sets, identical for every experiment seed).
         clipped_fraction, crf_family, bits, noise, jpeg_quality, flips, bracket_ev, emor_path:
             :class:`PairSynthesizer` options (each split has its own CRF stream; val/test no flips).
     """
@@ -290,7 +295,7 @@ class ProceduralDataModule(_SynthDataModule):
             height=self.scene_size,
             width=self.scene_size,
             synthesizer=_synthesizer(self.synth, patch_size=self.patch_size, split=split),
-            seed=self.seed,
+            seed=self.seed if split == "train" else EVAL_SEED,
             cache=self.cache_scenes,
         )
 
@@ -366,7 +371,7 @@ class HDRFolderDataModule(_SynthDataModule):
             synthesizer=_synthesizer(self.synth, patch_size=self.patch_size, split=split),
             crops_per_image=crops,
             panorama=self.panorama,
-            seed=self.seed,
+            seed=self.seed if split == "train" else EVAL_SEED,
             cache=self.cache,
         )
 

@@ -133,17 +133,19 @@ class HDRMethod(L.LightningModule, ABC):
         return {k: (v.to(device) if isinstance(v, torch.Tensor) and device is not None else v) for k, v in batch.items()}
 
     # ------------------------------------------------------------------ metrics
+    def build_metric_collection(self, prefix: str) -> MetricCollection:
+        """A new collection of this method's metric columns (HDR metrics for ``linear``, display
+        metrics for ``display``) with keys ``{prefix}<metric>[_clipped]``."""
+        if self.output_domain == "linear":
+            return build_metrics(self.metric_names, align=self.align, white_nits=self.white_nits, prefix=prefix)
+        if self.output_domain == "display":
+            return build_display_metrics(prefix=prefix)
+        raise ConfigError(f"{type(self).__name__}.output_domain={self.output_domain!r}; use {OUTPUT_DOMAINS}")
+
     def metric_collection(self, stage: str) -> MetricCollection:
         """The metric collection of ``stage`` (``val`` / ``test``), built on first use on this device."""
         if stage not in self._metrics:
-            if self.output_domain == "linear":
-                collection = build_metrics(self.metric_names, align=self.align, white_nits=self.white_nits,
-                                           prefix=f"{stage}/")
-            elif self.output_domain == "display":
-                collection = build_display_metrics(prefix=f"{stage}/")
-            else:
-                raise ConfigError(f"{type(self).__name__}.output_domain={self.output_domain!r}; use {OUTPUT_DOMAINS}")
-            self._metrics[stage] = collection.to(self.device)
+            self._metrics[stage] = self.build_metric_collection(f"{stage}/").to(self.device)
         return self._metrics[stage]
 
     def target_for_metrics(self, batch: HDRBatch) -> torch.Tensor:
@@ -161,7 +163,7 @@ class HDRMethod(L.LightningModule, ABC):
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
         return loss
 
-    def _eval_step(self, batch: HDRBatch, batch_idx: int, stage: str) -> None:
+    def _eval_step(self, batch: HDRBatch, batch_idx: int, stage: str) -> dict[str, torch.Tensor]:
         pred = self.predict_image(batch).float()
         self.metric_collection(stage).update(pred, self.target_for_metrics(batch).float(),
                                              clip_mask=batch["clip_mask"])
@@ -176,6 +178,7 @@ class HDRMethod(L.LightningModule, ABC):
                 "domain": self.output_domain,
                 **{key: v[:k].detach().cpu() for key, v in self.extra_visuals(batch).items()},
             }
+        return {"pred": pred.detach()}
 
     def _eval_epoch_end(self, stage: str) -> None:
         collection = self.metric_collection(stage)
@@ -190,8 +193,10 @@ class HDRMethod(L.LightningModule, ABC):
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
-    def test_step(self, batch: HDRBatch, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
+    def test_step(self, batch: HDRBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Updates the test metrics; returns ``{"pred": [B,3,H,W]}`` (in ``output_domain``) for
+        callbacks such as :class:`~hdrlab.callbacks.PerSampleMetrics`."""
+        return self._eval_step(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")

@@ -1,0 +1,118 @@
+"""Per-image test metrics: one CSV row per test image, for per-scene comparisons.
+
+``hdrlab test`` adds :class:`PerSampleMetrics`, which writes ``<run_dir>/test_per_sample.csv``
+(``test_per_sample.rank<r>.csv`` on rank ``r > 0`` under DDP). Columns:
+
+- ``name``: the image / scene identifier of the batch (``batch["name"]``);
+- ``clipped_fraction``: fraction of the input's pixels that are clipped (``batch["clip_mask"]``);
+- the method's own metric columns without the stage prefix, computed on that image alone with the
+  same metric classes, alignment and regions as the aggregated ``test/...`` values
+  (``psnr_mu``, ``psnr_mu_clipped``, ``pu21_psnr``, ... for ``linear`` methods;
+  ``display_psnr[_clipped]`` / ``display_ssim[_clipped]`` for ``display`` methods);
+- for ``linear`` methods also the display columns, computed on
+  ``hdrlab.tonemap.display(align(pred))`` against ``display(hdr)`` (``align`` = the method's scale
+  alignment fitted on the unclipped pixels), so every method can be compared with a display-domain
+  merger in the same columns.
+
+A value is empty when the image has no pixel in the region. The file is written atomically at the
+end of the test epoch (a killed run leaves no half-written table).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from hdrlab import tonemap
+from hdrlab.metrics.alignment import align_scale
+from hdrlab.metrics.display import build_display_metrics
+
+__all__ = ["PerSampleMetrics", "per_sample_values"]
+
+
+def per_sample_values(collection: Any, pred: torch.Tensor, target: torch.Tensor,
+                      clip_mask: torch.Tensor, *, prefix: str = "") -> list[dict[str, float]]:
+    """Score each image of a batch on its own.
+
+    Args:
+        collection: a ``torchmetrics.MetricCollection`` of hdrlab image metrics (reset between images).
+        pred: ``[B, 3, H, W]`` prediction in the collection's domain.
+        target: ``[B, 3, H, W]`` reference in the same domain.
+        clip_mask: ``[B, 1, H, W]`` input clip mask.
+        prefix: stripped from the metric keys.
+
+    Returns:
+        One ``{metric: value}`` dict per image (``nan`` where a region is empty).
+    """
+    rows = []
+    for i in range(pred.shape[0]):
+        collection.reset()
+        collection.update(pred[i:i + 1], target[i:i + 1], clip_mask=clip_mask[i:i + 1])
+        values = collection.compute()
+        rows.append({key[len(prefix):] if key.startswith(prefix) else key: float(v) for key, v in values.items()})
+    collection.reset()
+    return rows
+
+
+class PerSampleMetrics(L.Callback):
+    """Write one row of metrics per test image to ``path`` (module docstring).
+
+    Args:
+        path: CSV file written at the end of the test epoch.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self._rows: list[dict[str, Any]] = []
+        self._own: Any = None
+        self._display: Any = None
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rows = []
+        self._own = pl_module.build_metric_collection("").to(pl_module.device)
+        self._display = (build_display_metrics(prefix="").to(pl_module.device)
+                         if pl_module.output_domain == "linear" else None)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not isinstance(outputs, dict) or "pred" not in outputs:
+            return
+        pred = outputs["pred"].float()
+        clip_mask = batch["clip_mask"]
+        rows = per_sample_values(self._own, pred, pl_module.target_for_metrics(batch).float(), clip_mask)
+        if self._display is not None:
+            aligned = align_scale(pred, batch["hdr"].float(), mode=pl_module.align, mask=clip_mask < 0.5)
+            shown = tonemap.display(aligned.clamp_min(0.0))
+            extra = per_sample_values(self._display, shown, tonemap.display(batch["hdr"].float()), clip_mask)
+            rows = [{**own, **disp} for own, disp in zip(rows, extra)]
+        names = batch.get("name") or [f"{batch_idx}_{i}" for i in range(pred.shape[0])]
+        fractions = clip_mask.float().mean(dim=(1, 2, 3)).tolist()
+        for name, fraction, row in zip(names, fractions, rows):
+            self._rows.append({"name": name, "clipped_fraction": fraction, **row})
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._rows:
+            return
+        path = self.path
+        if trainer.world_size > 1 and trainer.global_rank > 0:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        columns = list(self._rows[0])
+        for row in self._rows[1:]:
+            columns += [key for key in row if key not in columns]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self._rows:
+            writer.writerow({key: ("" if isinstance(value, float) and not math.isfinite(value) else value)
+                             for key, value in row.items()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(buffer.getvalue())
+        os.replace(tmp, path)
