@@ -227,9 +227,35 @@ def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
+    """Trainable parameters in total and per sub-network.
+
+    Args:
+        module: a LightningModule; an :class:`~hdrlab.methods.base.HDRMethod` names its
+            sub-networks with ``subnetworks()``.
+
+    Returns:
+        ``{"total": n, <sub-network>: n, ...}`` (sub-networks in ``subnetworks()`` order).
+    """
+    counts = {"total": count_parameters(module)}
+    subnetworks = getattr(module, "subnetworks", None)
+    if callable(subnetworks):
+        counts.update({str(name): count_parameters(sub) for name, sub in subnetworks().items()})
+    return counts
+
+
+def parameter_hparams(counts: dict[str, int]) -> dict[str, int]:
+    """``{"trainable_parameters/<name>": n}``: the flat keys logged to every logger."""
+    return {f"trainable_parameters/{name}": int(n) for name, n in counts.items()}
+
+
 class RunSummary(L.Callback):
     """Writes ``summary.json``: git SHA, package versions, seed, determinism flags, samples seen,
-    steps, wall time, parameter count, status and the last logged metrics.
+    steps, wall time, parameter counts, status and the last logged metrics.
+
+    When training starts it also logs the trainable parameter counts (total and per sub-network,
+    :func:`parameter_counts`) to every logger of the run as ``trainable_parameters/<name>``
+    hyperparameters (CSV: ``hparams.yaml``; W&B: the run config and its summary).
 
     Args:
         path: where to write (``<run_dir>/summary.json``).
@@ -247,6 +273,14 @@ class RunSummary(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._start = time.perf_counter()
         self._stage = stage
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        params = parameter_hparams(parameter_counts(pl_module))
+        for logger in trainer.loggers:
+            logger.log_hyperparams(params)
+            if type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+                logger.experiment.summary.update(params)
+            logger.save()
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str) -> None:
         if not trainer.is_global_zero:
@@ -271,6 +305,7 @@ class RunSummary(L.Callback):
             "epoch": int(trainer.current_epoch),
             "wall_time_s": round(time.perf_counter() - self._start, 3),
             "trainable_parameters": count_parameters(pl_module),
+            "trainable_parameters_per_subnetwork": {k: v for k, v in parameter_counts(pl_module).items() if k != "total"},
             "model": type(pl_module).__name__,
             "argv": sys.argv,
             "metrics": metrics,

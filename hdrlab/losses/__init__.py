@@ -1,4 +1,4 @@
-"""Losses: reconstruction in linear/log/mu-law/PU21 domains (masked variants), TV, SSIM, VGG perceptual."""
+"""Losses: reconstruction in linear/log/mu-law/PU21 domains (masked variants), TV, SSIM, MEF-SSIM, VGG perceptual."""
 
 from hdrlab.losses.domains import (
     DOMAINS,
@@ -11,6 +11,7 @@ from hdrlab.losses.domains import (
     pu21_domain,
     to_domain,
 )
+from hdrlab.losses.mef_ssim import mef_ssim, mef_ssim_map
 from hdrlab.losses.perceptual import VGGPerceptualLoss, vgg_relu_names
 from hdrlab.losses.reconstruction import HDRReconstructionLoss, masked_mean, reconstruction_loss
 from hdrlab.losses.structural import MSSSIMLoss, SSIMLoss, bounded_domain
@@ -30,6 +31,8 @@ __all__ = [
     "linear_domain",
     "log_domain",
     "masked_mean",
+    "mef_ssim",
+    "mef_ssim_map",
     "mu_law_domain",
     "pu21_domain",
     "reconstruction_loss",

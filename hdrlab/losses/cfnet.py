@@ -11,9 +11,15 @@ Domain: display-referred ``[0, 1]`` with ``data_range=1``. The official code use
 ``data_range=255``; SSIM is invariant to that common rescaling (C1, C2 scale with the data range),
 so the values agree.
 
-Deviation / caveat: the paper describes its loss with MEF-SSIM and per-step weights; that
-formulation could not be verified against the paper and is **not** implemented here -- this is the
-loss the released code trains with.
+Option ``structural_loss="mef_ssim"`` (not the official code, UNVERIFIED): the paper describes
+its fusion loss with MEF-SSIM (Ma, Zeng, Wang, TIP 2015; :func:`hdrlab.losses.mef_ssim.mef_ssim`);
+then every feedback output is scored against the HR source pair instead of the fused ground truth,
+
+    L = sum_b [ (1 - SSIM(I_sr^b, HR^b)) + sum_t (1 - MEF-SSIM(I_t^b, {HR^u, HR^o})) ]
+
+(SRB terms unchanged: they have a single source). Unit weights are kept: the paper's per-step
+weights could not be verified, and neither could the MEF-SSIM implementation (no reference code
+offline; see :mod:`hdrlab.losses.mef_ssim` for the window, C2 and colour handling).
 """
 
 from __future__ import annotations
@@ -24,6 +30,24 @@ import torch
 from pytorch_msssim import ssim
 
 from hdrlab.errors import ConfigError
+from hdrlab.losses.mef_ssim import mef_ssim
+
+#: choices of :func:`cfnet_loss`'s ``structural_loss`` ("ssim" = the official code)
+STRUCTURAL_LOSSES: tuple[str, ...] = ("ssim", "mef_ssim")
+
+
+def check_structural_loss(name: str, *, owner: str = "cfnet_loss") -> str:
+    """Return ``name`` if it is one of :data:`STRUCTURAL_LOSSES`.
+
+    Raises:
+        ConfigError: unknown name (the message names ``owner`` and the choices).
+    """
+    if name not in STRUCTURAL_LOSSES:
+        raise ConfigError(
+            f"{owner}: structural_loss={name!r} is unknown; use 'ssim' (official code) or 'mef_ssim' "
+            "(the paper's MEF-SSIM, unverified)"
+        )
+    return name
 
 
 def cfnet_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -45,25 +69,41 @@ def cfnet_loss(
     *,
     hr_under: torch.Tensor,
     hr_over: torch.Tensor,
-    hr_fused: torch.Tensor,
+    hr_fused: torch.Tensor | None,
+    structural_loss: str = "ssim",
 ) -> torch.Tensor:
-    """Official CF-Net loss over both branches (unit weights, ``2 * (T + 1)`` SSIM terms).
+    """CF-Net loss over both branches (unit weights, ``2 * (T + 1)`` structural terms).
 
     Args:
         under: the under branch's ``T + 1`` outputs ``[B, 3, H, W]`` in [0, 1] (SRB first).
         over: the over branch's ``T + 1`` outputs.
         hr_under: high-resolution under-exposed source (target of ``under[0]``).
         hr_over: high-resolution over-exposed source (target of ``over[0]``).
-        hr_fused: fused ground truth (target of ``under[1:]`` and ``over[1:]``).
+        hr_fused: fused ground truth (target of ``under[1:]`` and ``over[1:]`` with ``"ssim"``;
+            unused, may be None, with ``"mef_ssim"``).
+        structural_loss: ``"ssim"`` (official code: ``1 - SSIM(I_t^b, HR_gt)``) or ``"mef_ssim"``
+            (``1 - MEF-SSIM(I_t^b, {HR^u, HR^o})``, module docstring; unverified).
 
     Returns:
-        Scalar loss in ``[0, 2 * (T + 1)]``.
+        Scalar loss in ``[0, 2 * (T + 1)]`` (``"ssim"``) or ``[0, 2 + 4 T]`` (``"mef_ssim"``, which
+        can be negative per patch).
+
+    Raises:
+        ConfigError: unknown ``structural_loss``, mismatched branches, or ``"ssim"`` without ``hr_fused``.
     """
+    check_structural_loss(structural_loss)
     if len(under) != len(over) or len(under) < 2:
         raise ConfigError(
             f"cfnet_loss needs the same number (>= 2) of under/over outputs, got {len(under)} and {len(over)}"
         )
     loss = (1.0 - cfnet_ssim(under[0], hr_under)) + (1.0 - cfnet_ssim(over[0], hr_over))
+    if structural_loss == "mef_ssim":
+        sources = torch.stack([hr_under, hr_over], dim=1)
+        for img_u, img_o in zip(under[1:], over[1:]):
+            loss = loss + (1.0 - mef_ssim(img_u, sources).mean()) + (1.0 - mef_ssim(img_o, sources).mean())
+        return loss
+    if hr_fused is None:
+        raise ConfigError("cfnet_loss with structural_loss='ssim' needs hr_fused (the fused ground truth)")
     for img_u, img_o in zip(under[1:], over[1:]):
         loss = loss + (1.0 - cfnet_ssim(img_u, hr_fused)) + (1.0 - cfnet_ssim(img_o, hr_fused))
     return loss

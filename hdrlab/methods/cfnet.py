@@ -12,6 +12,8 @@ Training sample (from a procedural batch with ``bracket_ev``):
 
 Loss (official ``train.py``): ``sum_b (1 - SSIM(I_sr^b, HR^b)) + sum_t (1 - SSIM(I_t^b, HR_gt))``
 over both branches, ``pytorch_msssim.ssim`` (7x7 Gaussian window) -- :func:`hdrlab.losses.cfnet.cfnet_loss`.
+Option ``structural_loss="mef_ssim"``: the feedback terms become ``1 - MEF-SSIM(I_t^b, {HR^u, HR^o})``
+(the paper's MEF-SSIM, Ma et al. TIP 2015; implemented here, unverified against any reference code).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from hdrlab import tonemap
 from hdrlab.data.batch import HDRBatch
 from hdrlab.errors import ConfigError
-from hdrlab.losses.cfnet import cfnet_loss, cfnet_ssim
+from hdrlab.losses.cfnet import check_structural_loss, cfnet_loss, cfnet_ssim
 from hdrlab.methods.base import HDRMethod
 from hdrlab.methods.le2023_multiexposure import example_bracket
 from hdrlab.models.mergers.cfnet import CFNet, CFNetOutput, downsample_pair_image
@@ -65,6 +67,10 @@ class CFNetMethod(HDRMethod):
         lr_step_epochs: StepLR period in epochs (official 200); ``None`` disables it (then the
             base's step milestones apply, if any).
         lr_gamma: decay of the StepLR / milestones (official 0.5).
+        structural_loss: ``"ssim"`` (official code: feedback outputs vs the fused ground truth) or
+            ``"mef_ssim"`` (feedback outputs vs the HR source pair with MEF-SSIM, Ma et al. 2015, as
+            the paper describes; :func:`hdrlab.losses.mef_ssim.mef_ssim`, UNVERIFIED). The SRB terms
+            are plain SSIM either way.
         **kwargs: :class:`HDRMethod` options.
 
     Deviations from the official code:
@@ -78,8 +84,9 @@ class CFNetMethod(HDRMethod):
       8-bit, with offline 90-degree rotations; here the datamodule's flips).
     * Inputs/outputs are display [0, 1] (official: [-1, 1] in, [0, 255] out; SSIM at data range 1
       equals SSIM at 255 on the rescaled data). The prediction is not truncated to uint8.
-    * The paper's MEF-SSIM / per-step weights are not implemented (the released code's plain
-      SSIM loss is).
+    * The default loss is the released code's plain SSIM; the paper's MEF-SSIM is an option
+      (``structural_loss="mef_ssim"``, implemented from the paper's description, unverified); the
+      paper's per-step weights are not implemented (unit weights, as the code).
     """
 
     output_domain = "display"
@@ -95,9 +102,11 @@ class CFNetMethod(HDRMethod):
         lr: float = 1e-6,
         lr_step_epochs: int | None = 200,
         lr_gamma: float = 0.5,
+        structural_loss: Literal["ssim", "mef_ssim"] = "ssim",
         **kwargs: Any,
     ) -> None:
         super().__init__(lr=lr, lr_gamma=lr_gamma, **kwargs)
+        self.structural_loss = check_structural_loss(structural_loss, owner="CFNetMethod")
         if downsample not in ("bicubic", "area"):
             raise ConfigError(f"CFNetMethod.downsample={downsample!r} is unknown; use 'bicubic' or 'area'")
         if lr_step_epochs is not None and lr_step_epochs < 1:
@@ -139,12 +148,14 @@ class CFNetMethod(HDRMethod):
         return self.net(*self.low_resolution_pair(under, over))
 
     def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Official SSIM loss; terms ``sr`` (SRB outputs vs their HR sources) and ``fusion`` (CFB outputs vs GT)."""
+        """CF-Net loss (``structural_loss``); terms ``sr`` (SRB outputs vs their HR sources) and
+        ``fusion`` (CFB outputs vs the fused GT with SSIM, or vs the HR pair with MEF-SSIM)."""
         under, over = extreme_pair(batch)
         out = self.net(*self.low_resolution_pair(under, over))
-        fused_gt = tonemap.display(batch["hdr"])
+        fused_gt = tonemap.display(batch["hdr"]) if self.structural_loss == "ssim" else None
         sr = (1.0 - cfnet_ssim(out.under[0], under)) + (1.0 - cfnet_ssim(out.over[0], over))
-        total = cfnet_loss(out.under, out.over, hr_under=under, hr_over=over, hr_fused=fused_gt)
+        total = cfnet_loss(out.under, out.over, hr_under=under, hr_over=over, hr_fused=fused_gt,
+                           structural_loss=self.structural_loss)
         return total, {"sr": sr.detach(), "fusion": (total - sr).detach()}
 
     def predict_image(self, batch: HDRBatch) -> torch.Tensor:

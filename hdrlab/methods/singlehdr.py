@@ -39,7 +39,7 @@ from torch import nn
 from hdrlab.camera import LUT_SIZE, EMoRBasis, inverse_gamma_curve, lut_apply, lut_grid
 from hdrlab.data.batch import HDRBatch
 from hdrlab.errors import ConfigError, HDRIOError
-from hdrlab.losses import MU_SINGLEHDR, mu_law_domain
+from hdrlab.losses import DOMAINS, MU_SINGLEHDR, mu_law_domain, to_domain
 from hdrlab.losses.le2023 import PoolFeatures
 from hdrlab.methods.base import HDRMethod
 from hdrlab.models.direct.singlehdr import NUM_EMOR_WEIGHTS, OVEREXPOSURE_THRESHOLD, SingleHDRNet
@@ -297,6 +297,7 @@ def hallucination_loss(
     tv_weight: float = 0.1,
     mu: float = MU_SINGLEHDR,
     mask: torch.Tensor | None = None,
+    domain: str = "mu_law",
 ) -> dict[str, torch.Tensor]:
     """Stage 3 (official): ``mean_b m_b [L1 + 0.001 P + 0.1 TV]``, all in the ``T`` domain.
 
@@ -308,11 +309,13 @@ def hallucination_loss(
         tv_weight: weight of ``TV(T(A))`` (official 0.1).
         mu: strength of ``T`` (official 10).
         mask: ``[B]`` per-image loss mask or None.
+        domain: loss domain replacing ``T`` (:func:`hdrlab.losses.to_domain`): ``"mu_law"``
+            (official ``T`` with ``mu``), ``"linear"``, ``"log"`` or ``"pu21"`` (hdrlab option).
 
     Returns:
         ``{"l1", "perceptual", "tv"}`` (weighted; ``perceptual`` only with a module) and ``"total"``.
     """
-    pred_t, target_t = tone_curve(hallucinated, mu=mu), tone_curve(target, mu=mu)
+    pred_t, target_t = to_domain(hallucinated, domain, mu=mu), to_domain(target, domain, mu=mu)
     terms = {"l1": _weighted_batch_mean(per_image_mean((pred_t - target_t).abs()), mask)}
     if perceptual is not None and perceptual_weight > 0:
         terms["perceptual"] = perceptual_weight * _weighted_batch_mean(perceptual(pred_t, target_t), mask)
@@ -321,18 +324,21 @@ def hallucination_loss(
     return terms
 
 
-def joint_loss(hdr: torch.Tensor, target: torch.Tensor, *, mu: float = MU_SINGLEHDR) -> torch.Tensor:
+def joint_loss(hdr: torch.Tensor, target: torch.Tensor, *, mu: float = MU_SINGLEHDR,
+               domain: str = "mu_law") -> torch.Tensor:
     """Stage 4 (official joint fine-tuning): ``mean |T(n(R)) - T(n(H))|``, ``n`` = mean-0.5 scaling.
 
     Args:
         hdr: refined prediction ``R`` ``[B, 3, H, W]`` linear, >= 0.
         target: ``H`` ``[B, 3, H, W]`` linear.
         mu: strength of ``T`` (official 10).
+        domain: loss domain replacing ``T`` (see :func:`hallucination_loss`; official ``"mu_law"``).
 
     Returns:
         Scalar (invariant to a per-image scale of either argument).
     """
-    return (tone_curve(normalize_mean(hdr), mu=mu) - tone_curve(normalize_mean(target), mu=mu)).abs().mean()
+    pred, ref = normalize_mean(hdr), normalize_mean(target)
+    return (to_domain(pred, domain, mu=mu) - to_domain(ref, domain, mu=mu)).abs().mean()
 
 
 def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -412,6 +418,10 @@ class SingleHDRMethod(HDRMethod):
         perceptual_weight: stage-3 perceptual weight (official 0.001).
         tv_weight: stage-3 TV weight (official 0.1).
         mu: strength of the tone curve ``T`` (official 10).
+        loss_domain: domain of the HDR loss terms (stage 3's L1/P/TV and the joint/refinement L1):
+            ``"mu_law"`` (official ``T`` with ``mu``), or the hdrlab options ``"linear"``, ``"log"``
+            (``log(x + 1/255)``), ``"pu21"`` (:func:`hdrlab.losses.to_domain`; in the joint loss
+            after the mean-0.5 normalisation, so ``pu21`` sees 0.5 -> 100 cd/m^2).
         use_image_mask: apply the official per-image loss mask in stages 1-3.
         prediction: ``"refined"`` (official ``test_real_refinement.py``: ``hdr``) or
             ``"hallucinated"`` (official ``test_real.py``: ``A``, stages 1-3 only).
@@ -436,6 +446,7 @@ class SingleHDRMethod(HDRMethod):
         perceptual_weight: float = 1e-3,
         tv_weight: float = 0.1,
         mu: float = MU_SINGLEHDR,
+        loss_domain: Literal["linear", "log", "mu_law", "pu21"] = "mu_law",
         use_image_mask: bool = True,
         prediction: Literal["refined", "hallucinated"] = "refined",
         stage_checkpoints: dict[str, str] | None = None,
@@ -450,6 +461,10 @@ class SingleHDRMethod(HDRMethod):
         self.emor_path = emor_path
         self.crf_weight, self.perceptual_weight, self.tv_weight = float(crf_weight), float(perceptual_weight), float(tv_weight)
         self.mu = float(mu)
+        if loss_domain not in DOMAINS:
+            raise ConfigError(f"SingleHDRMethod loss_domain={loss_domain!r} is unknown; use one of {list(DOMAINS)} "
+                              "('mu_law' = the official T)")
+        self.loss_domain = loss_domain
         self.use_image_mask = bool(use_image_mask)
         self.prediction = prediction
         if emor_path is not None:
@@ -538,17 +553,18 @@ class SingleHDRMethod(HDRMethod):
             hallucinated = net.hallucination(batch["hdr_clipped"])["hallucinated"]
             terms = hallucination_loss(
                 hallucinated, batch["hdr"], perceptual=self.perceptual, perceptual_weight=self.perceptual_weight,
-                tv_weight=self.tv_weight, mu=self.mu, mask=self._image_mask(batch),
+                tv_weight=self.tv_weight, mu=self.mu, mask=self._image_mask(batch), domain=self.loss_domain,
             )  # fmt: skip
         elif self.stage == "refinement":
             with torch.no_grad():
                 dequantized = net.dequantization(batch["ldr"])
                 linearized = lut_apply(dequantized, net.linearization(dequantized))
                 hallucinated = net.hallucination(linearized)["hallucinated"]
-            loss = joint_loss(net.refinement(hallucinated, linearized, dequantized), batch["hdr"], mu=self.mu)
+            loss = joint_loss(net.refinement(hallucinated, linearized, dequantized), batch["hdr"], mu=self.mu,
+                              domain=self.loss_domain)
             return loss, {"l1": loss}
         else:
-            loss = joint_loss(net(batch["ldr"])["hdr"], batch["hdr"], mu=self.mu)
+            loss = joint_loss(net(batch["ldr"])["hdr"], batch["hdr"], mu=self.mu, domain=self.loss_domain)
             return loss, {"l1": loss}
         total = terms.pop("total")
         return total, terms

@@ -53,7 +53,7 @@ from hdrlab import tonemap
 from hdrlab.camera import CRF, lut_apply
 from hdrlab.data.batch import HDRBatch
 from hdrlab.errors import ConfigError
-from hdrlab.losses.cfnet import cfnet_loss, cfnet_ssim
+from hdrlab.losses.cfnet import check_structural_loss, cfnet_loss, cfnet_ssim
 from hdrlab.losses.domains import DOMAINS, MU_KALANTARI
 from hdrlab.losses.reconstruction import LOSS_KINDS, reconstruction_loss
 from hdrlab.methods.base import HDRMethod
@@ -331,6 +331,12 @@ class TwoStage(HDRMethod):
             ``cfnet`` (CF-Net's official loss, :func:`hdrlab.losses.cfnet.cfnet_loss`, its SRB outputs
             supervised by the full-resolution under/over members and every feedback step by
             ``display(hdr)``).
+        structural_loss: structural term of the ``cfnet`` loss: ``"ssim"`` (official code) or
+            ``"mef_ssim"`` (each feedback step scored with MEF-SSIM, Ma et al. 2015, against the
+            selected under/over pair instead of ``display(hdr)``; unverified, see
+            :mod:`hdrlab.losses.mef_ssim`). ``"mef_ssim"`` needs ``merger_loss`` ``cfnet`` (or ``auto``
+            with a CF-Net merger) and ``mode="freeze_generator"``: without ground truth, a trained
+            generator could make its own sources trivially easy to fuse.
         loss_kind: ``l1`` / ``l2`` of the ``hdr`` loss.
         loss_domain: domain of the ``hdr`` loss (``linear``, ``log``, ``mu_law``, ``pu21``).
         loss_mu: mu of the ``mu_law`` domain.
@@ -353,6 +359,7 @@ class TwoStage(HDRMethod):
         loss_kind: Literal["l1", "l2"] = "l1",
         loss_domain: Literal["linear", "log", "mu_law", "pu21"] = "log",
         loss_mu: float = MU_KALANTARI,
+        structural_loss: Literal["ssim", "mef_ssim"] = "ssim",
         lr: float = 1e-4,
         **kwargs: Any,
     ) -> None:
@@ -421,6 +428,17 @@ class TwoStage(HDRMethod):
         if merger_loss == "cfnet" and not isinstance(merger, CFNetMerger):
             raise ConfigError(f"merger_loss='cfnet' needs a CFNetMerger, got {merger_name}; use 'ssim'")
         self.merger_loss = merger_loss
+        self.structural_loss = check_structural_loss(structural_loss, owner="TwoStage")
+        if structural_loss == "mef_ssim" and merger_loss != "cfnet":
+            raise ConfigError(
+                f"TwoStage structural_loss='mef_ssim' applies to CF-Net's loss, but merger_loss is {merger_loss!r} "
+                f"({merger_name}); use a CFNetMerger with merger_loss 'cfnet' (or 'auto'), or structural_loss 'ssim'"
+            )
+        if structural_loss == "mef_ssim" and mode != "freeze_generator":
+            raise ConfigError(
+                f"TwoStage structural_loss='mef_ssim' scores CF-Net against the generated pair (no ground truth), "
+                f"so it cannot train the generator (mode={mode!r}); use mode 'freeze_generator' or structural_loss 'ssim'"
+            )
 
         # ---- exposure selection (checked against the merger's arity now, not at the first batch)
         self.select = resolve_select_rule(select, merger)
@@ -507,10 +525,11 @@ class TwoStage(HDRMethod):
         stack = self.generate_stack(batch)
         if self.merger_loss == "cfnet":
             out = self.cfnet_outputs(stack)
-            target = tonemap.display(batch["hdr"])
+            target = tonemap.display(batch["hdr"]) if self.structural_loss == "ssim" else None
             loss = cfnet_loss(out.under, out.over, hr_under=stack.images[:, 0].detach(),
-                              hr_over=stack.images[:, -1].detach(), hr_fused=target)
-            return loss, {"cfnet_ssim": loss}
+                              hr_over=stack.images[:, -1].detach(), hr_fused=target,
+                              structural_loss=self.structural_loss)
+            return loss, {f"cfnet_{self.structural_loss}": loss}
         pred = self.merge_stack(stack)
         if self.merger_loss == "ssim":
             loss = 1.0 - cfnet_ssim(pred.clamp(0.0, 1.0), tonemap.display(batch["hdr"]))
