@@ -72,15 +72,17 @@ def _direct_argv(variant: dict[str, Any]) -> list[str]:
 def test_grid_is_variants_times_seeds_and_command_carries_the_config(spec, variants):
     points = grid_points(spec)
     assert len(variants) == 26 and len(points) == 26 * 2
-    assert {p["seed_everything"] for p in points} == {0, 1} and {p["experiment"] for p in points} == {"losses"}
-    assert [str(c) for c in spec.command] == ["${env}", "${interpreter}", "-m", "hdrlab", "fit", "${args}"]
+    assert {p["seed_everything"] for p in points} == {0, 1}
+    assert [str(c) for c in spec.command] == ["${env}", "${interpreter}", "-m", "hdrlab", "fit", "--config",
+                                             "experiments/overrides/sweep_losses.yaml", "${args}"]
     for variant in variants:
         # the experiment first, then only init args of the experiment's own class (never a class swap)
         assert list(variant)[0] == "config" and (REPO / variant["config"]).is_file()
         assert len(variant) >= 2 and all(k.startswith(PREFIX) for k in list(variant)[1:])
     # what wandb agent runs: --config=<str(mapping)> (Python str: a YAML flow mapping)
     argv = expand_command(spec.command, points[0], interpreter="python", environ={})
-    assert argv[5] == f"--config={variants[0]}" and argv[5:] == command_arg_formats(points[0])["args"]
+    assert argv[5:7] == ["--config", "experiments/overrides/sweep_losses.yaml"]
+    assert argv[7] == f"--config={variants[0]}" and argv[7:] == command_arg_formats(points[0])["args"]
 
 
 def test_every_variant_parses_to_its_experiment_plus_the_loss_overrides(spec, variants, cli_parser):  # noqa: F811
