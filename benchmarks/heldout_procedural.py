@@ -267,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     wall = {}
     for fit_log in sorted((out / "runs").glob("*.fit.log")):
         summary = json.loads((out / "runs" / fit_log.name[: -len(".fit.log")] / "summary.json").read_text())
-        wall[fit_log.name[: -len(".fit.log")]] = float(summary.get("wall_time_s", math.nan))
+        run_name = fit_log.name[: -len(".fit.log")]
+        for key, folder in RUN_NAMES.items():  # label runs by method key
+            if run_name.startswith(f"{folder}_s"):
+                run_name = key + run_name[len(folder):]
+                break
+        wall[run_name] = float(summary.get("wall_time_s", math.nan))
     print(report(out, results, args.seeds, args.samples, wall))
     return 0
 
