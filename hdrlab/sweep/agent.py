@@ -568,7 +568,8 @@ class OfflineSweepAgent:
             trial["state"] = "finished"
             trial["exit_code"] = 0
             trial["finished_at"] = now_iso()
-            self.log(f"[sweep] {trial['id']} finished: {self.spec.metric_name} = {trial['metric']}")
+            result = f": {self.spec.metric_name} = {trial['metric']}" if self.spec.metric_name else ""
+            self.log(f"[sweep] {trial['id']} finished{result}")
         else:
             trial["state"] = "failed"
             trial["exit_code"] = code
