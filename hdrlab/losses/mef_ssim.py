@@ -42,8 +42,7 @@ scores 1; the score lies in ``[-1, 1]`` (Cauchy-Schwarz).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from kornia.filters import get_gaussian_kernel2d
+from kornia.filters import filter2d, get_gaussian_kernel2d
 
 from hdrlab.camera import luminance
 from hdrlab.errors import ConfigError
@@ -52,13 +51,6 @@ __all__ = ["MEF_SSIM_EPS", "mef_ssim", "mef_ssim_map"]
 
 #: guard added to variances under square roots (see the module docstring)
 MEF_SSIM_EPS: float = 1e-10
-
-
-def _window_mean(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Gaussian-weighted local mean of ``[N, C, H, W]`` ("valid": ``[N, C, H-w+1, W-w+1]``)."""
-    channels = x.shape[1]
-    weight = kernel.to(dtype=x.dtype, device=x.device).expand(channels, 1, *kernel.shape[-2:])
-    return F.conv2d(x, weight, groups=channels)
 
 
 def mef_ssim_map(
@@ -110,7 +102,7 @@ def mef_ssim_map(
     kernel = get_gaussian_kernel2d((win_size, win_size), (sigma, sigma))  # [1, w, w], sums to 1
     c2 = (k2 * data_range) ** 2
 
-    mean = lambda x: _window_mean(x, kernel)  # noqa: E731 - local shorthand
+    mean = lambda x: filter2d(x, kernel.to(x), padding="valid")  # noqa: E731 - Gaussian local mean, "valid"
     mu_y = mean(fused)
     mu = [mean(sources[:, k]) for k in range(num)]
     var_y = mean(fused * fused) - mu_y * mu_y
