@@ -25,6 +25,11 @@ Methods (experiment file + the shared overrides below):
 - ``le2023_cfnet``: ``experiments/le2023_cfnet.yaml``, CF-Net trained on the stacks of the
   ``le2023_debevec`` generator of the same seed (``generator_ckpt``, frozen). Display output:
   compare it in the display columns (``display_psnr[_clipped]``);
+- ablations (reported only; scored with the checkpoints above, no extra training):
+  ``singlehdr_known_crf`` (SingleHDR with the true inverse CRF instead of its Linearization-Net's:
+  ``crf_source: known``; separates linearisation from hallucination errors) and
+  ``le2023_debevec_saturation_bound`` (the Debevec merge raised to the bound a saturated value
+  implies, ``saturation_bound: true``);
 - baselines (no training): ``baseline_inverse_crf`` (no hallucination: the input through its true
   inverse CRF) and ``baseline_linear_itmo``.
 
@@ -77,6 +82,11 @@ RUN_NAMES = {"le2023_debevec": "le2023_debevec_twostage", "le2023_weak_debevec":
 #: ``test_real.py`` output (the hallucinated ``A``; the Refinement-Net is trained only in stage 4).
 SINGLEHDR_STAGES = ("dequantization", "linearization", "hallucination")
 SINGLEHDR_EVAL = ["--model.init_args.stage", "hallucination", "--model.init_args.prediction", "hallucinated"]
+#: evaluation-only variants of trained methods: name -> (trained method, extra ``hdrlab test`` flags)
+ABLATIONS = {
+    "singlehdr_known_crf": ("singlehdr", ["--model.init_args.crf_source", "known"]),
+    "le2023_debevec_saturation_bound": ("le2023_debevec", ["--model.init_args.merger.init_args.saturation_bound", "true"]),
+}
 #: methods whose scores the required comparisons cover (``singlehdr_joint`` is reported only)
 REQUIRED = ("singlehdr", "le2023_debevec", "le2023_weak_debevec", "le2023_cfnet")
 BASELINES = {
@@ -84,7 +94,7 @@ BASELINES = {
     "baseline_linear_itmo": "experiments/baseline_linear_itmo.yaml",
 }
 NO_HALLUCINATION = "baseline_inverse_crf"
-HDR_COLUMNS = ("pu21_psnr", "pu21_psnr_clipped", "psnr_mu", "psnr_mu_clipped")
+HDR_COLUMNS = ("pu21_psnr", "pu21_psnr_clipped", "psnr_mu", "psnr_mu_clipped", "log2_ratio_clipped")
 DISPLAY_COLUMNS = ("display_psnr", "display_psnr_clipped")
 
 
@@ -150,19 +160,21 @@ def train(out: Path, name: str, seed: int, samples: int) -> Path:
 
 def test(out: Path, name: str, seed: int, *, trained: bool, samples: int) -> Path:
     """``hdrlab test`` of one method; returns its per-scene CSV."""
-    tag = {True: "trained", False: "untrained"}[trained] if name in TRAINED else "baseline"
+    tag = {True: "trained", False: "untrained"}[trained] if name in TRAINED or name in ABLATIONS else "baseline"
     run_dir = out / "tests" / f"{RUN_NAMES.get(name, name)}_{tag}_s{seed}"
     table = run_dir / "test_per_sample.csv"
     if table.exists():
         return table
-    config = TRAINED.get(name) or BASELINES[name]
+    method, extra = ABLATIONS.get(name, (name, []))
+    config = TRAINED.get(method) or BASELINES[method]
     cmd = _with_subcommand(_common(config, seed), "test") + ["--run_dir", str(run_dir)]
-    if name == "singlehdr":
+    if method == "singlehdr":
         cmd += SINGLEHDR_EVAL
-    if name == "le2023_cfnet":
+    if method == "le2023_cfnet":
         cmd += ["--model.init_args.generator_ckpt", str(train(out, "le2023_debevec", seed, samples))]
+    cmd += extra
     if trained:
-        cmd += ["--ckpt_path", str(train(out, name, seed, samples))]
+        cmd += ["--ckpt_path", str(train(out, method, seed, samples))]
     print(f"test {name} ({tag}) seed {seed}", flush=True)
     _run(cmd, run_dir.parent / f"{run_dir.name}.log")
     return table
@@ -189,23 +201,25 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
            samples: int, wall: dict[str, float]) -> str:
     rows = []
     lines = [f"# Held-out procedural evaluation ({samples} samples seen, seeds {seeds}, 20 test scenes)", ""]
-    names = [*TRAINED, *BASELINES]
+    names = [*TRAINED, *ABLATIONS, *BASELINES]
     for domain, columns in (("HDR (linear, median-aligned)", HDR_COLUMNS), ("display", DISPLAY_COLUMNS)):
         lines += [f"## {domain} columns: mean over the 20 scenes, mean ± std over seeds", "",
+                  *(["`log2_ratio_clipped`: signed mean stops of the aligned prediction over the truth in the "
+                     "clipped region (> 0 over-, < 0 under-hallucination).", ""] if domain.startswith("HDR") else []),
                   "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
         for name in names:
             if name == "le2023_cfnet" and domain.startswith("HDR"):
                 continue
-            for tag in (("trained", "untrained") if name in TRAINED else ("baseline",)):
+            for tag in (("trained", "untrained") if name not in BASELINES else ("baseline",)):
                 per_seed = [results[(name, tag, s)] for s in seeds]
-                cells = [_fmt([_mean([scene[c] for scene in r.values()]) for r in per_seed]) for c in columns]
+                cells = [_fmt([_mean([scene.get(c, math.nan) for scene in r.values()]) for r in per_seed]) for c in columns]
                 lines.append(f"| {name} ({tag}) | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Clipped region, per scene: scenes (of 20) where the trained method scores higher",
               "", "Issue bar: at least 15/20 against both, for every required method.", "",
               "| method | metric | seed | vs untrained self | vs no-hallucination baseline |", "|---|---|---|---|---|"]
     wins: dict[str, dict[str, list[int]]] = {}
-    for name in TRAINED:
+    for name in [*TRAINED, *ABLATIONS]:
         metrics = ("display_psnr_clipped",) if name == "le2023_cfnet" else ("pu21_psnr_clipped", "psnr_mu_clipped")
         for metric in metrics:
             for seed in seeds:
@@ -215,14 +229,15 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
                 w_self = sum(trained[s][metric] > untrained[s][metric] for s in trained)
                 w_base = sum(trained[s][metric] > base[s][metric] for s in trained)
                 wins.setdefault(name, {}).setdefault(metric, []).extend([w_self, w_base])
-                label = name if name in REQUIRED else f"{name} (reported only)"
+                label = name if name in REQUIRED else f"{name} ({'ablation, ' if name in ABLATIONS else ''}reported only)"
                 lines.append(f"| {label} | {metric} | {seed} | {w_self}/20 | {w_base}/20 |")
     lines += ["", "Training wall time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(wall.items())), ""]
     for (name, tag, seed), table in results.items():
         for scene, values in table.items():
             rows.append({"method": name, "state": tag, "seed": seed, "scene": scene, **values})
     with open(out / "per_scene.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     (out / "summary.json").write_text(json.dumps({"samples": samples, "seeds": seeds, "wins": wins,
@@ -247,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def chain(seed: int) -> dict[tuple[str, str, int], Path]:
         tables = {}
-        for name in args.methods:
-            train(out, name, seed, args.samples)
+        ablations = [a for a, (method, _) in ABLATIONS.items() if method in args.methods]
+        for name in [*args.methods, *ablations]:
+            if name in TRAINED:
+                train(out, name, seed, args.samples)
             for trained, tag in ((True, "trained"), (False, "untrained")):
                 tables[(name, tag, seed)] = test(out, name, seed, trained=trained, samples=args.samples)
         for name in BASELINES if set(args.methods) == set(TRAINED) else ():

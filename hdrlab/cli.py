@@ -54,6 +54,8 @@ def _usage() -> str:
 def _experiment_name(cfg: Any) -> str:
     configs = cfg.get("config") or []
     for c in reversed(list(configs)):
+        if c is None:  # config given as text on the command line, not a file
+            continue
         path = Path(str(getattr(c, "relative", None) or c))
         if path.parent.name != "overrides":
             return path.stem

@@ -259,6 +259,34 @@ def test_debevec_fallback_for_pixels_clipped_everywhere():
     assert torch.all(out < 1e-8)
 
 
+def test_debevec_saturation_bound_raises_merges_below_a_saturated_exposure(scene):
+    """A stack whose reference clips but whose under-exposure is too dark (as a generated one can
+    be): Debevec's weights drop the clipped sample and merge below the clipping level; with
+    ``saturation_bound`` the merge is raised to the bound ``1 / t`` the clipped sample implies."""
+    crf = CRF.gamma(GAMMA)
+    evs = (-2.0, 0.0)
+    dark = np.full((4, 4, 3), round(255 * (0.5 / 4) ** (1 / GAMMA)), np.uint8)  # says E = 0.5
+    clipped = np.full((4, 4, 3), 255, np.uint8)  # says E >= 1
+    stack = as_stack([dark, clipped], evs=evs, reference=1, crf=crf)
+    plain = DebevecMerger(crf="known")(stack)
+    assert torch.allclose(plain, torch.tensor(0.5), rtol=0.02)
+    bounded = DebevecMerger(crf="known", saturation_bound=True)(stack)
+    assert torch.allclose(bounded, torch.tensor(1.0), rtol=1e-5)
+    # consistent brackets are untouched: the bound never binds where an unclipped sample agrees
+    hdr_t = torch.from_numpy(scene[0]).permute(2, 0, 1).unsqueeze(0).float()
+    real = synthesize_stack(hdr_t, list(EVS), crf)
+    a, b = DebevecMerger(crf="known")(real), DebevecMerger(crf="known", saturation_bound=True)(real)
+    changed = (b > a * (1 + 1e-6)).float().mean()
+    print(f"saturation bound: {float(changed):.4f} of values raised on a consistent bracket")
+    assert float(changed) < 0.01 and torch.all(b >= a * (1 - 1e-6))
+    # gradients still reach the images wherever the bound does not bind
+    images = real.images.clone().requires_grad_(True)
+    out = DebevecMerger(crf="known", saturation_bound=True)(
+        ExposureStack(images=images, ev=real.ev, reference=real.reference, crf=crf))
+    out.log().mean().backward()
+    assert torch.isfinite(images.grad).all() and float((images.grad != 0).float().mean()) > 0.3
+
+
 @pytest.mark.parametrize("mode", ["known", "recover"])
 def test_debevec_gradients_flow_to_images(scene, mode):
     stack = as_stack(scene[1], crf=CRF.gamma(GAMMA))

@@ -16,6 +16,7 @@ from hdrlab.errors import ConfigError
 from hdrlab.methods import CFNetMethod
 from hdrlab.methods.cfnet import extreme_pair
 from hdrlab.metrics.display import DisplayPSNR
+from tests.support.overfit import assert_gradients_reach_every_parameter
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = 0.125
@@ -135,18 +136,7 @@ def test_overfits_one_scene():
 
 def test_gradients_finite_and_nonzero(train_set_64):
     method = CFNetMethod(width=TINY)
-    params = {n: p for n, p in method.named_parameters() if p.requires_grad}
-    nonzero = dict.fromkeys(params, False)
-    for indices in ((0, 1), (2, 3)):
-        batch = _batch(train_set_64, *indices)
-        assert float(batch["clip_mask"].sum()) > 0
-        method.zero_grad()
-        loss, _ = method.compute_loss(batch)
-        loss.backward()
-        for name, p in params.items():
-            assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
-            nonzero[name] |= bool(p.grad.abs().sum() > 0)
-    assert all(nonzero.values()), [n for n, ok in nonzero.items() if not ok]
+    assert_gradients_reach_every_parameter(method, [_batch(train_set_64, *ix) for ix in ((0, 1), (2, 3))])
 
 
 def _cli(tmp_path, *extra: str):

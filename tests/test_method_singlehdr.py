@@ -199,6 +199,27 @@ def test_predict_image_pads_to_multiple_of_32():
     assert pred.shape == (1, 3, 50, 45) and bool((pred >= 0).all()) and bool(torch.isfinite(pred).all())
 
 
+def test_known_crf_ablation_linearises_with_the_true_curve():
+    """``crf_source="known"`` replaces only the Linearization-Net's curve: where the
+    hallucination mask is 0 the output is exactly the true inverse CRF of the dequantised input."""
+    batch = _batch(2)
+    known = SingleHDRMethod(**TINY, prediction="hallucinated", crf_source="known").eval()
+    predicted = SingleHDRMethod(**TINY, prediction="hallucinated").eval()
+    predicted.load_state_dict(known.state_dict())
+    with torch.no_grad():
+        out = known.predict_image(batch)
+        inner = known(batch["ldr"], inverse_crf=batch["crf_inverse"])
+        expected = lut_apply(inner["dequantized"], batch["crf_inverse"])
+        other = predicted.predict_image(batch)
+    outside = (inner["mask"] == 0).expand_as(out)
+    assert float(outside.float().mean()) > 0.5
+    assert torch.allclose(out[outside], expected[outside], atol=1e-6)
+    assert not torch.allclose(other[outside], expected[outside], atol=1e-3)  # the net's own curve differs
+    del batch["crf_inverse"]
+    with pytest.raises(ConfigError, match="crf_source='known'"):
+        known.predict_image(batch)
+
+
 def test_gradients_finite_and_nonzero_for_every_parameter_joint():
     torch.manual_seed(0)
     method = SingleHDRMethod(stage="joint", **TINY)

@@ -235,3 +235,24 @@ def test_build_metrics_keys_and_values():
     assert out["val/pu21_ssim_clipped"].item() == pytest.approx(PU21SSIM(region="clipped")(pred, gt).item(), abs=1e-6)
     with pytest.raises(ConfigError, match="psnr_mu"):
         build_metrics(["hdr_vdp"])
+
+
+def test_log2_ratio_is_the_signed_stop_bias_in_the_region():
+    from hdrlab.metrics import Log2Ratio
+
+    gt = torch.rand(2, 3, 16, 16) + 0.1
+    clip = torch.zeros(2, 1, 16, 16)
+    clip[..., :8, :] = 1
+    pred = gt.clone()
+    pred[..., :8, :] *= 4.0  # two stops over, inside the clipped half only
+    m = Log2Ratio(region="clipped", align="none")
+    assert torch.allclose(m.per_image(pred, gt, clip), torch.tensor([2.0, 2.0], dtype=torch.float64))
+    assert float(Log2Ratio(region="unclipped", align="none").per_image(pred, gt, clip).abs().max()) < 1e-12
+    # median alignment on the unclipped pixels keeps the bias where the scale is right
+    aligned = Log2Ratio(region="clipped")  # median alignment (default)
+    aligned.update(pred * 3.0, gt, clip_mask=clip)  # a global scale is removed by the alignment
+    aligned.update(pred / 8.0, gt, clip_mask=clip)
+    assert float(aligned.compute()) == pytest.approx(2.0, abs=1e-5)
+    m_over = Log2Ratio(region="clipped", align="none")
+    m_over.update(gt / 2.0, gt, clip_mask=clip)
+    assert float(m_over.compute()) == pytest.approx(-1.0, abs=1e-6)

@@ -54,6 +54,11 @@ def test_test_writes_per_image_rows_matching_the_aggregate_and_an_independent_di
         psnr_clipped = -10 * math.log10(float(error[i][clipped[i]].mean()))
         assert float(row["display_psnr"]) == pytest.approx(psnr_all, abs=1e-3)
         assert float(row["display_psnr_clipped"]) == pytest.approx(psnr_clipped, abs=1e-3)
+        # signed bias in the clipped region: the baseline leaves clipped pixels at the clipping
+        # level, so it sits below the truth there (by hand: mean log2 of aligned / truth)
+        ratio = torch.log2(aligned[i].clamp_min(1e-6)) - torch.log2(batch["hdr"][i].clamp_min(1e-6))
+        assert float(row["log2_ratio_clipped"]) == pytest.approx(float(ratio[clipped[i]].mean()), abs=1e-4)
+        assert float(row["log2_ratio_clipped"]) < 0
 
 
 def test_held_out_splits_do_not_depend_on_the_experiment_seed():

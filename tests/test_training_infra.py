@@ -134,3 +134,11 @@ def test_out_of_memory_steps_the_plan_down_once_and_resumes(tmp_path, capsys):
     assert "precision 32" in first and "precision bf16-mixed" in second and "oom-step-down" in second
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["global_step"] == 5
+
+
+def test_experiment_name_comes_from_the_last_config_file_not_inline_text(tmp_path):
+    cli = build_cli(["--config", str(REPO / "experiments" / "baseline_inverse_crf.yaml"),
+                     "--config", "{trainer: {max_steps: 3}}", "--wandb", "disabled",
+                     "--runs_root", str(tmp_path / "runs"), "--run_id", "r"], run=False)
+    assert (tmp_path / "runs" / "baseline_inverse_crf" / "r").is_dir()
+    assert cli.trainer.max_steps == 3

@@ -12,7 +12,10 @@
 - for ``linear`` methods also the display columns, computed on
   ``hdrlab.tonemap.display(align(pred))`` against ``display(hdr)`` (``align`` = the method's scale
   alignment fitted on the unclipped pixels), so every method can be compared with a display-domain
-  merger in the same columns.
+  merger in the same columns;
+- for ``linear`` methods also ``log2_ratio_clipped``: the signed mean ``log2(pred / hdr)`` in the
+  clipped region after alignment (:class:`hdrlab.metrics.Log2Ratio`; > 0 over-, < 0
+  under-hallucination), a diagnostic next to the scores.
 
 A value is empty when the image has no pixel in the region. The file is written atomically at the
 end of the test epoch (a killed run leaves no half-written table).
@@ -32,6 +35,7 @@ import torch
 
 from hdrlab import tonemap
 from hdrlab.metrics.alignment import align_scale
+from hdrlab.metrics.bias import Log2Ratio
 from hdrlab.metrics.display import build_display_metrics
 
 __all__ = ["PerSampleMetrics", "per_sample_values"]
@@ -73,12 +77,15 @@ class PerSampleMetrics(L.Callback):
         self._rows: list[dict[str, Any]] = []
         self._own: Any = None
         self._display: Any = None
+        self._bias: Any = None
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
         self._own = pl_module.build_metric_collection("").to(pl_module.device)
         self._display = (build_display_metrics(prefix="").to(pl_module.device)
                          if pl_module.output_domain == "linear" else None)
+        self._bias = (Log2Ratio(region="clipped", align=pl_module.align)
+                      if pl_module.output_domain == "linear" else None)
 
     def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -92,6 +99,9 @@ class PerSampleMetrics(L.Callback):
             shown = tonemap.display(aligned.clamp_min(0.0))
             extra = per_sample_values(self._display, shown, tonemap.display(batch["hdr"].float()), clip_mask)
             rows = [{**own, **disp} for own, disp in zip(rows, extra)]
+        if self._bias is not None:
+            bias = self._bias.per_image(pred, batch["hdr"].float(), clip_mask).tolist()
+            rows = [{**row, "log2_ratio_clipped": value} for row, value in zip(rows, bias)]
         names = batch.get("name") or [f"{batch_idx}_{i}" for i in range(pred.shape[0])]
         fractions = clip_mask.float().mean(dim=(1, 2, 3)).tolist()
         for name, fraction, row in zip(names, fractions, rows):

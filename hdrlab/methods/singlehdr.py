@@ -425,6 +425,10 @@ class SingleHDRMethod(HDRMethod):
         use_image_mask: apply the official per-image loss mask in stages 1-3.
         prediction: ``"refined"`` (official ``test_real_refinement.py``: ``hdr``) or
             ``"hallucinated"`` (official ``test_real.py``: ``A``, stages 1-3 only).
+        crf_source: inverse CRF used at evaluation / prediction: ``"predicted"`` (the
+            Linearization-Net, the method) or ``"known"`` (the batch's true ``crf_inverse``, an
+            hdrlab ablation that isolates the Linearization-Net's error from the Hallucination-
+            and Refinement-Nets'; synthetic data only, training is unchanged).
         stage_checkpoints: sub-network name -> Lightning checkpoint of this method whose
             ``net.<name>.*`` weights initialise that sub-network (loaded with ``weights_only=True``).
         **kwargs: :class:`HDRMethod` options (``betas``, ``metrics``, ``align``, ...).
@@ -449,6 +453,7 @@ class SingleHDRMethod(HDRMethod):
         loss_domain: Literal["linear", "log", "mu_law", "pu21"] = "mu_law",
         use_image_mask: bool = True,
         prediction: Literal["refined", "hallucinated"] = "refined",
+        crf_source: Literal["predicted", "known"] = "predicted",
         stage_checkpoints: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -456,6 +461,8 @@ class SingleHDRMethod(HDRMethod):
             raise ConfigError(f"SingleHDRMethod stage={stage!r} is unknown; choose one of {list(STAGES)}")
         if prediction not in ("refined", "hallucinated"):
             raise ConfigError(f"SingleHDRMethod prediction={prediction!r}; use 'refined' or 'hallucinated'")
+        if crf_source not in ("predicted", "known"):
+            raise ConfigError(f"SingleHDRMethod crf_source={crf_source!r}; use 'predicted' or 'known'")
         super().__init__(lr=STAGE_LEARNING_RATES[stage] if lr is None else lr, **kwargs)
         self.stage = stage
         self.emor_path = emor_path
@@ -467,6 +474,7 @@ class SingleHDRMethod(HDRMethod):
         self.loss_domain = loss_domain
         self.use_image_mask = bool(use_image_mask)
         self.prediction = prediction
+        self.crf_source = crf_source
         if emor_path is not None:
             emor = EMoRBasis.load(emor_path, k=NUM_EMOR_WEIGHTS)
             inv_mean, inv_basis = emor.inv_mean, emor.inv_basis
@@ -590,5 +598,10 @@ class SingleHDRMethod(HDRMethod):
         return self.net.linearization(self.net.dequantization(padded))
 
     def predict_tile(self, batch: HDRBatch, context: torch.Tensor | None = None) -> torch.Tensor:
+        if self.crf_source == "known":
+            if "crf_inverse" not in batch:
+                raise ConfigError("SingleHDRMethod crf_source='known' needs the batch's true inverse CRF "
+                                  "('crf_inverse': synthetic data only); use crf_source='predicted' for photos")
+            context = batch["crf_inverse"].to(batch["ldr"].dtype)
         out = self(batch["ldr"], inverse_crf=context)
         return out["hdr"] if self.prediction == "refined" else out["hallucinated"]

@@ -5,6 +5,7 @@ The shared evaluation protocol (clip mask, alignment, regions, accumulation) is 
 """
 
 from hdrlab.metrics.alignment import ALIGN_MODES, align_scale, estimate_scale
+from hdrlab.metrics.bias import Log2Ratio
 from hdrlab.metrics.base import REGIONS, HDRImageMetric, clip_mask_from_reference, region_mask
 from hdrlab.metrics.collection import DEFAULT_METRICS, METRICS, build_metric, build_metrics, metric_key
 from hdrlab.metrics.perceptual import CVVDP, LPIPSMetric
@@ -26,6 +27,7 @@ __all__ = [
     "REGIONS",
     "HDRImageMetric",
     "LPIPSMetric",
+    "Log2Ratio",
     "align_scale",
     "build_metric",
     "build_metrics",

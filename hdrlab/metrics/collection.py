@@ -12,6 +12,7 @@ from torchmetrics import MetricCollection
 
 from hdrlab.errors import ConfigError
 from hdrlab.metrics.base import REGIONS, HDRImageMetric
+from hdrlab.metrics.bias import Log2Ratio
 from hdrlab.metrics.perceptual import CVVDP, LPIPSMetric
 from hdrlab.metrics.psnr import PSNRL, PSNRMu, PU21PSNR
 from hdrlab.metrics.ssim import MSSSIM, PU21SSIM
@@ -27,6 +28,7 @@ METRICS: dict[str, Callable[..., HDRImageMetric]] = {
     "ms_ssim": MSSSIM,
     "lpips": LPIPSMetric,
     "cvvdp": CVVDP,
+    "log2_ratio": Log2Ratio,
 }
 #: the default list (LPIPS needs optional weights, so it is only built when asked for).
 DEFAULT_METRICS: tuple[str, ...] = ("psnr_mu", "psnr_l", "pu21_psnr", "pu21_ssim", "ms_ssim", "cvvdp")

@@ -154,3 +154,19 @@ def overfit(
             if stop_gain is not None and after - before >= stop_gain:
                 break
     return OverfitResult(before=before, after=after, steps=step, seconds=time.perf_counter() - start, history=history)
+
+
+def assert_gradients_reach_every_parameter(method, batches) -> None:
+    """Every trainable parameter of ``method`` gets finite gradients on each batch of ``batches``
+    (each must contain clipped pixels) and a non-zero gradient on at least one of them."""
+    params = {n: p for n, p in method.named_parameters() if p.requires_grad}
+    nonzero = dict.fromkeys(params, False)
+    for batch in batches:
+        assert float(batch["clip_mask"].sum()) > 0
+        method.zero_grad()
+        loss, _ = method.compute_loss(batch)
+        loss.backward()
+        for name, p in params.items():
+            assert p.grad is not None and bool(torch.isfinite(p.grad).all()), name
+            nonzero[name] |= bool(p.grad.abs().sum() > 0)
+    assert all(nonzero.values()), [n for n, ok in nonzero.items() if not ok]

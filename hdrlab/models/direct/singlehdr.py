@@ -563,7 +563,7 @@ class SingleHDRNet(nn.Module):
         Args:
             ldr: ``[B, 3, H, W]`` display-referred in ``[0, 1]``; H, W multiples of 32 (pad first,
                 e.g. symmetric padding as the official ``test_real.py``).
-            inverse_crf: optional precomputed ``[B, 1, 1024]`` inverse CRF (the image-wide branch),
+            inverse_crf: optional precomputed ``[B, 1|3, 1024]`` inverse CRF (the image-wide branch),
                 e.g. estimated once on a downsampled full image when the image is processed in
                 tiles; ``None`` estimates it from ``ldr`` with the Linearization-Net.
 

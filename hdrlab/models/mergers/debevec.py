@@ -40,6 +40,8 @@ HAT_EPS = 1e-6
 NO_WEIGHT_THRESHOLD = 1e-3
 #: floor of a linearised value before the logarithm (known-CRF path)
 LINEAR_FLOOR = 1e-8
+#: display value at or above which a sample counts as saturated (code 255 after rounding)
+SATURATED = 1.0 - 0.5 / 255.0
 
 
 def debevec_weight(codes: torch.Tensor, kind: WeightKind = "hat") -> torch.Tensor:
@@ -265,6 +267,7 @@ def log_domain_merge(
     images: torch.Tensor,
     *,
     fallback: Literal["extreme", "opencv"] = "extreme",
+    saturation_bound: bool = False,
 ) -> torch.Tensor:
     """Batched weighted log-mean over exposures (paper Eq. 6) with a fallback for unusable pixels.
 
@@ -278,6 +281,12 @@ def log_domain_merge(
             (mean display value >= 0.5) else the longest, so a pixel clipped everywhere gets the
             clipping level of the shortest exposure; ``"opencv"`` keeps the weighted mean
             (OpenCV's unweighted log-mean).
+        saturation_bound: treat a saturated value (display ``>= SATURATED``, per channel) as the
+            censored observation it is: exposure ``j`` saturated means ``E >= 1 / t_j``, so the
+            merged ``ln E`` is raised to ``max_j -ln t_j`` over the saturated exposures. Not part
+            of Debevec & Malik (their weights only drop such samples); it matters when the
+            unsaturated exposures disagree with the saturated ones, e.g. a *generated* stack
+            whose under-exposures are too dark where the input clipped. Off by default.
 
     Returns:
         ``[B, 3, H, W]`` radiance ``exp(ln E)``.
@@ -295,6 +304,10 @@ def log_domain_merge(
         ln_e = torch.where(den < NO_WEIGHT_THRESHOLD, extreme, ln_e)
     elif fallback != "opencv":
         raise ConfigError(f"unknown fallback {fallback!r}; use 'extreme' or 'opencv'")
+    if saturation_bound:
+        saturated = images.detach() >= SATURATED
+        bound = torch.where(saturated, -log_t.expand_as(saturated), torch.full_like(log_linear, -math.inf))
+        ln_e = torch.maximum(ln_e, bound.amax(dim=1))
     return torch.exp(ln_e)
 
 
@@ -326,6 +339,9 @@ class DebevecMerger(StackMerger):
             ``"per_channel"`` (paper).
         sampling: ``"grid"`` (OpenCV) or ``"random"``.
         fallback: handling of pixels with no usable exposure (see :func:`log_domain_merge`).
+        saturation_bound: raise the merge to the lower bound implied by saturated values
+            (``E >= 1 / t_j`` where exposure ``j`` clips; see :func:`log_domain_merge`). An hdrlab
+            option, not in the paper: off by default.
     """
 
     output_domain = "linear"
@@ -342,6 +358,7 @@ class DebevecMerger(StackMerger):
         channel_weights: ChannelWeights = "mean",
         sampling: Literal["grid", "random"] = "grid",
         fallback: Literal["extreme", "opencv"] = "extreme",
+        saturation_bound: bool = False,
     ) -> None:
         super().__init__()
         if crf not in ("recover", "known"):
@@ -367,6 +384,7 @@ class DebevecMerger(StackMerger):
         self.channel_weights = channel_weights
         self.sampling = sampling
         self.fallback = fallback
+        self.saturation_bound = bool(saturation_bound)
 
     def check_stack(self, stack: ExposureStack) -> None:
         """Arity check; ``crf="known"`` also needs ``stack.crf`` with an ``inverse`` method."""
@@ -415,4 +433,5 @@ class DebevecMerger(StackMerger):
             weight = debevec_weight(images.clamp(0.0, 1.0) * 255.0, self.weights)
         if self.channel_weights == "mean":
             weight = weight.mean(dim=2, keepdim=True)
-        return log_domain_merge(log_linear, weight, rel_ev, images, fallback=self.fallback).to(images.dtype)
+        return log_domain_merge(log_linear, weight, rel_ev, images, fallback=self.fallback,
+                                saturation_bound=self.saturation_bound).to(images.dtype)
