@@ -43,6 +43,14 @@ def test_cfnet_counts(tmp_path, scale, expected):
     assert info["output_domain"] == "display" and info["flops"] > 0
 
 
+def test_dotted_model_overrides_on_the_command_line(capsys):
+    for form in (["--model.init_args.scale", "4"], ["--model.init_args.scale=4"]):
+        assert main(["info", "--config", str(EXP / "cfnet.yaml"), *form, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["parameters"]["total"] == 28_975_849
+    assert main(["info", "--config", str(EXP / "cfnet.yaml"), "--trainer.max_steps", "3"]) == 2
+    assert "unknown argument '--trainer.max_steps'" in capsys.readouterr().err
+
+
 def test_bad_config_is_a_clear_error(tmp_path, capsys):
     assert main(["info", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml does not exist" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``hdrlab info --config experiments/X.yaml [--json] [--size 512]``: size and cost of a method at full size.
+"""``hdrlab info --config experiments/X.yaml [--model.init_args.K V ...] [--json] [--size 512]``: size and cost of a method at full size.
 
 Prints the trainable parameters of each sub-network and in total (frozen loss / metric networks and
 buffers excluded) and the FLOPs of one prediction, counted as ``2 x MACs`` by
@@ -24,8 +24,10 @@ from omegaconf import OmegaConf
 from hdrlab.errors import ConfigError
 
 
-def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_trunks: bool = False) -> Any:
-    """Instantiate the ``model`` of experiment config files (later files override earlier ones)."""
+def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_trunks: bool = False,
+                          overrides: list[str] | None = None) -> Any:
+    """Instantiate the ``model`` of experiment config files (later files override earlier ones),
+    then of the dotted ``overrides`` (``["model.init_args.scale=4", ...]``, applied last)."""
     from jsonargparse import ArgumentParser
 
     from hdrlab.methods.base import HDRMethod
@@ -35,6 +37,8 @@ def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_
         if not Path(path).is_file():
             raise ConfigError(f"config file {path} does not exist")
         merged = OmegaConf.merge(merged, OmegaConf.load(path))
+    if overrides:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     merged.width = width
     merged.pretrained_trunks = pretrained_trunks
     if "model" not in merged:
@@ -47,6 +51,31 @@ def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_
         return parser.instantiate_classes(cfg).model
     except Exception as err:  # jsonargparse raises its own error types
         raise ConfigError(f"cannot build the model of {configs[-1]}: {err}") from err
+
+
+def model_overrides(args: list[str]) -> list[str]:
+    """Dotted model overrides from the command line as an OmegaConf dotlist:
+    ``["--model.init_args.scale", "4", "--model.init_args.width=2"]`` ->
+    ``["model.init_args.scale=4", "model.init_args.width=2"]``.
+
+    Raises:
+        ConfigError: an argument is not a ``--model.<key> VALUE`` / ``--model.<key>=VALUE`` pair.
+    """
+    dotlist, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--model."):
+            raise ConfigError(f"hdrlab info: unknown argument {arg!r}; it takes --config, --size, --json and "
+                              "dotted model overrides such as --model.init_args.scale 4")
+        if "=" in arg:
+            dotlist.append(arg[2:])
+            i += 1
+        elif i + 1 < len(args):
+            dotlist.append(f"{arg[2:]}={args[i + 1]}")
+            i += 2
+        else:
+            raise ConfigError(f"hdrlab info: {arg} needs a value")
+    return dotlist
 
 
 def count_flops(method: Any, *, size: int = 512) -> int:
@@ -62,8 +91,8 @@ def count_flops(method: Any, *, size: int = 512) -> int:
     return int(counter.get_total_flops())
 
 
-def describe(configs: list[str], *, size: int = 512) -> dict[str, Any]:
-    method = load_experiment_model(configs)
+def describe(configs: list[str], *, size: int = 512, overrides: list[str] | None = None) -> dict[str, Any]:
+    method = load_experiment_model(configs, overrides=overrides)
     subnets = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
                for name, m in method.subnetworks().items()}
     total = sum(p.numel() for p in method.parameters() if p.requires_grad)
@@ -82,8 +111,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", action="append", required=True, help="experiment YAML (repeatable)")
     parser.add_argument("--size", type=int, default=512, help="input side for the FLOP count")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
-    info = describe(args.config, size=args.size)
+    args, rest = parser.parse_known_args(argv)
+    info = describe(args.config, size=args.size, overrides=model_overrides(rest))
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
