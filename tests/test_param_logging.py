@@ -5,6 +5,7 @@ from the offline run's ``.wandb`` transaction log), through the real ``hdrlab fi
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,12 @@ def test_fit_logs_parameter_counts_to_csv_hparams_and_wandb(tmp_path, monkeypatc
     expected = {"trainable_parameters/total": PLUMBING_PARAMETERS, "trainable_parameters/net": PLUMBING_PARAMETERS}
     hparams = yaml.safe_load((run / "hparams.yaml").read_text())
     assert {k: hparams[k] for k in expected} == expected
-    items = logged_wandb_items(run)
+    deadline = time.monotonic() + 30.0  # belt and braces: wait for the file to be flushed
+    while True:
+        items = logged_wandb_items(run)
+        if all(k in items[w] for w in ("config", "summary") for k in expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     for where in ("config", "summary"):
         got = {k: int(items[where][k]) for k in expected if k in items[where]}
         assert got == expected, f"W&B {where}: {got} (keys logged: {sorted(items[where])})"
