@@ -1,0 +1,50 @@
+"""The held-out protocol's report (``benchmarks/heldout_procedural.py``): per-scene win counts,
+means over scenes and seeds, ablation labels and the per-scene CSV, on made-up per-scene tables
+(no training)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _protocol():
+    spec = importlib.util.spec_from_file_location("heldout_procedural", REPO / "benchmarks" / "heldout_procedural.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
+    hp = _protocol()
+    scenes = [f"procedural_{20_000_000 + i:08d}" for i in range(20)]
+    columns = (*hp.HDR_COLUMNS, *hp.DISPLAY_COLUMNS)
+
+    def table(value_of_scene):
+        return {s: {c: value_of_scene(i) for c in columns} for i, s in enumerate(scenes)}
+
+    results = {}
+    for seed in (0, 1):
+        results[(hp.NO_HALLUCINATION, "baseline", seed)] = table(lambda i: 10.0)
+        results[("baseline_linear_itmo", "baseline", seed)] = table(lambda i: 9.0)
+        for name in (*hp.TRAINED, *hp.ABLATIONS):
+            results[(name, "untrained", seed)] = table(lambda i: 5.0)
+            # trained: above the baseline on the first 15 + seed scenes, below it on the rest
+            results[(name, "trained", seed)] = table(lambda i, s=seed: 11.0 if i < 15 + s else 9.5)
+    results[("singlehdr", "trained", 1)][scenes[0]]["log2_ratio_clipped"] = math.nan  # an empty region
+    text = hp.report(tmp_path, results, [0, 1], 4000, {"singlehdr_s0": 12.0})
+
+    wins = json.loads((tmp_path / "summary.json").read_text())["wins"]
+    assert wins["singlehdr"]["pu21_psnr_clipped"] == [20, 15, 20, 16]  # [self, base] per seed
+    assert wins["le2023_cfnet"] == {"display_psnr_clipped": [20, 15, 20, 16]}
+    assert "| singlehdr | pu21_psnr_clipped | 1 | 20/20 | 16/20 |" in text
+    assert "| singlehdr_known_crf (ablation, reported only) | pu21_psnr_clipped | 0 | 20/20 | 15/20 |" in text
+    # mean over scenes per seed, then mean ± std over the seeds: (15*11 + 5*9.5)/20 and (16*11 + 4*9.5)/20
+    assert "| singlehdr (trained) | 10.66 ± 0.05 |" in text  # 10.625 and 10.7
+    rows = list(csv.DictReader(open(tmp_path / "per_scene.csv")))
+    assert len(rows) == len(results) * 20 and {"method", "state", "seed", "scene"} <= set(rows[0])
