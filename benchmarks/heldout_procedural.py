@@ -78,8 +78,8 @@ TRAINED = {
 #: run-folder names that differ from the method key
 RUN_NAMES = {"le2023_debevec": "le2023_debevec_twostage", "le2023_weak_debevec": "le2023_debevec"}
 #: SingleHDR's official stage-wise recipe: stages 1-3 trained independently on synthesised
-#: intermediates (the budget split 5 : 1 : 5 like the official 500k / 100k / 500k iterations), evaluated through the whole pipeline with the official
-#: ``test_real.py`` output (the hallucinated ``A``; the Refinement-Net is trained only in stage 4).
+#: intermediates (the budget split 5 : 1 : 5 like the official 500k / 100k / 500k iterations),
+#: evaluated through the whole pipeline with the official ``test_real.py`` output (the hallucinated ``A``; the Refinement-Net is trained only in stage 4).
 SINGLEHDR_STAGES = ("dequantization", "linearization", "hallucination")
 SINGLEHDR_EVAL = ["--model.init_args.stage", "hallucination", "--model.init_args.prediction", "hallucinated"]
 #: evaluation-only variants of trained methods: name -> (trained method, extra ``hdrlab test`` flags)
@@ -160,7 +160,7 @@ def train(out: Path, name: str, seed: int, samples: int) -> Path:
 
 def test(out: Path, name: str, seed: int, *, trained: bool, samples: int) -> Path:
     """``hdrlab test`` of one method; returns its per-scene CSV."""
-    tag = {True: "trained", False: "untrained"}[trained] if name in TRAINED or name in ABLATIONS else "baseline"
+    tag = "baseline" if name in BASELINES else ("trained" if trained else "untrained")
     run_dir = out / "tests" / f"{RUN_NAMES.get(name, name)}_{tag}_s{seed}"
     table = run_dir / "test_per_sample.csv"
     if table.exists():
