@@ -48,3 +48,26 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
     assert "| singlehdr (trained) | 10.66 ± 0.05 |" in text  # 10.625 and 10.7
     rows = list(csv.DictReader(open(tmp_path / "per_scene.csv")))
     assert len(rows) == len(results) * 20 and {"method", "state", "seed", "scene"} <= set(rows[0])
+
+
+def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(tmp_path, monkeypatch):
+    hp = _protocol()
+    commands = []
+    monkeypatch.setattr(hp, "_run", lambda cmd, log: commands.append(cmd))
+    crf = tmp_path / "crf"
+    code = hp.main(["--out", str(tmp_path / "out"), "--samples", "40", "--seeds", "0", "--jobs", "1",
+                    "--methods", "singlehdr", "le2023_debevec", "--emor_path", str(crf)])
+    assert code == 0
+    singlehdr = [c for c in commands if hp.TRAINED["singlehdr"] in c]
+    others = [c for c in commands if hp.TRAINED["singlehdr"] not in c]
+    # (the fake runs leave no checkpoints behind, so a test re-issues its fits: count kinds, not calls)
+    stages = {c[c.index("--model.init_args.stage") + 1] for c in singlehdr if c[3] == "fit"}
+    assert stages == set(hp.SINGLEHDR_STAGES)
+    assert any(c[3] == "test" and "known" in c for c in singlehdr) and any(c[3] == "test" and "known" not in c for c in singlehdr)
+    assert {c[3] for c in others} == {"fit", "test"}
+    for cmd in singlehdr:
+        i = cmd.index("--model.init_args.emor_path")
+        assert cmd[i + 1] == str(crf.resolve())
+        j = cmd.index("--data.init_args.emor_path")  # the held-out CRFs stay those of every other method
+        assert cmd[j + 1] == "null"
+    assert not any("--model.init_args.emor_path" in c or "--data.init_args.emor_path" in c for c in others)
