@@ -188,7 +188,10 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                 callbacks += [
                     ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), filename="step{step:07d}",
                                     auto_insert_metric_name=False, save_last=True, save_top_k=1,
-                                    every_n_train_steps=cfg.get("checkpoint_every_n_steps", 100)),
+                                    every_n_train_steps=cfg.get("checkpoint_every_n_steps", 100),
+                                    # always overwrite last.ckpt: a run folder resumed after a move
+                                    # would otherwise get last-v1.ckpt next to a stale last.ckpt
+                                    enable_version_counter=False),
                     CheckpointOnInterrupt(str(run_dir / "checkpoints" / "last.ckpt")),
                 ]
                 if loggers:

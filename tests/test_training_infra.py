@@ -67,6 +67,25 @@ def test_resume_mid_epoch_is_exact(tmp_path):
     assert steps and steps == sorted(steps) and min(steps) < 5 < max(steps)
 
 
+def test_resume_in_a_moved_run_folder_overwrites_last_ckpt(tmp_path):
+    """A run folder copied elsewhere and resumed there keeps ``checkpoints/last.ckpt`` current.
+
+    Lightning restores ``ModelCheckpoint``'s ``last_model_path`` only when the checkpoint's dirpath
+    equals the new one; otherwise its version counter used to write ``last-v1.ckpt`` and leave a
+    stale ``last.ckpt`` behind for every later reader (``--ckpt_path last``, ``reconstruct``)."""
+    import shutil
+
+    _fit(tmp_path / "a", "--trainer.max_steps", "10", "--checkpoint_every_n_steps", "1")
+    _fit(tmp_path / "b", "--trainer.max_steps", "6", "--checkpoint_every_n_steps", "1")
+    shutil.copytree(tmp_path / "b", tmp_path / "moved")
+    _fit(tmp_path / "moved", "--trainer.max_steps", "10", "--checkpoint_every_n_steps", "1", "--ckpt_path", "last")
+    names = sorted(f.name for f in (tmp_path / "moved" / "checkpoints").glob("last*.ckpt"))
+    assert names == ["last.ckpt"]
+    assert torch.load(tmp_path / "moved" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    a, moved = _weights(tmp_path / "a"), _weights(tmp_path / "moved")
+    assert all(torch.equal(a[k], moved[k]) for k in a)
+
+
 class _Interrupt(L.Callback):
     def __init__(self, step: int) -> None:
         self.step = step
