@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,6 @@ def test_resume_in_a_moved_run_folder_overwrites_last_ckpt(tmp_path):
     Lightning restores ``ModelCheckpoint``'s ``last_model_path`` only when the checkpoint's dirpath
     equals the new one; otherwise its version counter used to write ``last-v1.ckpt`` and leave a
     stale ``last.ckpt`` behind for every later reader (``--ckpt_path last``, ``reconstruct``)."""
-    import shutil
-
     _fit(tmp_path / "a", "--trainer.max_steps", "10", "--checkpoint_every_n_steps", "1")
     _fit(tmp_path / "b", "--trainer.max_steps", "6", "--checkpoint_every_n_steps", "1")
     shutil.copytree(tmp_path / "b", tmp_path / "moved")
