@@ -48,12 +48,20 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
     assert "| singlehdr (trained) | 10.66 ± 0.05 |" in text  # 10.625 and 10.7
     rows = list(csv.DictReader(open(tmp_path / "per_scene.csv")))
     assert len(rows) == len(results) * 20 and {"method", "state", "seed", "scene"} <= set(rows[0])
+    assert "Not run" not in text
+    # a partial run (--methods) reports what ran and names what did not
+    partial = {k: v for k, v in results.items() if k[0] not in ("le2023_weak_debevec", "singlehdr_joint")}
+    text = hp.report(tmp_path, partial, [0, 1], 4000, {})
+    assert "Not run at this budget (not in this report): singlehdr_joint, le2023_weak_debevec." in text
+    assert "| singlehdr | pu21_psnr_clipped | 1 | 20/20 | 16/20 |" in text and "le2023_weak_debevec |" not in text
 
 
 def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(tmp_path, monkeypatch):
     hp = _protocol()
     commands = []
     monkeypatch.setattr(hp, "_run", lambda cmd, log: commands.append(cmd))
+    monkeypatch.setattr(hp, "_read", lambda table: {})  # no real runs: nothing to score
+    monkeypatch.setattr(hp, "report", lambda out, results, *args: "")
     crf = tmp_path / "crf"
     code = hp.main(["--out", str(tmp_path / "out"), "--samples", "40", "--seeds", "0", "--jobs", "1",
                     "--methods", "singlehdr", "le2023_debevec", "--emor_path", str(crf)])
@@ -63,8 +71,18 @@ def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(
     # (the fake runs leave no checkpoints behind, so a test re-issues its fits: count kinds, not calls)
     stages = {c[c.index("--model.init_args.stage") + 1] for c in singlehdr if c[3] == "fit"}
     assert stages == set(hp.SINGLEHDR_STAGES)
+    # official it_num: 500k for each of stages 1-3, so the samples budget is split equally
+    budgets = {c[c.index("--model.init_args.stage") + 1]: int(c[c.index("--max_samples") + 1])
+               for c in singlehdr if c[3] == "fit"}
+    assert budgets == {"dequantization": 14, "linearization": 14, "hallucination": 12}
+    lin = next(c for c in singlehdr if c[3] == "fit" and "linearization" in c)
+    flags = hp.SINGLEHDR_STAGE_FLAGS["linearization"]
+    for flag, value in zip(flags[::2], flags[1::2]):  # the last occurrence wins: the stage-2 value
+        assert lin[len(lin) - lin[::-1].index(flag)] == value
+    assert not any("--model.init_args.linearization_bn_momentum" in c for c in singlehdr if "linearization" not in c)
     assert any(c[3] == "test" and "known" in c for c in singlehdr) and any(c[3] == "test" and "known" not in c for c in singlehdr)
     assert {c[3] for c in others} == {"fit", "test"}
+    assert any(hp.BASELINES[hp.NO_HALLUCINATION] in c for c in others)  # baselines run with any --methods
     for cmd in singlehdr:
         i = cmd.index("--model.init_args.emor_path")
         assert cmd[i + 1] == str(crf.resolve())

@@ -153,6 +153,18 @@ def test_emor_basis_loaded_from_path(crf_dir):
     assert set(m.subnetworks()) == set(SUBNETWORKS)
 
 
+def test_linearization_bn_momentum_reaches_every_linearization_bn_only():
+    def momenta(method, name):
+        sub = getattr(method.net, name)
+        return {m.momentum for m in sub.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+
+    official = SingleHDRMethod(stage="linearization", **TINY)
+    short = SingleHDRMethod(stage="linearization", linearization_bn_momentum=0.01, **TINY)
+    assert momenta(official, "linearization") == {0.001}  # slim decay 0.999
+    assert momenta(short, "linearization") == {0.01}
+    assert momenta(short, "hallucination") == momenta(official, "hallucination")
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_each_stage_trains_only_its_subnetworks(stage):
     torch.manual_seed(0)

@@ -431,6 +431,9 @@ class SingleHDRMethod(HDRMethod):
             and Refinement-Nets'; synthetic data only, training is unchanged).
         stage_checkpoints: sub-network name -> Lightning checkpoint of this method whose
             ``net.<name>.*`` weights initialise that sub-network (loaded with ``weights_only=True``).
+        linearization_bn_momentum: PyTorch BN momentum of the Linearization-Net (official slim
+            decay 0.999 = 0.001). Its running statistics average over about ``1 / momentum``
+            steps, a sizeable part of a short CPU budget; raise it for runs of a few thousand steps.
         **kwargs: :class:`HDRMethod` options (``betas``, ``metrics``, ``align``, ...).
     """
 
@@ -455,6 +458,7 @@ class SingleHDRMethod(HDRMethod):
         prediction: Literal["refined", "hallucinated"] = "refined",
         crf_source: Literal["predicted", "known"] = "predicted",
         stage_checkpoints: dict[str, str] | None = None,
+        linearization_bn_momentum: float = 0.001,
         **kwargs: Any,
     ) -> None:
         if stage not in STAGES:
@@ -482,7 +486,7 @@ class SingleHDRMethod(HDRMethod):
             inv_mean, inv_basis = fallback_inverse_crf_basis()
         self.net = SingleHDRNet(
             width=width, inv_mean=inv_mean, inv_basis=inv_basis, threshold=threshold,
-            pretrained_encoder=pretrained_encoder,
+            pretrained_encoder=pretrained_encoder, linearization_bn_momentum=linearization_bn_momentum,
         )  # fmt: skip
         self.perceptual = (
             SingleHDRPerceptualLoss(pretrained=pretrained_trunks)

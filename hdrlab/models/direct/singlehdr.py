@@ -537,6 +537,8 @@ class SingleHDRNet(nn.Module):
         threshold: tau of the over-exposure mask (official 0.88).
         pretrained_encoder: load torchvision VGG16 weights into the Hallucination-Net encoder
             from the local torch hub cache (see :class:`HallucinationNet`).
+        linearization_bn_momentum: BN momentum of the Linearization-Net (official slim decay
+            0.999, i.e. 0.001; see :class:`LinearizationNet`).
     """
 
     multiple: int = 32
@@ -550,10 +552,13 @@ class SingleHDRNet(nn.Module):
         inv_basis: torch.Tensor | None = None,
         threshold: float = OVEREXPOSURE_THRESHOLD,
         pretrained_encoder: bool = False,
+        linearization_bn_momentum: float = 0.001,
     ) -> None:
         super().__init__()
         self.dequantization = DequantizationNet(width=width)
-        self.linearization = LinearizationNet(width=width, inv_mean=inv_mean, inv_basis=inv_basis)
+        self.linearization = LinearizationNet(
+            width=width, inv_mean=inv_mean, inv_basis=inv_basis, bn_momentum=linearization_bn_momentum
+        )
         self.hallucination = HallucinationNet(width=width, threshold=threshold, pretrained_encoder=pretrained_encoder)
         self.refinement = RefinementNet(width=width)
 
