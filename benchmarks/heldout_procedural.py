@@ -43,6 +43,9 @@ Protocol overrides (deviations from the experiment files, the same for every met
 ``num_train_scenes`` 1000, ``num_test_scenes`` 20, learning rate 1e-4 for every method (SingleHDR's
 stage-wise rate: its joint default 1e-5 is a fine-tuning rate for pre-trained stages; CF-Net's
 released 1e-6 is a fine-tuning value too, see ``docs/methods.md``), ``--max_samples`` budget.
+One exception, SingleHDR's stage 2 (Linearization-Net): batch 8, lr 1e-3 and BN momentum 0.01
+(``SINGLEHDR_STAGE_FLAGS``, chosen on the validation split; the other methods' settings were not
+tuned).
 
 Usage::
 
