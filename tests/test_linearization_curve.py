@@ -1,0 +1,45 @@
+"""``benchmarks/linearization_curve.py``: the hand features and the ridge fit behind the documented
+camera-curve reference (closed forms; no rendering)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("linearization_curve", REPO / "benchmarks" / "linearization_curve.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_curve_features_closed_form():
+    lc = _module()
+    image = torch.full((1, 3, 4, 4), 0.5, dtype=torch.float64)
+    image[0, :, :, 2:] = 1.0  # right half clipped: one vertical edge of height 0.5
+    f = lc.curve_features(image, bins=4)
+    assert f.shape == (1, 6 * 4 + 9)
+    for c in range(3):
+        hist, grad = f[0, 8 * c: 8 * c + 4], f[0, 8 * c + 4: 8 * c + 8]
+        assert torch.allclose(hist, torch.tensor([0.0, 0.0, 0.5, 0.5], dtype=torch.float64))
+        # the edge's 4 forward differences (0.5 each) land on the brighter side: bin 3, 8 pixels
+        assert torch.allclose(grad, torch.tensor([0.0, 0.0, 0.0, 4 * 0.5 / 9], dtype=torch.float64))
+    assert torch.allclose(f[0, 24:31], torch.quantile(image[0].mean(0).flatten(), torch.tensor(lc.QUANTILES, dtype=torch.float64)))
+    assert torch.allclose(f[0, 31:], torch.tensor([0.5, 0.0], dtype=torch.float64))
+
+
+def test_ridge_recovers_a_linear_map():
+    lc = _module()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, generator=g, dtype=torch.float64)
+    w = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    y = x @ w + 0.25
+    model = lc.fit_ridge(x, y, 1e-9)
+    assert lc.rmse(lc.predict_ridge(model, x), y) < 1e-6
+    shrunk = lc.fit_ridge(x, y, 1e6)  # a huge penalty leaves the intercept: the target mean
+    assert torch.allclose(lc.predict_ridge(shrunk, x), y.mean(0).expand_as(y), atol=1e-2)
