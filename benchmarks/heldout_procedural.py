@@ -58,9 +58,15 @@ CRFs. Off by default: on these CRFs the EMoR mean is a worse start (RMSE 0.082 v
 ``v^2.2`` on the 20 held-out curves; both bases fit them to < 5e-4) and seed 0 at 4000 samples
 scored 6.62 dB clipped PU21-PSNR with it vs 8.94 with the fallback (``docs/methods.md``).
 
-Re-running skips finished steps (a run whose ``checkpoints/last.ckpt`` reached the budget, a test
-whose ``test_per_sample.csv`` exists). Writes ``OUT/report.md`` (tables and per-seed win counts),
-``OUT/per_scene.csv`` and ``OUT/summary.json``.
+Re-running skips finished steps: a run whose ``checkpoints/last.ckpt`` reached the budget, a test
+whose ``test_per_sample.csv`` is newer than the checkpoints it scored. Each run folder records its
+recipe (``protocol.json``: experiment, seed, flags, budget, and the checkpoints it starts from); a
+run folder whose recipe differs, or that was trained for a larger budget, stops the script with the
+folder named (continuing a run to a *larger* budget is allowed: constant lr and data keyed by
+(seed, epoch, index) make that the same run). ``--adopt_unrecorded_runs`` writes records for run
+folders made before records existed, trusting that they match. Writes ``OUT/report.md`` (tables
+and per-seed win counts), ``OUT/per_scene.csv`` and ``OUT/summary.json``; with a ``--methods``
+subset, ``OUT/report_<methods>.md`` etc., so a partial run never overwrites the full report.
 """
 
 from __future__ import annotations
@@ -146,13 +152,45 @@ def _with_subcommand(cmd: list[str], sub: str) -> list[str]:
     return [*cmd[:3], sub, *cmd[3:]]
 
 
-def _fit(out: Path, run_name: str, config: str, seed: int, samples: int, extra: list[str]) -> Path:
-    """One ``hdrlab fit`` run for ``samples`` samples (batch 2); resumes an interrupted run."""
+#: recipe record of a run folder (see the module docstring)
+RECIPE_FILE = "protocol.json"
+#: write records for unrecorded run folders instead of stopping (``--adopt_unrecorded_runs``)
+ADOPT_UNRECORDED: list[bool] = [False]
+#: run folders this invocation used (trained or reused), for the wall-time line of the report
+RUNS_USED: set[str] = set()
+
+
+def _fit(out: Path, run_name: str, config: str, seed: int, samples: int, extra: list[str],
+         inputs: tuple[Path, ...] = ()) -> Path:
+    """One ``hdrlab fit`` run for ``samples`` samples; resumes an interrupted run.
+
+    ``inputs``: checkpoints the run starts from (part of its recipe, by modification time). The
+    batch size may differ per run (SingleHDR's stage 2): the sample budget stops it, and
+    ``--trainer.max_steps`` (``samples // 2``) is only an upper bound.
+    """
     run_dir = out / "runs" / run_name
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary = run_dir / "summary.json"
-    if ckpt.exists() and summary.exists() and json.loads(summary.read_text()).get("samples_seen", 0) >= samples:
-        return ckpt
+    record = run_dir / RECIPE_FILE
+    recipe = {"config": config, "seed": seed, "args": list(extra),
+              "inputs": {str(path): Path(path).stat().st_mtime_ns if Path(path).exists() else None for path in inputs}}
+    RUNS_USED.add(run_name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not record.exists() and not ADOPT_UNRECORDED[0]:
+            raise RuntimeError(f"run folder {run_dir} has no {RECIPE_FILE} (made by an older version of this script), "
+                               "so its recipe is unknown: move it away, use a new --out, or pass --adopt_unrecorded_runs "
+                               "if you know it matches")
+        old = json.loads(record.read_text()) if record.exists() else {"samples": samples, "recipe": recipe}
+        if old["recipe"] != recipe:
+            changed = sorted(k for k in recipe if old["recipe"].get(k) != recipe[k])
+            raise RuntimeError(f"run folder {run_dir} was trained with a different recipe (differs in: "
+                               f"{', '.join(changed)}); move it away or use a new --out")
+        if old["samples"] > samples:
+            raise RuntimeError(f"run folder {run_dir} was trained for {old['samples']} samples, more than this "
+                               f"budget ({samples}); use a new --out")
+        record.write_text(json.dumps({"samples": samples, "recipe": recipe}, indent=2))
+        if ckpt.exists() and summary.exists() and json.loads(summary.read_text()).get("samples_seen", 0) >= samples:
+            return ckpt
     cmd = _with_subcommand(_common(config, seed), "fit") + [
         "--run_dir", str(run_dir), "--max_samples", str(samples), "--model.init_args.lr", "1e-4",
         "--trainer.max_steps", str(samples // 2), "--checkpoint_every_n_steps", "250", *extra,
@@ -160,6 +198,7 @@ def _fit(out: Path, run_name: str, config: str, seed: int, samples: int, extra: 
     if ckpt.exists():
         cmd += ["--ckpt_path", "last"]
     run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"samples": samples, "recipe": recipe}, indent=2))
     print(f"train {run_name}", flush=True)
     _run(cmd, run_dir.parent / f"{run_name}.fit.log")
     return ckpt
@@ -178,12 +217,15 @@ def train(out: Path, name: str, seed: int, samples: int) -> Path:
             if stage == "hallucination":
                 extra += SINGLEHDR_EVAL[2:] + ["--model.init_args.stage_checkpoints", json.dumps(stage_ckpts)]
             run_name = f"singlehdr_s{seed}" if stage == "hallucination" else f"singlehdr_{stage}_s{seed}"
-            stage_ckpts[stage] = str(_fit(out, run_name, TRAINED[name], seed, budget, extra))
+            inputs = tuple(Path(p) for p in stage_ckpts.values()) if stage == "hallucination" else ()
+            stage_ckpts[stage] = str(_fit(out, run_name, TRAINED[name], seed, budget, extra, inputs))
         return Path(stage_ckpts["hallucination"])
     extra = list(SINGLEHDR_BASIS) if name == "singlehdr_joint" else []
+    inputs: tuple[Path, ...] = ()
     if name == "le2023_cfnet":
-        extra = ["--model.init_args.generator_ckpt", str(train(out, "le2023_debevec", seed, samples))]
-    return _fit(out, f"{RUN_NAMES.get(name, name)}_s{seed}", TRAINED[name], seed, samples, extra)
+        generator = train(out, "le2023_debevec", seed, samples)
+        extra, inputs = ["--model.init_args.generator_ckpt", str(generator)], (generator,)
+    return _fit(out, f"{RUN_NAMES.get(name, name)}_s{seed}", TRAINED[name], seed, samples, extra, inputs)
 
 
 def test(out: Path, name: str, seed: int, *, trained: bool, samples: int) -> Path:
@@ -191,20 +233,23 @@ def test(out: Path, name: str, seed: int, *, trained: bool, samples: int) -> Pat
     tag = "baseline" if name in BASELINES else ("trained" if trained else "untrained")
     run_dir = out / "tests" / f"{RUN_NAMES.get(name, name)}_{tag}_s{seed}"
     table = run_dir / "test_per_sample.csv"
-    if table.exists():
-        return table
     method, extra = ABLATIONS.get(name, (name, []))
     config = TRAINED.get(method) or BASELINES[method]
     cmd = _with_subcommand(_common(config, seed), "test") + ["--run_dir", str(run_dir)]
+    scored: list[Path] = []  # checkpoints the scores depend on
     if method == "singlehdr":
         cmd += SINGLEHDR_EVAL
     if method.startswith("singlehdr"):
         cmd += SINGLEHDR_BASIS
     if method == "le2023_cfnet":
-        cmd += ["--model.init_args.generator_ckpt", str(train(out, "le2023_debevec", seed, samples))]
+        scored.append(train(out, "le2023_debevec", seed, samples))
+        cmd += ["--model.init_args.generator_ckpt", str(scored[-1])]
     cmd += extra
     if trained:
-        cmd += ["--ckpt_path", str(train(out, method, seed, samples))]
+        scored.append(train(out, method, seed, samples))
+        cmd += ["--ckpt_path", str(scored[-1])]
+    if table.exists() and all(c.exists() and c.stat().st_mtime_ns <= table.stat().st_mtime_ns for c in scored):
+        return table
     print(f"test {name} ({tag}) seed {seed}", flush=True)
     _run(cmd, run_dir.parent / f"{run_dir.name}.log")
     return table
@@ -235,7 +280,8 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
     names = [name for name in (*TRAINED, *ABLATIONS, *BASELINES) if name in present]
     missing = [name for name in TRAINED if name not in present]
     if missing:
-        lines += [f"Not run at this budget (not in this report): {', '.join(missing)}.", ""]
+        lines += [f"Not requested in this invocation (not in this report): {', '.join(missing)}.", ""]
+    stem = "" if not missing else "_" + "+".join(n for n in TRAINED if n in present)
     for domain, columns in (("HDR (linear, median-aligned)", HDR_COLUMNS), ("display", DISPLAY_COLUMNS)):
         lines += [f"## {domain} columns: mean over the 20 scenes, mean ± std over seeds", "",
                   *(["`log2_ratio_clipped`: signed mean stops of the aligned prediction over the truth in the "
@@ -269,15 +315,15 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
     for (name, tag, seed), table in results.items():
         for scene, values in table.items():
             rows.append({"method": name, "state": tag, "seed": seed, "scene": scene, **values})
-    with open(out / "per_scene.csv", "w", newline="") as handle:
+    with open(out / f"per_scene{stem}.csv", "w", newline="") as handle:
         fields = list(dict.fromkeys(key for row in rows for key in row))
         writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    (out / "summary.json").write_text(json.dumps({"samples": samples, "seeds": seeds, "wins": wins,
+    (out / f"summary{stem}.json").write_text(json.dumps({"samples": samples, "seeds": seeds, "wins": wins,
                                                   "train_wall_s": wall}, indent=2))
     text = "\n".join(lines)
-    (out / "report.md").write_text(text)
+    (out / f"report{stem}.md").write_text(text)
     return text
 
 
@@ -292,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                              "basis (default: hdrlab's fallback basis); the data's CRFs are unchanged")
     parser.add_argument("--methods", nargs="+", default=list(TRAINED), choices=list(TRAINED),
                         help="train/test only these (the report covers the methods run, plus the baselines)")
+    parser.add_argument("--adopt_unrecorded_runs", action="store_true",
+                        help=f"write {RECIPE_FILE} for run folders made before recipe records existed (trusting them)")
     args = parser.parse_args(argv)
+    ADOPT_UNRECORDED[0] = args.adopt_unrecorded_runs
+    RUNS_USED.clear()
     if args.emor_path is not None:
         SINGLEHDR_BASIS[:] = ["--model.init_args.emor_path", str(args.emor_path.resolve()), "--data.init_args.emor_path", "null"]
     out = args.out.resolve()
@@ -319,17 +369,14 @@ def main(argv: list[str] | None = None) -> int:
         if a != b:
             raise RuntimeError(f"the test split differs between seeds {args.seeds[0]} and {seed}")
     wall = {}
-    for fit_log in sorted((out / "runs").glob("*.fit.log")):
-        summary = json.loads((out / "runs" / fit_log.name[: -len(".fit.log")] / "summary.json").read_text())
-        run_name = fit_log.name[: -len(".fit.log")]
+    for run_name in sorted(RUNS_USED):
+        summary = out / "runs" / run_name / "summary.json"
+        label = run_name
         for key, folder in RUN_NAMES.items():  # label runs by method key
             if run_name.startswith(f"{folder}_s"):
-                run_name = key + run_name[len(folder):]
+                label = key + run_name[len(folder):]
                 break
-        base = run_name.rsplit("_s", 1)[0]
-        stage = base.removeprefix("singlehdr_")
-        if base in args.methods or ("singlehdr" in args.methods and stage in SINGLEHDR_STAGES):
-            wall[run_name] = float(summary.get("wall_time_s", math.nan))
+        wall[label] = float(json.loads(summary.read_text()).get("wall_time_s", math.nan)) if summary.exists() else math.nan
     print(report(out, results, args.seeds, args.samples, wall))
     return 0
 

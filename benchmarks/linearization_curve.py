@@ -4,14 +4,16 @@ Two measurements on the held-out protocol's data (``experiments/singlehdr.yaml``
 overrides, 1000 training scenes, data seed 0; 200 validation scenes; the 20 pinned test scenes):
 
 - ``--ridge N``: ridge regression from hand features of the LDR (:func:`curve_features`) to the
-  inverse CRF, fit on the first ``N`` training samples; the ridge strength is picked on the
-  validation split. A simple reference for what a learned curve estimator should reach.
+  inverse CRF, fit on the first training batches holding at least ``N`` samples; the ridge
+  strength is picked on the validation split. A simple reference for what a learned curve estimator should reach.
 - ``--ckpt CKPT ...``: the Linearization-Net of SingleHDR checkpoints (BN in eval mode).
 
 Each prints the RMSE of the predicted inverse CRF (1024 samples, display -> linear) against the true
 one on the validation and test splits, next to two fixed curves': the basis mean (where the
-Linearization-Net starts) and the mean training curve. ``docs/methods.md``
-("SingleHDR: the official stage budgets") quotes both.
+Linearization-Net starts) and the mean training curve. Both estimators see the quantised LDR
+(``ldr``); stage 2 trains on the un-quantised ``ldr_float`` and the full pipeline feeds it the
+Dequantization-Net's output. ``docs/methods.md`` ("SingleHDR: the official stage budgets") quotes
+both.
 
 Usage::
 
@@ -33,8 +35,9 @@ RIDGE_STRENGTHS = (1e-2, 1e-1, 1.0, 10.0, 100.0)
 def curve_features(ldr: torch.Tensor, bins: int = BINS) -> torch.Tensor:
     """Hand features of display-referred LDRs that depend on the camera curve.
 
-    Per colour: the normalised histogram of codes (``bins`` bins) and the mean absolute gradient
-    (vertical + horizontal forward differences) of the pixels in each code bin; then 7 quantiles of
+    Per colour: the normalised histogram of codes (``bins`` bins) and, per code bin, the sum of the
+    absolute forward differences (vertical + horizontal, credited to the pixel after the step) over
+    its pixels divided by (pixel count + 1); then 7 quantiles of
     the channel-mean luminance and the fractions of clipped (>= 0.99) and black (<= 0.01) values.
 
     Args:
@@ -138,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ridge ({len(train_curves)} samples, strength {best:g}): val {scores['val']:.4f}, test {scores['test']:.4f}")
     for path in args.ckpt:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict(state, strict=False)
+        weights = {k: v for k, v in state.items() if k.startswith("net.linearization.")}
+        if not weights:
+            raise SystemExit(f"{path}: no net.linearization.* weights (not a SingleHDR checkpoint?)")
+        model.load_state_dict(weights, strict=False)
         net = model.net.linearization.eval()
         with torch.no_grad():
             scores = {k: rmse(torch.cat([net(x)[:, 0].double() for x in images]), curves)

@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,11 +50,14 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
     assert "| singlehdr (trained) | 10.66 ± 0.05 |" in text  # 10.625 and 10.7
     rows = list(csv.DictReader(open(tmp_path / "per_scene.csv")))
     assert len(rows) == len(results) * 20 and {"method", "state", "seed", "scene"} <= set(rows[0])
-    assert "Not run" not in text
-    # a partial run (--methods) reports what ran and names what did not
+    assert "Not requested" not in text
+    full = (tmp_path / "report.md").read_text()
+    # a partial run (--methods) reports what ran, names what did not, and leaves the full report alone
     partial = {k: v for k, v in results.items() if k[0] not in ("le2023_weak_debevec", "singlehdr_joint")}
     text = hp.report(tmp_path, partial, [0, 1], 4000, {})
-    assert "Not run at this budget (not in this report): singlehdr_joint, le2023_weak_debevec." in text
+    assert "Not requested in this invocation (not in this report): singlehdr_joint, le2023_weak_debevec." in text
+    assert (tmp_path / "report.md").read_text() == full
+    assert (tmp_path / "report_singlehdr+le2023_debevec+le2023_cfnet.md").read_text() == text
     assert "| singlehdr | pu21_psnr_clipped | 1 | 20/20 | 16/20 |" in text and "le2023_weak_debevec |" not in text
 
 
@@ -89,3 +94,64 @@ def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(
         j = cmd.index("--data.init_args.emor_path")  # the held-out CRFs stay those of every other method
         assert cmd[j + 1] == "null"
     assert not any("--model.init_args.emor_path" in c or "--data.init_args.emor_path" in c for c in others)
+
+
+def _fake_runs(commands):
+    """A stand-in for ``_run`` that leaves what a real fit / test leaves: checkpoint, summary, CSV."""
+
+    def run(cmd, log):
+        commands.append(cmd)
+        run_dir = Path(cmd[cmd.index("--run_dir") + 1])
+        if cmd[3] == "fit":
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (run_dir / "checkpoints" / "last.ckpt").write_text("weights")
+            seen = int(cmd[cmd.index("--max_samples") + 1])
+            (run_dir / "summary.json").write_text(json.dumps({"samples_seen": seen, "wall_time_s": 7.0}))
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "test_per_sample.csv").write_text("name\n")
+
+    return run
+
+
+def test_reruns_reuse_matching_runs_and_stop_on_a_changed_recipe(tmp_path, monkeypatch):
+    hp = _protocol()
+    commands, walls = [], []
+    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
+    monkeypatch.setattr(hp, "_read", lambda table: {})
+    monkeypatch.setattr(hp, "report", lambda out, results, seeds, samples, wall: walls.append(wall) or "")
+    out = tmp_path / "out"
+    base = ["--out", str(out), "--seeds", "0", "--jobs", "1"]
+    assert hp.main([*base, "--samples", "40", "--methods", "singlehdr", "le2023_cfnet"]) == 0
+    fits = [c for c in commands if c[3] == "fit"]
+    assert len(fits) == 5  # three SingleHDR stages, the generator, CF-Net: each once
+    # CF-Net alone still reports the generator run it depends on
+    assert {"le2023_debevec_s0", "le2023_cfnet_s0", "singlehdr_linearization_s0"} <= set(walls[-1])
+    assert json.loads((out / "runs" / "le2023_cfnet_s0" / hp.RECIPE_FILE).read_text())["recipe"]["inputs"]
+
+    commands.clear()  # same recipe and budget: nothing is trained or scored again
+    assert hp.main([*base, "--samples", "40", "--methods", "singlehdr", "le2023_cfnet"]) == 0
+    assert commands == []
+
+    # a retrained checkpoint makes its old scores stale: the test runs again
+    ckpt = out / "runs" / "singlehdr_s0" / "checkpoints" / "last.ckpt"
+    ckpt.write_text("new weights")
+    assert hp.main([*base, "--samples", "40", "--methods", "singlehdr"]) == 0
+    assert [c[3] for c in commands] == ["test", "test"]  # singlehdr and its known-CRF ablation, trained
+
+    # a changed stage recipe, a smaller budget, an unrecorded folder: stop, naming the folder
+    monkeypatch.setitem(hp.SINGLEHDR_STAGE_FLAGS, "linearization", ["--model.init_args.lr", "1e-2"])
+    with pytest.raises(RuntimeError, match="singlehdr_linearization_s0 was trained with a different recipe"):
+        hp.main([*base, "--samples", "40", "--methods", "singlehdr"])
+    with pytest.raises(RuntimeError, match="le2023_debevec_twostage_s0 was trained for 40 samples"):
+        hp.main([*base, "--samples", "20", "--methods", "le2023_debevec"])
+    (out / "runs" / "le2023_debevec_twostage_s0" / hp.RECIPE_FILE).unlink()
+    with pytest.raises(RuntimeError, match="has no protocol.json"):
+        hp.main([*base, "--samples", "40", "--methods", "le2023_debevec"])
+    commands.clear()
+    assert hp.main([*base, "--samples", "40", "--methods", "le2023_debevec", "--adopt_unrecorded_runs"]) == 0
+    assert not [c for c in commands if c[3] == "fit"]
+    assert (out / "runs" / "le2023_debevec_twostage_s0" / hp.RECIPE_FILE).exists()
+    commands.clear()  # a larger budget continues the run
+    assert hp.main([*base, "--samples", "80", "--methods", "le2023_debevec"]) == 0
+    assert [c for c in commands if c[3] == "fit"][0][-2:] == ["--ckpt_path", "last"]

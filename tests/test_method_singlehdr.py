@@ -162,7 +162,8 @@ def test_linearization_bn_momentum_reaches_every_linearization_bn_only():
     short = SingleHDRMethod(stage="linearization", linearization_bn_momentum=0.01, **TINY)
     assert momenta(official, "linearization") == {0.001}  # slim decay 0.999
     assert momenta(short, "linearization") == {0.01}
-    assert momenta(short, "hallucination") == momenta(official, "hallucination")
+    for name in ("dequantization", "hallucination", "refinement"):
+        assert momenta(short, name) == momenta(official, name)
 
 
 @pytest.mark.parametrize("stage", STAGES)
