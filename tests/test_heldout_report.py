@@ -5,25 +5,17 @@ means over scenes and seeds, ablation labels and the per-scene CSV, on made-up p
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _protocol():
-    spec = importlib.util.spec_from_file_location("heldout_procedural", REPO / "benchmarks" / "heldout_procedural.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support.benchmarks import benchmark_module
 
 
 def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
-    hp = _protocol()
+    hp = benchmark_module("heldout_procedural")
     scenes = [f"procedural_{20_000_000 + i:08d}" for i in range(20)]
     columns = (*hp.HDR_COLUMNS, *hp.DISPLAY_COLUMNS)
 
@@ -62,7 +54,7 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
 
 
 def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(tmp_path, monkeypatch):
-    hp = _protocol()
+    hp = benchmark_module("heldout_procedural")
     commands = []
     monkeypatch.setattr(hp, "_run", lambda cmd, log: commands.append(cmd))
     monkeypatch.setattr(hp, "_read", lambda table: {})  # no real runs: nothing to score
@@ -115,7 +107,7 @@ def _fake_runs(commands):
 
 
 def test_reruns_reuse_matching_runs_and_stop_on_a_changed_recipe(tmp_path, monkeypatch):
-    hp = _protocol()
+    hp = benchmark_module("heldout_procedural")
     commands, walls = [], []
     monkeypatch.setattr(hp, "_run", _fake_runs(commands))
     monkeypatch.setattr(hp, "_read", lambda table: {})

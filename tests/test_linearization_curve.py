@@ -3,23 +3,13 @@ camera-curve reference (closed forms; no rendering)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("linearization_curve", REPO / "benchmarks" / "linearization_curve.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.support.benchmarks import benchmark_module
 
 
 def test_curve_features_closed_form():
-    lc = _module()
+    lc = benchmark_module("linearization_curve")
     image = torch.full((1, 3, 4, 4), 0.5, dtype=torch.float64)
     image[0, :, :, 2:] = 1.0  # right half clipped: one vertical edge of height 0.5
     f = lc.curve_features(image, bins=4)
@@ -35,7 +25,7 @@ def test_curve_features_closed_form():
 
 
 def test_ridge_recovers_a_linear_map():
-    lc = _module()
+    lc = benchmark_module("linearization_curve")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 5, generator=g, dtype=torch.float64)
     w = torch.randn(5, 3, generator=g, dtype=torch.float64)
