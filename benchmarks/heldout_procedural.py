@@ -173,8 +173,9 @@ def _fit(out: Path, run_name: str, config: str, seed: int, samples: int, extra: 
     summary = run_dir / "summary.json"
     record = run_dir / RECIPE_FILE
     recipe = {"config": config, "seed": seed, "args": list(extra),
-              "inputs": {str(path): Path(path).stat().st_mtime_ns if Path(path).exists() else None for path in inputs}}
+              "inputs": {str(path): path.stat().st_mtime_ns if path.exists() else None for path in inputs}}
     RUNS_USED.add(run_name)
+    finished = False
     if run_dir.exists() and any(run_dir.iterdir()):
         if not record.exists() and not ADOPT_UNRECORDED[0]:
             raise RuntimeError(f"run folder {run_dir} has no {RECIPE_FILE} (made by an older version of this script), "
@@ -188,17 +189,17 @@ def _fit(out: Path, run_name: str, config: str, seed: int, samples: int, extra: 
         if old["samples"] > samples:
             raise RuntimeError(f"run folder {run_dir} was trained for {old['samples']} samples, more than this "
                                f"budget ({samples}); use a new --out")
-        record.write_text(json.dumps({"samples": samples, "recipe": recipe}, indent=2))
-        if ckpt.exists() and summary.exists() and json.loads(summary.read_text()).get("samples_seen", 0) >= samples:
-            return ckpt
+        finished = ckpt.exists() and summary.exists() and json.loads(summary.read_text()).get("samples_seen", 0) >= samples
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"samples": samples, "recipe": recipe}, indent=2))
+    if finished:
+        return ckpt
     cmd = _with_subcommand(_common(config, seed), "fit") + [
         "--run_dir", str(run_dir), "--max_samples", str(samples), "--model.init_args.lr", "1e-4",
         "--trainer.max_steps", str(samples // 2), "--checkpoint_every_n_steps", "250", *extra,
     ]
     if ckpt.exists():
         cmd += ["--ckpt_path", "last"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"samples": samples, "recipe": recipe}, indent=2))
     print(f"train {run_name}", flush=True)
     _run(cmd, run_dir.parent / f"{run_name}.fit.log")
     return ckpt

@@ -140,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = {k: rmse(predict_ridge(ridge, f).clamp(0, 1), splits[k][1]) for k, f in feats.items()}
         print(f"ridge ({len(train_curves)} samples, strength {best:g}): val {scores['val']:.4f}, test {scores['test']:.4f}")
     for path in args.ckpt:
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        weights = {k: v for k, v in state.items() if k.startswith("net.linearization.")}
-        if not weights:
-            raise SystemExit(f"{path}: no net.linearization.* weights (not a SingleHDR checkpoint?)")
-        model.load_state_dict(weights, strict=False)
+        model.load_subnetworks({"linearization": path})  # raises if the checkpoint lacks its weights
         net = model.net.linearization.eval()
         with torch.no_grad():
             scores = {k: rmse(torch.cat([net(x)[:, 0].double() for x in images]), curves)
