@@ -38,18 +38,20 @@ Methods (experiment file + the shared overrides below):
 the initial weights of the training run (for ``le2023_cfnet``: the trained generator with the
 untrained CF-Net).
 
-Protocol overrides (deviations from the experiment files, the same for every method):
+Protocol overrides (deviations from the experiment files; shared unless named below):
 ``experiments/overrides/tiny.yaml`` (width 1/8, patch 64, batch 2, random perceptual trunks),
-``num_train_scenes`` 1000, ``num_test_scenes`` 20, learning rate 1e-4 for every method (SingleHDR's
-stage-wise rate: its joint default 1e-5 is a fine-tuning rate for pre-trained stages; CF-Net's
-released 1e-6 is a fine-tuning value too, see ``docs/methods.md``), ``--max_samples`` budget.
-One exception, SingleHDR's stage 2 (Linearization-Net): batch 8, lr 1e-3 and BN momentum 0.01
-(``SINGLEHDR_STAGE_FLAGS``, chosen on the validation split; the other methods' settings were not
-tuned).
+``num_train_scenes`` 1000, ``num_test_scenes`` 20, learning rate 1e-4 (SingleHDR's stage-wise
+rate: its joint default 1e-5 is a fine-tuning rate for pre-trained stages), ``--max_samples``
+budget. Settings chosen for the short budget on the validation split (never the held-out scenes):
+SingleHDR's stage 2 (Linearization-Net) at batch 8, lr 1e-3 and BN momentum 0.01
+(``SINGLEHDR_STAGE_FLAGS``); Le2023 + Debevec and CF-Net at lr 1e-3 (``METHOD_FLAGS``: the official
+1e-4 belongs to far longer schedules, CF-Net's released 1e-6 is a fine-tuning value). SingleHDR's
+stages 1 and 3 stay at 1e-4 (stage 3 at 3e-4 / 1e-3 scored lower on validation), the weakly
+supervised Le2023 was not tuned.
 
 Usage::
 
-    python benchmarks/heldout_procedural.py --out heldout_out [--samples 4000] [--seeds 0 1] [--jobs 2] [--emor_path DIR]
+    python benchmarks/heldout_procedural.py --out heldout_out [--samples 8000] [--seeds 0 1] [--jobs 2] [--emor_path DIR]
 
 ``--emor_path`` (a folder with ``emor.txt`` / ``invemor.txt``) gives SingleHDR's Linearization-Net
 the official EMoR inverse basis (K = 11) instead of hdrlab's fallback (``v^2.2`` mean + 11 sines);
@@ -109,6 +111,17 @@ SINGLEHDR_STAGES = ("dequantization", "linearization", "hallucination")
 SINGLEHDR_STAGE_FLAGS = {
     "linearization": ["--data.init_args.batch_size", "8", "--model.init_args.lr", "1e-3",
                       "--model.init_args.linearization_bn_momentum", "0.01"],
+}
+#: per-method flags on top of the shared overrides, chosen on the validation split (never the held-out
+#: scenes) for this short budget: the official rates belong to far longer schedules (Le2023 1e-4;
+#: CF-Net's released 1e-6 is a fine-tuning value). Candidates 1e-4 / 3e-4 / 1e-3, seed 0, batch 2:
+#: Le2023 + Debevec after 4000 samples, clipped PU21-PSNR on 50 validation scenes 7.55 / 10.01 /
+#: 11.16 dB (seed 1: 6.36 at 1e-4, 9.74 at 1e-3); CF-Net on the stacks of that lr-1e-3 generator
+#: after 1000 samples, clipped display PSNR on 20 validation scenes 17.95 / 19.14 / 19.97 dB.
+#: ``le2023_cfnet``'s generator is the ``le2023_debevec`` run, so it is trained with that run's flags.
+METHOD_FLAGS: dict[str, list[str]] = {
+    "le2023_debevec": ["--model.init_args.lr", "1e-3"],
+    "le2023_cfnet": ["--model.init_args.lr", "1e-3"],
 }
 SINGLEHDR_EVAL = ["--model.init_args.stage", "hallucination", "--model.init_args.prediction", "hallucinated"]
 #: evaluation-only variants of trained methods: name -> (trained method, extra ``hdrlab test`` flags)
@@ -221,11 +234,11 @@ def train(out: Path, name: str, seed: int, samples: int) -> Path:
             inputs = tuple(Path(p) for p in stage_ckpts.values()) if stage == "hallucination" else ()
             stage_ckpts[stage] = str(_fit(out, run_name, TRAINED[name], seed, budget, extra, inputs))
         return Path(stage_ckpts["hallucination"])
-    extra = list(SINGLEHDR_BASIS) if name == "singlehdr_joint" else []
+    extra = [*(SINGLEHDR_BASIS if name == "singlehdr_joint" else []), *METHOD_FLAGS.get(name, [])]
     inputs: tuple[Path, ...] = ()
     if name == "le2023_cfnet":
         generator = train(out, "le2023_debevec", seed, samples)
-        extra, inputs = ["--model.init_args.generator_ckpt", str(generator)], (generator,)
+        extra, inputs = [*extra, "--model.init_args.generator_ckpt", str(generator)], (generator,)
     return _fit(out, f"{RUN_NAMES.get(name, name)}_s{seed}", TRAINED[name], seed, samples, extra, inputs)
 
 
@@ -331,7 +344,7 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("heldout_out"))
-    parser.add_argument("--samples", type=int, default=4000, help="training samples seen per run")
+    parser.add_argument("--samples", type=int, default=8000, help="training samples seen per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--jobs", type=int, default=2, help="parallel chains (one thread each)")
     parser.add_argument("--emor_path", type=Path, default=None,

@@ -147,3 +147,23 @@ def test_reruns_reuse_matching_runs_and_stop_on_a_changed_recipe(tmp_path, monke
     commands.clear()  # a larger budget continues the run
     assert hp.main([*base, "--samples", "80", "--methods", "le2023_debevec"]) == 0
     assert [c for c in commands if c[3] == "fit"][0][-2:] == ["--ckpt_path", "last"]
+
+
+def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
+    hp = benchmark_module("heldout_procedural")
+    commands = []
+    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
+    monkeypatch.setattr(hp, "_read", lambda table: {})
+    monkeypatch.setattr(hp, "report", lambda *args: "")
+    monkeypatch.setattr(hp, "METHOD_FLAGS", {"le2023_debevec": ["--model.init_args.lr", "7e-4"],
+                                             "le2023_cfnet": ["--model.init_args.lr", "5e-4"]})
+    assert hp.main(["--out", str(tmp_path / "out"), "--seeds", "0", "--jobs", "1", "--samples", "40",
+                    "--methods", "singlehdr", "le2023_cfnet"]) == 0
+    fits = {Path(c[c.index("--run_dir") + 1]).name: c for c in commands if c[3] == "fit"}
+
+    def lr(cmd):  # the last occurrence wins
+        return cmd[len(cmd) - cmd[::-1].index("--model.init_args.lr")]
+
+    assert lr(fits["le2023_debevec_twostage_s0"]) == "7e-4"  # the generator CF-Net is trained on
+    assert lr(fits["le2023_cfnet_s0"]) == "5e-4" and "--model.init_args.generator_ckpt" in fits["le2023_cfnet_s0"]
+    assert lr(fits["singlehdr_s0"]) == "1e-4" and lr(fits["singlehdr_dequantization_s0"]) == "1e-4"
