@@ -167,3 +167,12 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
     assert lr(fits["le2023_debevec_twostage_s0"]) == "7e-4"  # the generator CF-Net is trained on
     assert lr(fits["le2023_cfnet_s0"]) == "5e-4" and "--model.init_args.generator_ckpt" in fits["le2023_cfnet_s0"]
     assert lr(fits["singlehdr_s0"]) == "1e-4" and lr(fits["singlehdr_dequantization_s0"]) == "1e-4"
+    # CF-Net's official step schedule, scaled to the budget (20 steps at batch 2): halvings at 20/40/60/80 %
+    cfnet = fits["le2023_cfnet_s0"]
+    assert json.loads(cfnet[cfnet.index("--model.init_args.lr_milestones") + 1]) == [4, 8, 12, 16]
+    assert cfnet[cfnet.index("--model.init_args.lr_gamma") + 1] == "0.5"
+    assert not any("--model.init_args.lr_milestones" in c for name, c in fits.items() if name != "le2023_cfnet_s0")
+    # a scheduled run depends on its budget, so it cannot be continued to a larger one
+    with pytest.raises(RuntimeError, match="le2023_cfnet_s0 was trained with a different recipe"):
+        hp.main(["--out", str(tmp_path / "out"), "--seeds", "0", "--jobs", "1", "--samples", "80",
+                 "--methods", "le2023_cfnet"])
