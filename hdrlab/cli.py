@@ -7,6 +7,8 @@
   ``config.yaml``, ``metrics.csv``, ``checkpoints/last.ckpt``, ``wandb/``, ``previews/``,
   ``summary.json`` (``hdrlab test`` adds ``test_per_sample.csv``: one row of metrics per test
   image). Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
+  ``--keep_best_by val/<metric>`` also keeps ``checkpoints/best.ckpt``, the checkpoint with the
+  best value of that validation metric (``--keep_best_mode max|min``).
 * Utility subcommands (``weights``, ``synth``, ``eval``, ``merge``, ``demo``, ...) live in
   :mod:`hdrlab.commands`, one module each with ``main(argv) -> int``, imported lazily.
 
@@ -21,7 +23,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hdrlab.errors import HDRLabError
 
@@ -128,6 +130,12 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                 help="training budget in samples seen (stops training when reached)")
             parser.add_argument("--checkpoint_every_n_steps", type=int, default=100,
                                 help="write checkpoints/last.ckpt every N optimizer steps")
+            parser.add_argument("--keep_best_by", type=str | None, default=None,
+                                help="also keep checkpoints/best.ckpt: the checkpoint with the best value of this "
+                                     "logged validation metric (e.g. val/display_psnr), as official code that "
+                                     "keeps its best validation checkpoint does")
+            parser.add_argument("--keep_best_mode", type=Literal["max", "min"], default="max",
+                                help="whether a larger (max) or smaller (min) --keep_best_by value is better")
             parser.add_argument("--wandb", type=str, default="auto",
                                 help="auto (online when logged in, else offline) | online | offline | disabled")
             parser.add_argument("--log_images_every_n_epochs", type=int, default=1)
@@ -194,6 +202,11 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                     enable_version_counter=False),
                     CheckpointOnInterrupt(str(run_dir / "checkpoints" / "last.ckpt")),
                 ]
+                if cfg.get("keep_best_by"):
+                    callbacks.append(ModelCheckpoint(
+                        dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.keep_best_by,
+                        mode=cfg.get("keep_best_mode", "max"), save_top_k=1, save_last=False,
+                        auto_insert_metric_name=False, enable_version_counter=False))
                 if loggers:
                     callbacks.append(LearningRateMonitor(logging_interval="step"))
                 if self.budget_plan is not None:

@@ -97,6 +97,8 @@ def _fake_runs(commands):
         if cmd[3] == "fit":
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             (run_dir / "checkpoints" / "last.ckpt").write_text("weights")
+            if "--keep_best_by" in cmd:
+                (run_dir / "checkpoints" / "best.ckpt").write_text("best weights")
             seen = int(cmd[cmd.index("--max_samples") + 1])
             (run_dir / "summary.json").write_text(json.dumps({"samples_seen": seen, "wall_time_s": 7.0}))
         else:
@@ -172,6 +174,14 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
     assert json.loads(cfnet[cfnet.index("--model.init_args.lr_milestones") + 1]) == [4, 8, 12, 16]
     assert cfnet[cfnet.index("--model.init_args.lr_gamma") + 1] == "0.5"
     assert not any("--model.init_args.lr_milestones" in c for name, c in fits.items() if name != "le2023_cfnet_s0")
+    # CF-Net keeps its best validation checkpoint (official train.py) and is scored with it
+    assert cfnet[cfnet.index("--keep_best_by") + 1] == "val/display_psnr"
+    assert cfnet[cfnet.index("--data.init_args.num_val_scenes") + 1] == "20"
+    assert not any("--keep_best_by" in c for name, c in fits.items() if name != "le2023_cfnet_s0")
+    tests = {Path(c[c.index("--run_dir") + 1]).name: c for c in commands if c[3] == "test"}
+    scored = tests["le2023_cfnet_trained_s0"]
+    assert Path(scored[scored.index("--ckpt_path") + 1]).name == "best.ckpt"
+    assert "--ckpt_path" not in tests["le2023_cfnet_untrained_s0"]
     # a scheduled run depends on its budget, so it cannot be continued to a larger one
     with pytest.raises(RuntimeError, match="le2023_cfnet_s0 was trained with a different recipe"):
         hp.main(["--out", str(tmp_path / "out"), "--seeds", "0", "--jobs", "1", "--samples", "80",

@@ -160,3 +160,20 @@ def test_experiment_name_comes_from_the_last_config_file_not_inline_text(tmp_pat
                      "--runs_root", str(tmp_path / "runs"), "--run_id", "r"], run=False)
     assert (tmp_path / "runs" / "baseline_inverse_crf" / "r").is_dir()
     assert cli.trainer.max_steps == 3
+
+
+def test_keep_best_by_keeps_the_best_validation_checkpoint_across_a_resume(tmp_path):
+    """``--keep_best_by``: ``checkpoints/best.ckpt`` is the step with the best logged validation value,
+    also when the run was resumed in between; ``--ckpt_path last`` still resumes from last.ckpt."""
+    import csv
+
+    run = tmp_path / "run"
+    keep = ["--keep_best_by", "val/psnr_mu", "--trainer.val_check_interval", "2", "--checkpoint_every_n_steps", "2"]
+    build_cli(["fit", *BASE[:-4], "--run_dir", str(run), "--trainer.max_steps", "4", *keep])
+    build_cli(["fit", *BASE[:-4], "--run_dir", str(run), "--trainer.max_steps", "8", *keep, "--ckpt_path", "last"])
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/psnr_mu")]
+    scores = {int(r["step"]) + 1: float(r["val/psnr_mu"]) for r in rows}  # logged at global step - 1
+    assert sorted(scores) == [2, 4, 6, 8]
+    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["global_step"] == max(scores, key=scores.get)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
