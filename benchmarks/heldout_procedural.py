@@ -268,7 +268,9 @@ def train(out: Path, name: str, seed: int, samples: int) -> Path:
     if name in METHOD_KEEP_BEST:
         best = last.with_name("best.ckpt")
         if not best.exists():
-            raise RuntimeError(f"{best} is missing: the run logged no {METHOD_KEEP_BEST[name]} (see its fit log)")
+            raise RuntimeError(f"{best} is missing although the run reached its budget: it was trained without "
+                               f"--keep_best_by or logged no {METHOD_KEEP_BEST[name]} (see its fit log); move "
+                               f"{last.parent.parent} away to retrain it")
         return best
     return last
 

@@ -203,9 +203,12 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                     CheckpointOnInterrupt(str(run_dir / "checkpoints" / "last.ckpt")),
                 ]
                 if cfg.get("keep_best_by"):
+                    # save_last: also rewrite last.ckpt after each validation, so the best score it
+                    # records includes that validation (the step checkpoint is written before it);
+                    # otherwise a resume forgets a best found at the step it resumes from
                     callbacks.append(ModelCheckpoint(
                         dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.keep_best_by,
-                        mode=cfg.get("keep_best_mode", "max"), save_top_k=1, save_last=False,
+                        mode=cfg.get("keep_best_mode", "max"), save_top_k=1, save_last=True,
                         auto_insert_metric_name=False, enable_version_counter=False))
                 if loggers:
                     callbacks.append(LearningRateMonitor(logging_interval="step"))

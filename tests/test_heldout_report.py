@@ -182,6 +182,11 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
     scored = tests["le2023_cfnet_trained_s0"]
     assert Path(scored[scored.index("--ckpt_path") + 1]).name == "best.ckpt"
     assert "--ckpt_path" not in tests["le2023_cfnet_untrained_s0"]
+    # a finished run without its best checkpoint is not silently scored with another one
+    (tmp_path / "out" / "runs" / "le2023_cfnet_s0" / "checkpoints" / "best.ckpt").unlink()
+    with pytest.raises(RuntimeError, match="best.ckpt is missing although the run reached its budget"):
+        hp.main(["--out", str(tmp_path / "out"), "--seeds", "0", "--jobs", "1", "--samples", "40",
+                 "--methods", "le2023_cfnet"])
     # a scheduled run depends on its budget, so it cannot be continued to a larger one
     with pytest.raises(RuntimeError, match="le2023_cfnet_s0 was trained with a different recipe"):
         hp.main(["--out", str(tmp_path / "out"), "--seeds", "0", "--jobs", "1", "--samples", "80",

@@ -163,17 +163,19 @@ def test_experiment_name_comes_from_the_last_config_file_not_inline_text(tmp_pat
 
 
 def test_keep_best_by_keeps_the_best_validation_checkpoint_across_a_resume(tmp_path):
-    """``--keep_best_by``: ``checkpoints/best.ckpt`` is the step with the best logged validation value,
-    also when the run was resumed in between; ``--ckpt_path last`` still resumes from last.ckpt."""
-    import csv
-
+    """``--keep_best_by``: ``checkpoints/best.ckpt`` is the step with the best validation value, also
+    when the run stopped right after its best validation and was resumed (a worse later step must
+    not replace it); ``--ckpt_path last`` still resumes from last.ckpt."""
     run = tmp_path / "run"
-    keep = ["--keep_best_by", "val/psnr_mu", "--trainer.val_check_interval", "2", "--checkpoint_every_n_steps", "2"]
+    scores = [0.0, 0.0, 1.0, 0.0, 3.0, 0.0, 2.0, 0.0, 0.0]  # by global step: validations at 2, 4, 6, 8
+    keep = ["--keep_best_by", "val/scripted", "--trainer.val_check_interval", "2", "--checkpoint_every_n_steps", "2",
+            "--model.init_args.scripted_val_scores", json.dumps(scores)]
     build_cli(["fit", *BASE[:-4], "--run_dir", str(run), "--trainer.max_steps", "4", *keep])
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 4
     build_cli(["fit", *BASE[:-4], "--run_dir", str(run), "--trainer.max_steps", "8", *keep, "--ckpt_path", "last"])
-    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r.get("val/psnr_mu")]
-    scores = {int(r["step"]) + 1: float(r["val/psnr_mu"]) for r in rows}  # logged at global step - 1
-    assert sorted(scores) == [2, 4, 6, 8]
-    best = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
-    assert best["global_step"] == max(scores, key=scores.get)
+    assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 4
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    # min mode picks the lowest
+    low = tmp_path / "low"
+    build_cli(["fit", *BASE[:-4], "--run_dir", str(low), "--trainer.max_steps", "8", *keep, "--keep_best_mode", "min"])
+    assert torch.load(low / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 8

@@ -13,12 +13,15 @@ from hdrlab.methods.base import HDRMethod
 
 class PlumbingMethod(HDRMethod):
     def __init__(self, *, width: float = 1.0, lr: float = 1e-3, oom_once_at_step: int | None = None,
-                 oom_marker: str | None = None, **kwargs) -> None:
+                 oom_marker: str | None = None, scripted_val_scores: list[float] | None = None, **kwargs) -> None:
         """``oom_once_at_step``: raise an injected CUDA out-of-memory error at that step, once
-        (``oom_marker`` is a file created when it fired), to test the memory-plan step-down."""
+        (``oom_marker`` is a file created when it fired), to test the memory-plan step-down.
+        ``scripted_val_scores``: also log ``val/scripted`` = ``scripted_val_scores[global_step]`` at
+        each validation, a known score sequence for checkpoint-selection tests."""
         super().__init__(lr=lr, **kwargs)
         self.oom_once_at_step = oom_once_at_step
         self.oom_marker = oom_marker
+        self.scripted_val_scores = scripted_val_scores
         c = max(1, round(16 * width))
         self.net = nn.Sequential(nn.Conv2d(3, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, 3, 3, padding=1))
 
@@ -39,3 +42,8 @@ class PlumbingMethod(HDRMethod):
         pred = self.predict_image(batch)
         l1 = (torch.log1p(pred) - torch.log1p(batch["hdr"])).abs().mean()
         return l1, {"log_l1": l1}
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.scripted_val_scores is not None:
+            self.log("val/scripted", float(self.scripted_val_scores[self.global_step]))

@@ -1,4 +1,4 @@
-"""``benchmarks/cfnet_resolution_ceiling.py``: the no-learned-detail fusion quoted in docs/methods.md."""
+"""``benchmarks/cfnet_no_detail_reference.py``: the no-learned-detail fusion quoted in docs/methods.md."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.support.benchmarks import benchmark_module
 
 
 def test_no_detail_fusion_is_exact_on_smooth_images_and_loses_fine_detail():
-    rc = benchmark_module("cfnet_resolution_ceiling")
+    rc = benchmark_module("cfnet_no_detail_reference")
     flat = torch.full((1, 3, 16, 16), 3.0)  # constant radiance above the clip level
     assert torch.allclose(rc.no_detail_fusion(flat, scale=2), display(flat), atol=1e-6)
     checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 4.0  # one-pixel detail
@@ -22,10 +22,10 @@ def test_no_detail_fusion_is_exact_on_smooth_images_and_loses_fine_detail():
     assert (out - display(hdr)).abs().mean() > 0.3
 
 
-def test_ceiling_rows_score_the_pinned_test_scenes():
-    rc = benchmark_module("cfnet_resolution_ceiling")
-    rows = rc.ceiling_rows(scale=2, scenes=2)
+def test_reference_rows_score_the_pinned_test_scenes():
+    rc = benchmark_module("cfnet_no_detail_reference")
+    rows = rc.reference_rows(scale=2, scenes=2)
     assert list(rows) == ["procedural_20000000", "procedural_20000001"]
-    # measured on this split (docs/methods.md): 22.87 / 21.34 dB and 23.66 / 23.11 dB
+    # measured on this split (the script's per-scene table): 22.87 / 21.34 dB and 23.66 / 23.11 dB
     assert math.isclose(rows["procedural_20000000"]["display_psnr"], 22.87, abs_tol=0.01)
     assert math.isclose(rows["procedural_20000001"]["display_psnr_clipped"], 23.11, abs_tol=0.01)
