@@ -29,3 +29,8 @@ def test_reference_rows_score_the_pinned_test_scenes():
     # measured on this split (the script's per-scene table): 22.87 / 21.34 dB and 23.66 / 23.11 dB
     assert math.isclose(rows["procedural_20000000"]["display_psnr"], 22.87, abs_tol=0.01)
     assert math.isclose(rows["procedural_20000001"]["display_psnr_clipped"], 23.11, abs_tol=0.01)
+    # the baseline column is the protocol's baseline_inverse_crf (its per-scene CSV: 18.70 / 19.38 dB)
+    assert math.isclose(rows["procedural_20000000"]["baseline_clipped"], 18.70, abs_tol=0.01)
+    assert math.isclose(rows["procedural_20000001"]["baseline_clipped"], 19.38, abs_tol=0.01)
+    val = rc.reference_rows(scale=2, scenes=1, split="val")
+    assert list(val) == ["procedural_10000000"]
