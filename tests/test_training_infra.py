@@ -168,14 +168,16 @@ def test_keep_best_by_keeps_the_best_validation_checkpoint_across_a_resume(tmp_p
     not replace it); ``--ckpt_path last`` still resumes from last.ckpt."""
     run = tmp_path / "run"
     scores = [0.0, 0.0, 1.0, 0.0, 3.0, 0.0, 2.0, 0.0, 0.0]  # by global step: validations at 2, 4, 6, 8
-    keep = ["--keep_best_by", "val/scripted", "--trainer.val_check_interval", "2", "--checkpoint_every_n_steps", "2",
+    # validate every 2 steps (BASE switches validation off; later flags win)
+    keep = [*BASE, "--trainer.check_val_every_n_epoch", "1", "--trainer.val_check_interval", "2",
+            "--keep_best_by", "val/scripted", "--checkpoint_every_n_steps", "2",
             "--model.init_args.scripted_val_scores", json.dumps(scores)]
-    build_cli(["fit", *BASE[:-4], "--run_dir", str(run), "--trainer.max_steps", "4", *keep])
+    build_cli(["fit", *keep, "--run_dir", str(run), "--trainer.max_steps", "4"])
     assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 4
-    build_cli(["fit", *BASE[:-4], "--run_dir", str(run), "--trainer.max_steps", "8", *keep, "--ckpt_path", "last"])
+    build_cli(["fit", *keep, "--run_dir", str(run), "--trainer.max_steps", "8", "--ckpt_path", "last"])
     assert torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 4
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
     # min mode picks the lowest
     low = tmp_path / "low"
-    build_cli(["fit", *BASE[:-4], "--run_dir", str(low), "--trainer.max_steps", "8", *keep, "--keep_best_mode", "min"])
+    build_cli(["fit", *keep, "--run_dir", str(low), "--trainer.max_steps", "8", "--keep_best_mode", "min"])
     assert torch.load(low / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 8
