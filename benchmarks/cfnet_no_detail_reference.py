@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from hdrlab.callbacks.per_sample_metrics import per_sample_values
-from hdrlab.camera import lut_apply
 from hdrlab.data import ProceduralDataModule
+from hdrlab.methods.baselines import InverseCRFBaseline
 from hdrlab.metrics.display import build_display_metrics
 from hdrlab.models.mergers.cfnet import downsample_pair_image
 from hdrlab.tonemap import display
@@ -80,11 +80,12 @@ def reference_rows(*, scale: int = 2, patch: int = PATCH, scenes: int = SCENES,
     data.setup("test" if split == "test" else "validate")
     loader = data.test_dataloader() if split == "test" else data.val_dataloader()
     metrics = build_display_metrics(prefix="")
+    no_hallucination = InverseCRFBaseline()  # the protocol's baseline_inverse_crf
     rows = {}
     for batch in loader:
         target, mask = display(batch["hdr"]), batch["clip_mask"]
         values = per_sample_values(metrics, no_detail_fusion(batch["hdr"], scale=scale), target, mask)[0]
-        baseline = display(lut_apply(batch["ldr"], batch["crf_inverse"]))
+        baseline = display(no_hallucination.predict_image(batch))
         rows[batch["name"][0]] = {
             "display_psnr": values["display_psnr"],
             "display_psnr_clipped": values["display_psnr_clipped"],
