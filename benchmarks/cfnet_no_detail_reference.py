@@ -10,8 +10,9 @@ antialiased bicubic) and upsampled bilinearly (CF-Net's residual base). Whatever
 the truth, CF-Net must win back by super-resolution before it can beat a method that works at full
 resolution. It is a reference, not a bound: a trained CF-Net can exceed it by learning detail.
 
-Scenes: the held-out protocol's 20 pinned test scenes (``ProceduralDataModule`` at the tiny
-override's 64 px, ``benchmarks/heldout_procedural.py``). Scores: ``display_psnr`` and
+Scenes: the held-out protocol's 20 pinned test scenes (``ProceduralDataModule``,
+``benchmarks/heldout_procedural.py``), by default at the earlier protocol's 64 px (the tiny
+patch); the protocol now renders them at 128 px (``--patch 128``). Scores: ``display_psnr`` and
 ``display_psnr_clipped`` (:class:`~hdrlab.metrics.display.DisplayPSNR`, the protocol's display
 columns), next to the no-hallucination baseline's clipped score; with ``--per_scene
 OUT/per_scene_le2023_cfnet.csv`` (written by the protocol) also next to the trained CF-Net of each
@@ -42,7 +43,7 @@ from hdrlab.metrics.display import build_display_metrics
 from hdrlab.models.mergers.cfnet import downsample_pair_image
 from hdrlab.tonemap import display
 
-#: the held-out protocol's test split (tiny override: 64 px scenes)
+#: the earlier held-out protocol's test split (64 px scenes: the tiny patch; the protocol now: 128)
 PATCH = 64
 SCENES = 20
 
@@ -70,7 +71,7 @@ def reference_rows(*, scale: int = 2, patch: int = PATCH, scenes: int = SCENES,
 
     Args:
         scale: CF-Net's SR factor.
-        patch: render size of the scenes (the protocol's: 64).
+        patch: render size of the scenes (the earlier protocol's 64; the protocol now renders 128).
         scenes: number of scenes of the split.
         split: ``"test"`` (the pinned held-out scenes) or ``"val"`` (the validation scenes).
     """
@@ -107,7 +108,7 @@ def _cfnet_scores(path: Path) -> dict[str, dict[str, float]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=int, default=2, choices=(2, 4))
-    parser.add_argument("--patch", type=int, default=PATCH, help="render size of the scenes (the protocol's: 64)")
+    parser.add_argument("--patch", type=int, default=PATCH, help="render size of the scenes (earlier protocol: 64; the protocol now: 128)")
     parser.add_argument("--split", default="test", choices=("test", "val"))
     parser.add_argument("--scenes", type=int, default=SCENES)
     parser.add_argument("--per_scene", type=Path, default=None,

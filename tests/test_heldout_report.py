@@ -14,7 +14,7 @@ import pytest
 from tests.support.benchmarks import benchmark_module
 
 
-def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
+def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path, monkeypatch):
     hp = benchmark_module("heldout_procedural")
     scenes = [f"procedural_{20_000_000 + i:08d}" for i in range(20)]
     columns = (*hp.HDR_COLUMNS, *hp.DISPLAY_COLUMNS)
@@ -51,6 +51,12 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path):
     assert (tmp_path / "report.md").read_text() == full
     assert (tmp_path / "report_singlehdr+le2023_debevec+le2023_cfnet.md").read_text() == text
     assert "| singlehdr | pu21_psnr_clipped | 1 | 20/20 | 16/20 |" in text and "le2023_weak_debevec |" not in text
+    # another render size of the held-out scenes reports under its own name, never over the default's
+    monkeypatch.setattr(hp, "TEST_SIZE", [64])
+    text = hp.report(tmp_path, results, [0, 1], 4000, {})
+    assert text.startswith("# Held-out procedural evaluation (4000 samples seen, seeds [0, 1], 20 test scenes rendered at 64 px")
+    assert (tmp_path / "report_64px.md").read_text() == text and (tmp_path / "report.md").read_text() == full
+    assert json.loads((tmp_path / "summary_64px.json").read_text())["test_size"] == 64
 
 
 def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(tmp_path, monkeypatch):
@@ -182,6 +188,16 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
     scored = tests["le2023_cfnet_trained_s0"]
     assert Path(scored[scored.index("--ckpt_path") + 1]).name == "best.ckpt"
     assert "--ckpt_path" not in tests["le2023_cfnet_untrained_s0"]
+    # every scene is rendered at 128 px: training (and validation) on the tiny 64 px crops of them,
+    # every method, untrained self and baseline scored on the whole 128 px held-out scenes, in a
+    # folder named by that size
+    for cmd in tests.values():
+        assert cmd[len(cmd) - cmd[::-1].index("--data.init_args.patch_size")] == "128"
+        assert cmd[len(cmd) - cmd[::-1].index("--data.init_args.scene_size")] == "128"
+        assert Path(cmd[cmd.index("--run_dir") + 1]).parent.name == "tests_128px"
+    for cmd in fits.values():
+        assert "--data.init_args.patch_size" not in cmd  # the tiny override's 64 px
+        assert cmd[cmd.index("--data.init_args.scene_size") + 1] == "128"
     # a finished run without its best checkpoint is not silently scored with another one
     (tmp_path / "out" / "runs" / "le2023_cfnet_s0" / "checkpoints" / "best.ckpt").unlink()
     with pytest.raises(RuntimeError, match="best.ckpt is missing although the run reached its budget"):
@@ -191,3 +207,41 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="le2023_cfnet_s0 was trained with a different recipe"):
         hp.main(["--out", str(tmp_path / "out"), "--seeds", "0", "--jobs", "1", "--samples", "80",
                  "--methods", "le2023_cfnet"])
+
+
+def test_scene_sizes_must_suit_every_method(tmp_path, capsys):
+    hp = benchmark_module("heldout_procedural")
+    for flag in ("--scene_size", "--test_size"):
+        with pytest.raises(SystemExit):
+            hp.main(["--out", str(tmp_path / "out"), flag, "100"])
+        assert f"{flag} must be a multiple of 32 and at least 64, got 100" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_scene_size_64_keeps_the_earlier_protocol_and_its_recorded_recipes(tmp_path, monkeypatch):
+    """``--scene_size 64`` is the earlier protocol: no scene-size flag in the fits (so run folders
+    recorded by it stay valid), held-out scenes scored at 64 px under ``tests_64px``."""
+    hp = benchmark_module("heldout_procedural")
+    commands = []
+    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
+    monkeypatch.setattr(hp, "_read", lambda table: {})
+    monkeypatch.setattr(hp, "report", lambda *args: "")
+    out = tmp_path / "out"
+    assert hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40",
+                    "--methods", "le2023_debevec", "--scene_size", "64"]) == 0
+    fit = next(c for c in commands if c[3] == "fit")
+    assert "--data.init_args.scene_size" not in fit
+    assert json.loads((out / "runs" / "le2023_debevec_twostage_s0" / hp.RECIPE_FILE).read_text())["recipe"]["args"] == [
+        "--model.init_args.lr", "1e-3"]
+    tests = [c for c in commands if c[3] == "test"]
+    assert tests and all(Path(c[c.index("--run_dir") + 1]).parent.name == "tests_64px" for c in tests)
+    assert all(c[len(c) - c[::-1].index("--data.init_args.patch_size")] == "64" for c in tests)
+    # the same runs scored on 128 px renders (a pixel-scale change: reported, not the protocol)
+    commands.clear()
+    assert hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40",
+                    "--methods", "le2023_debevec", "--scene_size", "64", "--test_size", "128"]) == 0
+    assert not [c for c in commands if c[3] == "fit"]
+    assert {Path(c[c.index("--run_dir") + 1]).parent.name for c in commands} == {"tests_128px"}
+    # the default protocol renders the scenes at 128 px: another recipe, so these folders do not mix
+    with pytest.raises(RuntimeError, match="le2023_debevec_twostage_s0 was trained with a different recipe"):
+        hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40", "--methods", "le2023_debevec"])
