@@ -52,8 +52,9 @@ stages 1 and 3 stay at 1e-4 (stage 3 at 3e-4 / 1e-3 scored lower on validation);
 supervised Le2023 was not tuned. CF-Net also follows its official step schedule scaled to the
 budget (``METHOD_SCHEDULES``: lr halved at 20/40/60/80 % of the steps), adopted after a
 constant-lr run ended on a validation dip (and a held-out loss) on seed 1, and is scored with its
-best validation checkpoint as its official training keeps (``METHOD_KEEP_BEST``: whole-image
-display PSNR on 20 validation scenes every 250 steps; the training itself is unchanged).
+best validation checkpoint as its official training keeps (``METHOD_KEEP_BEST``: display PSNR on
+20 validation scenes every 250 steps, on the training's 64 px crops of them; the training itself
+is unchanged).
 
 Usage::
 
@@ -77,7 +78,10 @@ folder named (continuing a run to a *larger* budget is allowed: constant lr and 
 its recipe changes instead). ``--adopt_unrecorded_runs`` writes records for run
 folders made before records existed, trusting that they match. Writes ``OUT/report.md`` (tables
 and per-seed win counts), ``OUT/per_scene.csv`` and ``OUT/summary.json``; with a ``--methods``
-subset, ``OUT/report_<methods>.md`` etc., so a partial run never overwrites the full report.
+subset, ``OUT/report_<methods>.md`` etc., so a partial run never overwrites the full report. Other
+render sizes than the default 128 / 128 px put them in the name (``report_64px.md`` for
+``--scene_size 64``, ``report_64px_test128px.md`` for ``--scene_size 64 --test_size 128``), and
+the summary records both sizes.
 """
 
 from __future__ import annotations
@@ -139,8 +143,10 @@ METHOD_FLAGS: dict[str, list[str]] = {
 METHOD_SCHEDULES: dict[str, tuple[float, ...]] = {"le2023_cfnet": (0.2, 0.4, 0.6, 0.8)}
 #: methods whose official training keeps its best validation checkpoint rather than the last one,
 #: and by which metric: CF-Net's ``train.py`` validates every epoch (PSNR of the fused image) and
-#: keeps the best. Here: whole-image display PSNR on 20 validation scenes (disjoint from the
-#: held-out ones) every 250 steps (``hdrlab fit --keep_best_by``); the run is scored with
+#: keeps the best. Here: display PSNR on 20 validation scenes (disjoint from the held-out ones)
+#: every 250 steps (``hdrlab fit --keep_best_by``), on the same 64 px crops as training (whole
+#: scenes at ``--scene_size 64``; crops of the 128 px scenes by default, where CF-Net's inputs are
+#: 32 px while the held-out scenes are scored whole); the run is scored with
 #: ``checkpoints/best.ckpt``. The training itself is unchanged (same steps, same data).
 METHOD_KEEP_BEST: dict[str, str] = {"le2023_cfnet": "val/display_psnr"}
 KEEP_BEST_FLAGS = ["--data.init_args.num_val_scenes", "20", "--trainer.val_check_interval", "250"]
@@ -341,6 +347,13 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def _size_stem(scene: int, test: int) -> str:
+    """File-name part naming the render sizes: none for the protocol's 128 / 128 px."""
+    if (scene, test) == (DEFAULT_SCENE_SIZE, DEFAULT_TEST_SIZE):
+        return ""
+    return f"_{scene}px" if scene == test else f"_{scene}px_test{test}px"
+
+
 def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, float]]], seeds: list[int],
            samples: int, wall: dict[str, float]) -> str:
     rows = []
@@ -352,7 +365,7 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
     missing = [name for name in TRAINED if name not in present]
     if missing:
         lines += [f"Not requested in this invocation (not in this report): {', '.join(missing)}.", ""]
-    stem = ("" if size == DEFAULT_TEST_SIZE else f"_{size}px") + (
+    stem = _size_stem(SCENE_SIZE[0], size) + (
         "" if not missing else "_" + "+".join(n for n in TRAINED if n in present))
     for domain, columns in (("HDR (linear, median-aligned)", HDR_COLUMNS), ("display", DISPLAY_COLUMNS)):
         lines += [f"## {domain} columns: mean over the 20 scenes, mean ± std over seeds", "",

@@ -51,12 +51,20 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path, monkeypatch
     assert (tmp_path / "report.md").read_text() == full
     assert (tmp_path / "report_singlehdr+le2023_debevec+le2023_cfnet.md").read_text() == text
     assert "| singlehdr | pu21_psnr_clipped | 1 | 20/20 | 16/20 |" in text and "le2023_weak_debevec |" not in text
-    # another render size of the held-out scenes reports under its own name, never over the default's
+    # other render sizes report under their own names, never over the default's or each other's
+    monkeypatch.setattr(hp, "SCENE_SIZE", [64])
     monkeypatch.setattr(hp, "TEST_SIZE", [64])
     text = hp.report(tmp_path, results, [0, 1], 4000, {})
-    assert text.startswith("# Held-out procedural evaluation (4000 samples seen, seeds [0, 1], 20 test scenes rendered at 64 px")
+    assert text.startswith("# Held-out procedural evaluation (4000 samples seen, seeds [0, 1], 20 test scenes "
+                           "rendered at 64 px; trained on 64 px crops of 64 px scenes)")
     assert (tmp_path / "report_64px.md").read_text() == text and (tmp_path / "report.md").read_text() == full
     assert json.loads((tmp_path / "summary_64px.json").read_text())["test_size"] == 64
+    monkeypatch.setattr(hp, "TEST_SIZE", [128])  # 64 px-trained runs scored on 128 px renders
+    mixed = hp.report(tmp_path, results, [0, 1], 4000, {})
+    assert (tmp_path / "report_64px_test128px.md").read_text() == mixed
+    assert (tmp_path / "report.md").read_text() == full and (tmp_path / "report_64px.md").read_text() == text
+    sizes = json.loads((tmp_path / "summary_64px_test128px.json").read_text())
+    assert (sizes["scene_size"], sizes["test_size"]) == (64, 128)
 
 
 def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(tmp_path, monkeypatch):
