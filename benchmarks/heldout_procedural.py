@@ -180,8 +180,7 @@ SINGLEHDR_BASIS: list[str] = []
 #: then loses to its untrained self).
 DEFAULT_SCENE_SIZE = 128
 SCENE_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
-DEFAULT_TEST_SIZE = 128
-TEST_SIZE: list[int] = [DEFAULT_TEST_SIZE]
+TEST_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
 HDR_COLUMNS = ("pu21_psnr", "pu21_psnr_clipped", "psnr_mu", "psnr_mu_clipped", "log2_ratio_clipped")
 DISPLAY_COLUMNS = ("display_psnr", "display_psnr_clipped")
 
@@ -349,7 +348,7 @@ def _fmt(values: list[float]) -> str:
 
 def _size_stem(scene: int, test: int) -> str:
     """File-name part naming the render sizes: none for the protocol's 128 / 128 px."""
-    if (scene, test) == (DEFAULT_SCENE_SIZE, DEFAULT_TEST_SIZE):
+    if scene == test == DEFAULT_SCENE_SIZE:
         return ""
     return f"_{scene}px" if scene == test else f"_{scene}px_test{test}px"
 
@@ -430,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(64 = the earlier protocol)")
     parser.add_argument("--test_size", type=int, default=None,
                         help="render size (px) of the 20 held-out scenes, scored whole (default: --scene_size). "
-                             "Scores go to OUT/tests_<size>px, reports of a size other than 128 to "
-                             "OUT/report_<size>px.md")
+                             "Scores go to OUT/tests_<size>px; reports of other sizes than 128 / 128 name "
+                             "them (OUT/report_64px.md, OUT/report_64px_test128px.md)")
     args = parser.parse_args(argv)
     args.test_size = args.scene_size if args.test_size is None else args.test_size
     for flag in ("scene_size", "test_size"):  # SingleHDR's encoder halves the image five times
