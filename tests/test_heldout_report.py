@@ -89,7 +89,7 @@ def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(
     lin = next(c for c in singlehdr if c[3] == "fit" and "linearization" in c)
     flags = hp.SINGLEHDR_STAGE_FLAGS["linearization"]
     for flag, value in zip(flags[::2], flags[1::2]):  # the last occurrence wins: the stage-2 value
-        assert lin[len(lin) - lin[::-1].index(flag)] == value
+        assert _last_value(lin, flag) == value
     assert not any("--model.init_args.linearization_bn_momentum" in c for c in singlehdr if "linearization" not in c)
     assert any(c[3] == "test" and "known" in c for c in singlehdr) and any(c[3] == "test" and "known" not in c for c in singlehdr)
     assert {c[3] for c in others} == {"fit", "test"}
@@ -100,6 +100,11 @@ def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(
         j = cmd.index("--data.init_args.emor_path")  # the held-out CRFs stay those of every other method
         assert cmd[j + 1] == "null"
     assert not any("--model.init_args.emor_path" in c or "--data.init_args.emor_path" in c for c in others)
+
+
+def _last_value(cmd, flag):
+    """The value of ``flag`` in a command line where it may repeat: the last occurrence wins."""
+    return cmd[len(cmd) - cmd[::-1].index(flag)]
 
 
 def _fake_runs(commands):
@@ -177,8 +182,8 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
                     "--methods", "singlehdr", "le2023_cfnet"]) == 0
     fits = {Path(c[c.index("--run_dir") + 1]).name: c for c in commands if c[3] == "fit"}
 
-    def lr(cmd):  # the last occurrence wins
-        return cmd[len(cmd) - cmd[::-1].index("--model.init_args.lr")]
+    def lr(cmd):
+        return _last_value(cmd, "--model.init_args.lr")
 
     assert lr(fits["le2023_debevec_twostage_s0"]) == "7e-4"  # the generator CF-Net is trained on
     assert lr(fits["le2023_cfnet_s0"]) == "5e-4" and "--model.init_args.generator_ckpt" in fits["le2023_cfnet_s0"]
@@ -200,8 +205,8 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
     # every method, untrained self and baseline scored on the whole 128 px held-out scenes, in a
     # folder named by that size
     for cmd in tests.values():
-        assert cmd[len(cmd) - cmd[::-1].index("--data.init_args.patch_size")] == "128"
-        assert cmd[len(cmd) - cmd[::-1].index("--data.init_args.scene_size")] == "128"
+        assert _last_value(cmd, "--data.init_args.patch_size") == "128"
+        assert _last_value(cmd, "--data.init_args.scene_size") == "128"
         assert Path(cmd[cmd.index("--run_dir") + 1]).parent.name == "tests_128px"
     for cmd in fits.values():
         assert "--data.init_args.patch_size" not in cmd  # the tiny override's 64 px
@@ -243,7 +248,7 @@ def test_scene_size_64_keeps_the_earlier_protocol_and_its_recorded_recipes(tmp_p
         "--model.init_args.lr", "1e-3"]
     tests = [c for c in commands if c[3] == "test"]
     assert tests and all(Path(c[c.index("--run_dir") + 1]).parent.name == "tests_64px" for c in tests)
-    assert all(c[len(c) - c[::-1].index("--data.init_args.patch_size")] == "64" for c in tests)
+    assert all(_last_value(c, "--data.init_args.patch_size") == "64" for c in tests)
     # the same runs scored on 128 px renders (a pixel-scale change: reported, not the protocol)
     commands.clear()
     assert hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40",
