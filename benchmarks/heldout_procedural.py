@@ -41,7 +41,8 @@ untrained CF-Net).
 Protocol overrides (deviations from the experiment files; shared unless named below):
 ``experiments/overrides/tiny.yaml`` (width 1/8, patch 64, batch 2, random perceptual trunks),
 every scene rendered at 128 px (``--scene_size``; training and validation on 64 px crops of them,
-the held-out scenes scored whole; see :data:`DEFAULT_SCENE_SIZE`), ``num_train_scenes`` 1000,
+or on whole scenes with ``--train_patch 128``; the held-out scenes scored whole; see
+:data:`DEFAULT_SCENE_SIZE` and :data:`DEFAULT_TRAIN_PATCH`), ``num_train_scenes`` 1000,
 ``num_test_scenes`` 20, learning rate 1e-4 (SingleHDR's stage-wise
 rate: its joint default 1e-5 is a fine-tuning rate for pre-trained stages), ``--max_samples``
 budget. Settings chosen for the short budget on the validation split (never the held-out scenes):
@@ -53,13 +54,13 @@ supervised Le2023 was not tuned. CF-Net also follows its official step schedule 
 budget (``METHOD_SCHEDULES``: lr halved at 20/40/60/80 % of the steps), adopted after a
 constant-lr run ended on a validation dip (and a held-out loss) on seed 1, and is scored with its
 best validation checkpoint as its official training keeps (``METHOD_KEEP_BEST``: display PSNR on
-20 validation scenes every 250 steps, on the training's 64 px crops of them; the training itself
+20 validation scenes every 250 steps, on the training's patches of them; the training itself
 is unchanged).
 
 Usage::
 
     python benchmarks/heldout_procedural.py --out heldout_out [--samples 8000] [--seeds 0 1] [--jobs 2] [--emor_path DIR]
-        [--scene_size 128] [--test_size SIZE]
+        [--scene_size 128] [--test_size SIZE] [--train_patch 64]
 
 ``--emor_path`` (a folder with ``emor.txt`` / ``invemor.txt``) gives SingleHDR's Linearization-Net
 the official EMoR inverse basis (K = 11) instead of hdrlab's fallback (``v^2.2`` mean + 11 sines);
@@ -180,6 +181,12 @@ SINGLEHDR_BASIS: list[str] = []
 #: then loses to its untrained self).
 DEFAULT_SCENE_SIZE = 128
 SCENE_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
+#: training and validation patch (px, ``--train_patch``): 64, the tiny override's patch, by
+#: default; ``--train_patch 128`` with 128 px scenes trains and validates on whole scenes, the
+#: size they are tested at (4x the pixels per sample, so about 4x the cost of a run), and CF-Net's
+#: best checkpoint is then chosen on whole validation scenes too
+DEFAULT_TRAIN_PATCH = 64
+TRAIN_PATCH: list[int] = [DEFAULT_TRAIN_PATCH]
 TEST_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
 HDR_COLUMNS = ("pu21_psnr", "pu21_psnr_clipped", "psnr_mu", "psnr_mu_clipped", "log2_ratio_clipped")
 DISPLAY_COLUMNS = ("display_psnr", "display_psnr_clipped")
@@ -224,6 +231,8 @@ def _fit(out: Path, run_name: str, config: str, seed: int, samples: int, extra: 
     """
     if SCENE_SIZE[0] != 64:  # 64 = the tiny patch, the data module's default: no flag, as before
         extra = ["--data.init_args.scene_size", str(SCENE_SIZE[0]), *extra]
+    if TRAIN_PATCH[0] != DEFAULT_TRAIN_PATCH:  # likewise: the default patch adds no flag
+        extra = ["--data.init_args.patch_size", str(TRAIN_PATCH[0]), *extra]
     run_dir = out / "runs" / run_name
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary = run_dir / "summary.json"
@@ -346,11 +355,11 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _size_stem(scene: int, test: int) -> str:
-    """File-name part naming the render sizes: none for the protocol's 128 / 128 px."""
-    if scene == test == DEFAULT_SCENE_SIZE:
-        return ""
-    return f"_{scene}px" if scene == test else f"_{scene}px_test{test}px"
+def _size_stem(scene: int, test: int, patch: int = DEFAULT_TRAIN_PATCH) -> str:
+    """File-name part naming the render sizes and the training patch: none for the default
+    protocol (128 px scenes and tests, 64 px training patches)."""
+    stem = "" if scene == test == DEFAULT_SCENE_SIZE else (f"_{scene}px" if scene == test else f"_{scene}px_test{test}px")
+    return stem + ("" if patch == DEFAULT_TRAIN_PATCH else f"_train{patch}px")
 
 
 def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, float]]], seeds: list[int],
@@ -358,13 +367,15 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
     rows = []
     size = TEST_SIZE[0]
     lines = [f"# Held-out procedural evaluation ({samples} samples seen, seeds {seeds}, 20 test scenes "
-             f"rendered at {size} px; trained on 64 px crops of {SCENE_SIZE[0]} px scenes)", ""]
+             f"rendered at {size} px; trained on "
+             + (f"whole {SCENE_SIZE[0]} px scenes)" if TRAIN_PATCH[0] == SCENE_SIZE[0]
+                else f"{TRAIN_PATCH[0]} px crops of {SCENE_SIZE[0]} px scenes)"), ""]
     present = {name for name, _, _ in results}
     names = [name for name in (*TRAINED, *ABLATIONS, *BASELINES) if name in present]
     missing = [name for name in TRAINED if name not in present]
     if missing:
         lines += [f"Not requested in this invocation (not in this report): {', '.join(missing)}.", ""]
-    stem = _size_stem(SCENE_SIZE[0], size) + (
+    stem = _size_stem(SCENE_SIZE[0], size, TRAIN_PATCH[0]) + (
         "" if not missing else "_" + "+".join(n for n in TRAINED if n in present))
     for domain, columns in (("HDR (linear, median-aligned)", HDR_COLUMNS), ("display", DISPLAY_COLUMNS)):
         lines += [f"## {domain} columns: mean over the 20 scenes, mean ± std over seeds", "",
@@ -404,7 +415,8 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
         writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    (out / f"summary{stem}.json").write_text(json.dumps({"samples": samples, "seeds": seeds, "scene_size": SCENE_SIZE[0], "test_size": size, "wins": wins,
+    (out / f"summary{stem}.json").write_text(json.dumps({"samples": samples, "seeds": seeds, "scene_size": SCENE_SIZE[0], "test_size": size,
+                                                  "train_patch": TRAIN_PATCH[0], "wins": wins,
                                                   "train_wall_s": wall}, indent=2))
     text = "\n".join(lines)
     (out / f"report{stem}.md").write_text(text)
@@ -431,12 +443,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="render size (px) of the 20 held-out scenes, scored whole (default: --scene_size). "
                              "Scores go to OUT/tests_<size>px; reports of other sizes than 128 / 128 name "
                              "them (OUT/report_64px.md, OUT/report_64px_test128px.md)")
+    parser.add_argument("--train_patch", type=int, default=DEFAULT_TRAIN_PATCH,
+                        help="training and validation patch (px), at most --scene_size (default 64, the tiny "
+                             "override's patch; 128 with 128 px scenes = train and validate on whole scenes). "
+                             "Reports of other patches name it (OUT/report_train128px.md)")
     args = parser.parse_args(argv)
     args.test_size = args.scene_size if args.test_size is None else args.test_size
-    for flag in ("scene_size", "test_size"):  # SingleHDR's encoder halves the image five times
+    for flag in ("scene_size", "test_size", "train_patch"):  # SingleHDR's encoder halves the image five times
         if getattr(args, flag) < 64 or getattr(args, flag) % 32:
             parser.error(f"--{flag} must be a multiple of 32 and at least 64, got {getattr(args, flag)}")
+    if args.train_patch > args.scene_size:
+        parser.error(f"--train_patch ({args.train_patch}) must not exceed --scene_size ({args.scene_size})")
     ADOPT_UNRECORDED[0] = args.adopt_unrecorded_runs
+    TRAIN_PATCH[0] = args.train_patch
     TEST_SIZE[0] = args.test_size
     SCENE_SIZE[0] = args.scene_size
     RUNS_USED.clear()

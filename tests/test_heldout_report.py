@@ -56,7 +56,7 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path, monkeypatch
     monkeypatch.setattr(hp, "TEST_SIZE", [64])
     text = hp.report(tmp_path, results, [0, 1], 4000, {})
     assert text.startswith("# Held-out procedural evaluation (4000 samples seen, seeds [0, 1], 20 test scenes "
-                           "rendered at 64 px; trained on 64 px crops of 64 px scenes)")
+                           "rendered at 64 px; trained on whole 64 px scenes)")
     assert (tmp_path / "report_64px.md").read_text() == text and (tmp_path / "report.md").read_text() == full
     assert json.loads((tmp_path / "summary_64px.json").read_text())["test_size"] == 64
     monkeypatch.setattr(hp, "TEST_SIZE", [128])  # 64 px-trained runs scored on 128 px renders
@@ -65,6 +65,13 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path, monkeypatch
     assert (tmp_path / "report.md").read_text() == full and (tmp_path / "report_64px.md").read_text() == text
     sizes = json.loads((tmp_path / "summary_64px_test128px.json").read_text())
     assert (sizes["scene_size"], sizes["test_size"]) == (64, 128)
+    # training on whole 128 px scenes (--train_patch 128) reports under its own name too
+    monkeypatch.setattr(hp, "SCENE_SIZE", [128])
+    monkeypatch.setattr(hp, "TRAIN_PATCH", [128])
+    whole = hp.report(tmp_path, results, [0, 1], 4000, {})
+    assert "rendered at 128 px; trained on whole 128 px scenes)" in whole.splitlines()[0]
+    assert (tmp_path / "report_train128px.md").read_text() == whole and (tmp_path / "report.md").read_text() == full
+    assert json.loads((tmp_path / "summary_train128px.json").read_text())["train_patch"] == 128
 
 
 def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(tmp_path, monkeypatch):
@@ -224,11 +231,36 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
 
 def test_scene_sizes_must_suit_every_method(tmp_path, capsys):
     hp = benchmark_module("heldout_procedural")
-    for flag in ("--scene_size", "--test_size"):
+    for flag in ("--scene_size", "--test_size", "--train_patch"):
         with pytest.raises(SystemExit):
             hp.main(["--out", str(tmp_path / "out"), flag, "100"])
         assert f"{flag} must be a multiple of 32 and at least 64, got 100" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a patch cannot be cropped from a smaller scene
+        hp.main(["--out", str(tmp_path / "out"), "--scene_size", "128", "--train_patch", "256"])
+    assert "--train_patch (256) must not exceed --scene_size (128)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_train_patch_trains_and_validates_on_whole_scenes(tmp_path, monkeypatch):
+    """``--train_patch 128``: every fit (and so its validation, CF-Net's best-checkpoint choice
+    included) on whole 128 px scenes; a recipe of its own, so default-patch folders do not mix."""
+    hp = benchmark_module("heldout_procedural")
+    commands = []
+    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
+    monkeypatch.setattr(hp, "_read", lambda table: {})
+    monkeypatch.setattr(hp, "report", lambda *args: "")
+    out = tmp_path / "out"
+    assert hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40",
+                    "--methods", "singlehdr", "le2023_cfnet", "--train_patch", "128"]) == 0
+    fits = [c for c in commands if c[3] == "fit"]
+    assert len(fits) == 5  # three SingleHDR stages, the generator, CF-Net
+    for cmd in fits:
+        assert _last_value(cmd, "--data.init_args.patch_size") == "128"
+        assert _last_value(cmd, "--data.init_args.scene_size") == "128"
+    tests = [c for c in commands if c[3] == "test"]
+    assert tests and all(Path(c[c.index("--run_dir") + 1]).parent.name == "tests_128px" for c in tests)
+    with pytest.raises(RuntimeError, match="le2023_debevec_twostage_s0 was trained with a different recipe"):
+        hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40", "--methods", "le2023_debevec"])
 
 
 def test_scene_size_64_keeps_the_earlier_protocol_and_its_recorded_recipes(tmp_path, monkeypatch):
