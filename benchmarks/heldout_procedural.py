@@ -40,9 +40,9 @@ untrained CF-Net).
 
 Protocol overrides (deviations from the experiment files; shared unless named below):
 ``experiments/overrides/tiny.yaml`` (width 1/8, patch 64, batch 2, random perceptual trunks),
-every scene rendered at 128 px (``--scene_size``; training and validation on 64 px crops of them,
-or on whole scenes with ``--train_patch 128``; the held-out scenes scored whole; see
-:data:`DEFAULT_SCENE_SIZE` and :data:`DEFAULT_TRAIN_PATCH`), ``num_train_scenes`` 1000,
+every scene rendered at 128 px (``--scene_size``) and used whole: for training, validation and
+the held-out scores (``--train_patch 64``: training and validation on 64 px crops of them, the
+protocol before; see :data:`DEFAULT_SCENE_SIZE` and :data:`TRAIN_PATCH`), ``num_train_scenes`` 1000,
 ``num_test_scenes`` 20, learning rate 1e-4 (SingleHDR's stage-wise
 rate: its joint default 1e-5 is a fine-tuning rate for pre-trained stages), ``--max_samples``
 budget. Settings chosen for the short budget on the validation split (never the held-out scenes):
@@ -60,7 +60,7 @@ is unchanged).
 Usage::
 
     python benchmarks/heldout_procedural.py --out heldout_out [--samples 8000] [--seeds 0 1] [--jobs 2] [--emor_path DIR]
-        [--scene_size 128] [--test_size SIZE] [--train_patch 64]
+        [--scene_size 128] [--test_size SIZE] [--train_patch SIZE]
 
 ``--emor_path`` (a folder with ``emor.txt`` / ``invemor.txt``) gives SingleHDR's Linearization-Net
 the official EMoR inverse basis (K = 11) instead of hdrlab's fallback (``v^2.2`` mean + 11 sines);
@@ -145,9 +145,9 @@ METHOD_SCHEDULES: dict[str, tuple[float, ...]] = {"le2023_cfnet": (0.2, 0.4, 0.6
 #: methods whose official training keeps its best validation checkpoint rather than the last one,
 #: and by which metric: CF-Net's ``train.py`` validates every epoch (PSNR of the fused image) and
 #: keeps the best. Here: display PSNR on 20 validation scenes (disjoint from the held-out ones)
-#: every 250 steps (``hdrlab fit --keep_best_by``), on the same 64 px crops as training (whole
-#: scenes at ``--scene_size 64``; crops of the 128 px scenes by default, where CF-Net's inputs are
-#: 32 px while the held-out scenes are scored whole); the run is scored with
+#: every 250 steps (``hdrlab fit --keep_best_by``), on the training's patches of them (whole
+#: scenes by default; with ``--train_patch 64``, 64 px crops of the 128 px scenes, where CF-Net's
+#: inputs are 32 px while the held-out scenes are scored whole); the run is scored with
 #: ``checkpoints/best.ckpt``. The training itself is unchanged (same steps, same data).
 METHOD_KEEP_BEST: dict[str, str] = {"le2023_cfnet": "val/display_psnr"}
 KEEP_BEST_FLAGS = ["--data.init_args.num_val_scenes", "20", "--trainer.val_check_interval", "250"]
@@ -169,9 +169,8 @@ NO_HALLUCINATION = "baseline_inverse_crf"
 #: held-out scenes and CRFs stay identical for every method
 SINGLEHDR_BASIS: list[str] = []
 #: render size (px) of every procedural scene (``--scene_size``): training and validation use
-#: 64 px crops of them (the tiny override's patch, so the cost per sample does not depend on it),
-#: the held-out scenes are scored whole (``--test_size``, default the same size). The papers
-#: train on crops and test on larger images of the same pixel scale; 128 px gives CF-Net 64 px
+#: patches of :data:`TRAIN_PATCH` (whole scenes by default), the held-out scenes are scored whole
+#: (``--test_size``, default the same size). 128 px gives CF-Net 64 px
 #: inputs through the issue's same-resolution rule (x2 down, CF-Net x2 up). The earlier protocol
 #: rendered everything at the 64 px patch itself, where even the perfect fusion through that x2
 #: path scores below the no-hallucination baseline on 4 of the 20 held-out scenes
@@ -181,12 +180,13 @@ SINGLEHDR_BASIS: list[str] = []
 #: then loses to its untrained self).
 DEFAULT_SCENE_SIZE = 128
 SCENE_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
-#: training and validation patch (px, ``--train_patch``): 64, the tiny override's patch, by
-#: default; ``--train_patch 128`` with 128 px scenes trains and validates on whole scenes, the
-#: size they are tested at (4x the pixels per sample, so about 4x the cost of a run), and CF-Net's
-#: best checkpoint is then chosen on whole validation scenes too
-DEFAULT_TRAIN_PATCH = 64
-TRAIN_PATCH: list[int] = [DEFAULT_TRAIN_PATCH]
+#: training and validation patch (px, ``--train_patch``), by default the scene size: training,
+#: validation (CF-Net's best-checkpoint choice included) and test all see whole scenes of one size.
+#: ``--train_patch 64`` trains on 64 px crops (the tiny override's patch) of the 128 px scenes: a
+#: quarter of the pixels per sample, and the protocol before this one, where SingleHDR's tiny
+#: Hallucination-Net learned on crops but not for whole scenes (docs/methods.md)
+TINY_PATCH = 64
+TRAIN_PATCH: list[int] = [DEFAULT_SCENE_SIZE]
 TEST_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
 HDR_COLUMNS = ("pu21_psnr", "pu21_psnr_clipped", "psnr_mu", "psnr_mu_clipped", "log2_ratio_clipped")
 DISPLAY_COLUMNS = ("display_psnr", "display_psnr_clipped")
@@ -229,9 +229,9 @@ def _fit(out: Path, run_name: str, config: str, seed: int, samples: int, extra: 
     batch size may differ per run (SingleHDR's stage 2): the sample budget stops it, and
     ``--trainer.max_steps`` (``samples // 2``) is only an upper bound.
     """
-    if SCENE_SIZE[0] != 64:  # 64 = the tiny patch, the data module's default: no flag, as before
+    if SCENE_SIZE[0] != TINY_PATCH:  # the data module renders at the patch by default: no flag, as before
         extra = ["--data.init_args.scene_size", str(SCENE_SIZE[0]), *extra]
-    if TRAIN_PATCH[0] != DEFAULT_TRAIN_PATCH:  # likewise: the default patch adds no flag
+    if TRAIN_PATCH[0] != TINY_PATCH:  # likewise: the tiny override's patch adds no flag
         extra = ["--data.init_args.patch_size", str(TRAIN_PATCH[0]), *extra]
     run_dir = out / "runs" / run_name
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -355,11 +355,11 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def _size_stem(scene: int, test: int, patch: int = DEFAULT_TRAIN_PATCH) -> str:
+def _size_stem(scene: int, test: int, patch: int) -> str:
     """File-name part naming the render sizes and the training patch: none for the default
-    protocol (128 px scenes and tests, 64 px training patches)."""
+    protocol (128 px scenes, trained on whole scenes and tested whole)."""
     stem = "" if scene == test == DEFAULT_SCENE_SIZE else (f"_{scene}px" if scene == test else f"_{scene}px_test{test}px")
-    return stem + ("" if patch == DEFAULT_TRAIN_PATCH else f"_train{patch}px")
+    return stem + ("" if patch == scene else f"_train{patch}px")
 
 
 def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, float]]], seeds: list[int],
@@ -437,18 +437,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adopt_unrecorded_runs", action="store_true",
                         help=f"write {RECIPE_FILE} for run folders made before recipe records existed (trusting them)")
     parser.add_argument("--scene_size", type=int, default=DEFAULT_SCENE_SIZE,
-                        help="render size (px) of every scene; training and validation use 64 px crops "
-                             "(64 = the earlier protocol)")
+                        help="render size (px) of every scene, used whole for training, validation and test "
+                             "unless --train_patch is smaller (64 = the 64 px protocol)")
     parser.add_argument("--test_size", type=int, default=None,
                         help="render size (px) of the 20 held-out scenes, scored whole (default: --scene_size). "
-                             "Scores go to OUT/tests_<size>px; reports of other sizes than 128 / 128 name "
+                             "Scores go to OUT/tests_<size>px; reports of sizes other than 128 / 128 name "
                              "them (OUT/report_64px.md, OUT/report_64px_test128px.md)")
-    parser.add_argument("--train_patch", type=int, default=DEFAULT_TRAIN_PATCH,
-                        help="training and validation patch (px), at most --scene_size (default 64, the tiny "
-                             "override's patch; 128 with 128 px scenes = train and validate on whole scenes). "
-                             "Reports of other patches name it (OUT/report_train128px.md)")
+    parser.add_argument("--train_patch", type=int, default=None,
+                        help="training and validation patch (px), at most --scene_size (default: --scene_size, "
+                             "whole scenes; 64 = crops of the tiny override's size, the protocol before). "
+                             "Reports of patches other than the scene size name it (OUT/report_train64px.md)")
     args = parser.parse_args(argv)
     args.test_size = args.scene_size if args.test_size is None else args.test_size
+    args.train_patch = args.scene_size if args.train_patch is None else args.train_patch
     for flag in ("scene_size", "test_size", "train_patch"):  # SingleHDR's encoder halves the image five times
         if getattr(args, flag) < 64 or getattr(args, flag) % 32:
             parser.error(f"--{flag} must be a multiple of 32 and at least 64, got {getattr(args, flag)}")

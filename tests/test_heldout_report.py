@@ -54,6 +54,7 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path, monkeypatch
     # other render sizes report under their own names, never over the default's or each other's
     monkeypatch.setattr(hp, "SCENE_SIZE", [64])
     monkeypatch.setattr(hp, "TEST_SIZE", [64])
+    monkeypatch.setattr(hp, "TRAIN_PATCH", [64])
     text = hp.report(tmp_path, results, [0, 1], 4000, {})
     assert text.startswith("# Held-out procedural evaluation (4000 samples seen, seeds [0, 1], 20 test scenes "
                            "rendered at 64 px; trained on whole 64 px scenes)")
@@ -65,13 +66,13 @@ def test_report_counts_wins_per_scene_and_labels_ablations(tmp_path, monkeypatch
     assert (tmp_path / "report.md").read_text() == full and (tmp_path / "report_64px.md").read_text() == text
     sizes = json.loads((tmp_path / "summary_64px_test128px.json").read_text())
     assert (sizes["scene_size"], sizes["test_size"]) == (64, 128)
-    # training on whole 128 px scenes (--train_patch 128) reports under its own name too
+    # training on 64 px crops of the 128 px scenes (--train_patch 64) reports under its own name too
     monkeypatch.setattr(hp, "SCENE_SIZE", [128])
-    monkeypatch.setattr(hp, "TRAIN_PATCH", [128])
-    whole = hp.report(tmp_path, results, [0, 1], 4000, {})
-    assert "rendered at 128 px; trained on whole 128 px scenes)" in whole.splitlines()[0]
-    assert (tmp_path / "report_train128px.md").read_text() == whole and (tmp_path / "report.md").read_text() == full
-    assert json.loads((tmp_path / "summary_train128px.json").read_text())["train_patch"] == 128
+    crops = hp.report(tmp_path, results, [0, 1], 4000, {})
+    assert "rendered at 128 px; trained on 64 px crops of 128 px scenes)" in crops.splitlines()[0]
+    assert (tmp_path / "report_train64px.md").read_text() == crops and (tmp_path / "report.md").read_text() == full
+    assert json.loads((tmp_path / "summary_train64px.json").read_text())["train_patch"] == 64
+    assert "trained on whole 128 px scenes)" in full.splitlines()[0]
 
 
 def test_emor_path_gives_singlehdr_the_official_basis_and_leaves_the_data_alone(tmp_path, monkeypatch):
@@ -208,16 +209,16 @@ def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
     scored = tests["le2023_cfnet_trained_s0"]
     assert Path(scored[scored.index("--ckpt_path") + 1]).name == "best.ckpt"
     assert "--ckpt_path" not in tests["le2023_cfnet_untrained_s0"]
-    # every scene is rendered at 128 px: training (and validation) on the tiny 64 px crops of them,
-    # every method, untrained self and baseline scored on the whole 128 px held-out scenes, in a
-    # folder named by that size
+    # every scene is rendered at 128 px and used whole: for training and validation, and for the
+    # scores of every method, untrained self and baseline on the held-out scenes, in a folder named
+    # by that size
     for cmd in tests.values():
         assert _last_value(cmd, "--data.init_args.patch_size") == "128"
         assert _last_value(cmd, "--data.init_args.scene_size") == "128"
         assert Path(cmd[cmd.index("--run_dir") + 1]).parent.name == "tests_128px"
     for cmd in fits.values():
-        assert "--data.init_args.patch_size" not in cmd  # the tiny override's 64 px
-        assert cmd[cmd.index("--data.init_args.scene_size") + 1] == "128"
+        assert _last_value(cmd, "--data.init_args.patch_size") == "128"
+        assert _last_value(cmd, "--data.init_args.scene_size") == "128"
     # a finished run without its best checkpoint is not silently scored with another one
     (tmp_path / "out" / "runs" / "le2023_cfnet_s0" / "checkpoints" / "best.ckpt").unlink()
     with pytest.raises(RuntimeError, match="best.ckpt is missing although the run reached its budget"):
@@ -241,9 +242,11 @@ def test_scene_sizes_must_suit_every_method(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing written
 
 
-def test_train_patch_trains_and_validates_on_whole_scenes(tmp_path, monkeypatch):
-    """``--train_patch 128``: every fit (and so its validation, CF-Net's best-checkpoint choice
-    included) on whole 128 px scenes; a recipe of its own, so default-patch folders do not mix."""
+def test_train_patch_64_trains_and_validates_on_crops(tmp_path, monkeypatch):
+    """``--train_patch 64``: every fit (and so its validation, CF-Net's best-checkpoint choice
+    included) on the tiny override's 64 px crops of the 128 px scenes, with no patch flag (so the
+    run folders recorded by that protocol stay valid); a recipe of its own, so folders of the
+    default (whole scenes) do not mix with it."""
     hp = benchmark_module("heldout_procedural")
     commands = []
     monkeypatch.setattr(hp, "_run", _fake_runs(commands))
@@ -251,11 +254,11 @@ def test_train_patch_trains_and_validates_on_whole_scenes(tmp_path, monkeypatch)
     monkeypatch.setattr(hp, "report", lambda *args: "")
     out = tmp_path / "out"
     assert hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40",
-                    "--methods", "singlehdr", "le2023_cfnet", "--train_patch", "128"]) == 0
+                    "--methods", "singlehdr", "le2023_cfnet", "--train_patch", "64"]) == 0
     fits = [c for c in commands if c[3] == "fit"]
     assert len(fits) == 5  # three SingleHDR stages, the generator, CF-Net
     for cmd in fits:
-        assert _last_value(cmd, "--data.init_args.patch_size") == "128"
+        assert "--data.init_args.patch_size" not in cmd  # the tiny override's 64 px
         assert _last_value(cmd, "--data.init_args.scene_size") == "128"
     tests = [c for c in commands if c[3] == "test"]
     assert tests and all(Path(c[c.index("--run_dir") + 1]).parent.name == "tests_128px" for c in tests)
