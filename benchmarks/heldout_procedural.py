@@ -81,8 +81,10 @@ folders made before records existed, trusting that they match. Writes ``OUT/repo
 and per-seed win counts), ``OUT/per_scene.csv`` and ``OUT/summary.json``; with a ``--methods``
 subset, ``OUT/report_<methods>.md`` etc., so a partial run never overwrites the full report. Other
 render sizes than the default 128 / 128 px put them in the name (``report_64px.md`` for
-``--scene_size 64``, ``report_64px_test128px.md`` for ``--scene_size 64 --test_size 128``), and
-the summary records both sizes.
+``--scene_size 64``, ``report_64px_test128px.md`` for ``--scene_size 64 --test_size 128``), as
+does a training patch other than the scene size (``report_train64px.md`` for ``--train_patch
+64``; output folders of that protocol made before the flag existed hold its results under the
+plain names), and the summary records all three.
 """
 
 from __future__ import annotations

@@ -6,12 +6,13 @@ encoder and the decoder) and ``B`` is the linear input itself, fused by one 1x1 
 ``y`` is zero still adds ``mask * ReLU(w B + b)``: a fixed per-pixel expansion of the input, the
 same for every scene. This script scores, on the held-out protocol's 20 pinned test scenes with
 their true inverse CRF (so only the Hallucination-Net matters), the share of the residual inside
-the over-exposure mask that the deep path accounts for::
+the over-exposure mask that the deep path accounts for, against the fixed part ``R_(y=0)``::
 
-    share = sum_mask |R - R_(y=0)| / sum_mask |R|
+    share = sum_mask |R - R_(y=0)| / (sum_mask |R - R_(y=0)| + sum_mask |R_(y=0)|)
 
-0 means the residual is a fixed function of the input's own pixel (no content hallucinated from
-context), 1 means it all comes through ``y``.
+in [0, 1]: 0 means the residual is a fixed function of the input's own pixel (no content
+hallucinated from context), 1 means the fixed part is zero and everything comes through ``y``.
+It also prints the 1x1 fuse's weights on ``B`` and its bias (the fixed part's ``w`` and ``b``).
 
 Usage::
 
@@ -40,7 +41,8 @@ def deep_path_share(net: SingleHDRNet, batches: Iterable[dict]) -> float:
             inverse CRF, synthetic data).
 
     Returns:
-        ``sum_mask |R - R_(y=0)| / sum_mask |R|`` in [0, 1] (``nan`` if the residual is 0).
+        ``sum_mask |R - R_(y=0)| / (sum_mask |R - R_(y=0)| + sum_mask |R_(y=0)|)`` in [0, 1]
+        (``nan`` if both are 0).
     """
     net.eval()
     zero_y = [False]
@@ -49,7 +51,7 @@ def deep_path_share(net: SingleHDRNet, batches: Iterable[dict]) -> float:
         return torch.full_like(output, -1.0) if zero_y[0] else output  # ReLU(-1) = 0: y is zero
 
     hook = net.hallucination.head_bn.register_forward_hook(silence)
-    total = deep = 0.0
+    fixed_sum = deep = 0.0
     try:
         for batch in batches:
             with torch.no_grad():
@@ -58,10 +60,11 @@ def deep_path_share(net: SingleHDRNet, batches: Iterable[dict]) -> float:
                 fixed = net(batch["ldr"], inverse_crf=batch["crf_inverse"])
                 zero_y[0] = False
             inside = (full["mask"] > 0).to(full["residual"].dtype)
-            total += (full["residual"].abs() * inside).sum().item()
+            fixed_sum += (fixed["residual"].abs() * inside).sum().item()
             deep += ((full["residual"] - fixed["residual"]).abs() * inside).sum().item()
     finally:
         hook.remove()
+    total = deep + fixed_sum
     return deep / total if total > 0 else float("nan")
 
 
@@ -92,8 +95,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"checkpoint {path} does not exist")
     batches = test_batches(scene_size=args.scene_size, scenes=args.scenes)
     for path in args.checkpoints:
-        share = deep_path_share(load_net(path, width=args.width), batches)
-        print(f"{path}: deep-path share of the residual in the mask {share:.4f}")
+        net = load_net(path, width=args.width)
+        share = deep_path_share(net, batches)
+        fuse = net.hallucination.input_fuse
+        weights = fuse.weight[:, 3:, 0, 0].detach()  # rows: output channel; columns: B's channels
+        print(f"{path}: deep-path share of the residual in the mask {share:.4f}; fuse weights on B "
+              f"{[[round(v, 3) for v in row] for row in weights.tolist()]}, bias {[round(v, 3) for v in fuse.bias.tolist()]}")
     return 0
 
 
