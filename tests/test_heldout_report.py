@@ -135,6 +135,17 @@ def _fake_runs(commands):
     return run
 
 
+def _dry_protocol(monkeypatch):
+    """The protocol script with :func:`_fake_runs` for its commands, no scoring and no report;
+    returns the module and the list its commands are appended to."""
+    hp = benchmark_module("heldout_procedural")
+    commands = []
+    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
+    monkeypatch.setattr(hp, "_read", lambda table: {})
+    monkeypatch.setattr(hp, "report", lambda *args: "")
+    return hp, commands
+
+
 def test_reruns_reuse_matching_runs_and_stop_on_a_changed_recipe(tmp_path, monkeypatch):
     hp = benchmark_module("heldout_procedural")
     commands, walls = [], []
@@ -179,11 +190,7 @@ def test_reruns_reuse_matching_runs_and_stop_on_a_changed_recipe(tmp_path, monke
 
 
 def test_method_flags_reach_their_method_and_only_it(tmp_path, monkeypatch):
-    hp = benchmark_module("heldout_procedural")
-    commands = []
-    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
-    monkeypatch.setattr(hp, "_read", lambda table: {})
-    monkeypatch.setattr(hp, "report", lambda *args: "")
+    hp, commands = _dry_protocol(monkeypatch)
     monkeypatch.setattr(hp, "METHOD_FLAGS", {"le2023_debevec": ["--model.init_args.lr", "7e-4"],
                                              "le2023_cfnet": ["--model.init_args.lr", "5e-4"]})
     assert hp.main(["--out", str(tmp_path / "out"), "--seeds", "0", "--jobs", "1", "--samples", "40",
@@ -247,11 +254,7 @@ def test_train_patch_64_trains_and_validates_on_crops(tmp_path, monkeypatch):
     included) on the tiny override's 64 px crops of the 128 px scenes, with no patch flag (so the
     run folders recorded by that protocol stay valid); a recipe of its own, so folders of the
     default (whole scenes) do not mix with it."""
-    hp = benchmark_module("heldout_procedural")
-    commands = []
-    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
-    monkeypatch.setattr(hp, "_read", lambda table: {})
-    monkeypatch.setattr(hp, "report", lambda *args: "")
+    hp, commands = _dry_protocol(monkeypatch)
     out = tmp_path / "out"
     assert hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40",
                     "--methods", "singlehdr", "le2023_cfnet", "--train_patch", "64"]) == 0
@@ -269,11 +272,7 @@ def test_train_patch_64_trains_and_validates_on_crops(tmp_path, monkeypatch):
 def test_scene_size_64_keeps_the_earlier_protocol_and_its_recorded_recipes(tmp_path, monkeypatch):
     """``--scene_size 64`` is the earlier protocol: no scene-size flag in the fits (so run folders
     recorded by it stay valid), held-out scenes scored at 64 px under ``tests_64px``."""
-    hp = benchmark_module("heldout_procedural")
-    commands = []
-    monkeypatch.setattr(hp, "_run", _fake_runs(commands))
-    monkeypatch.setattr(hp, "_read", lambda table: {})
-    monkeypatch.setattr(hp, "report", lambda *args: "")
+    hp, commands = _dry_protocol(monkeypatch)
     out = tmp_path / "out"
     assert hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40",
                     "--methods", "le2023_debevec", "--scene_size", "64"]) == 0
