@@ -103,8 +103,8 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
 
     from hdrlab.callbacks.run_artifacts import (
         AtomicCheckpointIO,
-        CheckpointOnInterrupt,
         ImagePanelLogger,
+        LastCheckpoint,
         ResumableCSVLogger,
         RunSummary,
         SampleBudget,
@@ -200,7 +200,6 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                     # always overwrite last.ckpt: a run folder resumed after a move
                                     # would otherwise get last-v1.ckpt next to a stale last.ckpt
                                     enable_version_counter=False),
-                    CheckpointOnInterrupt(str(run_dir / "checkpoints" / "last.ckpt")),
                 ]
                 if cfg.get("keep_best_by"):
                     # save_last: also rewrite last.ckpt after each validation, so the best score it
@@ -218,6 +217,8 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                     callbacks.append(MemoryBudgetCallback(self.budget_plan))
                 if cfg.get("max_samples"):
                     callbacks.append(SampleBudget(cfg.max_samples))
+                # after every callback that may stop the run, so it saves the step the run stops on
+                callbacks.append(LastCheckpoint(str(run_dir / "checkpoints" / "last.ckpt")))
             if self.subcommand == "test":
                 from hdrlab.callbacks.per_sample_metrics import PerSampleMetrics
 
@@ -255,7 +256,7 @@ def fit_with_oom_step_down(args: list[str] | None) -> None:
     """``hdrlab fit``; with ``--memory_budget``, a CUDA out-of-memory error steps the plan down once
     (:func:`hdrlab.budget.plan.step_down`: autocast, then checkpointing, then a smaller micro-batch
     with more accumulation, then a smaller patch) and the run continues from its last checkpoint
-    (written on the failure by :class:`~hdrlab.callbacks.run_artifacts.CheckpointOnInterrupt`).
+    (written on the failure by :class:`~hdrlab.callbacks.run_artifacts.LastCheckpoint`).
     Only exercised here with an injected ``torch.OutOfMemoryError``: untested on real GPUs.
     """
     state: dict[str, Any] = {}

@@ -85,6 +85,22 @@ def test_resume_in_a_moved_run_folder_overwrites_last_ckpt(tmp_path):
     assert all(torch.equal(a[k], moved[k]) for k in a)
 
 
+@pytest.mark.parametrize("keep_best", [False, True])
+def test_last_ckpt_holds_the_final_weights_when_the_budget_ends_between_checkpoints(tmp_path, keep_best):
+    """A run stopped by ``--max_samples`` mid-epoch (7 steps, 4 batches an epoch) between step
+    checkpoints (every 4) writes ``last.ckpt`` at step 7, with the weights of a run checkpointed
+    every step - also with ``--keep_best_by`` validating every 2 steps (where last.ckpt used to stop
+    at the last validation). It used to stay at step 4 (6)."""
+    _fit(tmp_path / "a", "--trainer.max_steps", "7", "--checkpoint_every_n_steps", "1")
+    extra = (["--trainer.check_val_every_n_epoch", "1", "--trainer.val_check_interval", "2",
+              "--keep_best_by", "val/psnr_mu"] if keep_best else [])
+    _fit(tmp_path / "b", "--max_samples", "14", "--trainer.max_steps", "100", "--checkpoint_every_n_steps", "4", *extra)
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["samples_seen"] == 14
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 class _Interrupt(L.Callback):
     def __init__(self, step: int) -> None:
         self.step = step

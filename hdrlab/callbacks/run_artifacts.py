@@ -327,12 +327,35 @@ class RunSummary(L.Callback):
         self._write(trainer, pl_module, f"failed: {type(exception).__name__}: {exception}")
 
 
-class CheckpointOnInterrupt(L.Callback):
-    """Saves ``last.ckpt`` when training is interrupted (Ctrl-C, an exception) so it can resume."""
+class LastCheckpoint(L.Callback):
+    """Saves ``last.ckpt`` at the step training stops on and when it is interrupted (Ctrl-C, an
+    exception), so ``--ckpt_path last`` resumes, and readers score, the weights it ended with.
+
+    Lightning's step checkpoints (every ``checkpoint_every_n_steps``) and epoch-end checkpoints
+    miss a run stopped by its sample budget (:class:`SampleBudget`) or ``max_steps`` in the
+    middle of an epoch, between two step checkpoints: ``last.ckpt`` then held the weights of up to
+    ``checkpoint_every_n_steps - 1`` steps earlier. The stop is saved from the batch end that
+    stops it (the moment step checkpoints are taken, so a longer run continues from it exactly);
+    this callback must therefore come after the callbacks that set ``trainer.should_stop``.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._saved_step = -1
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.state.fn == "fit" and trainer.global_step > 0 and trainer.global_step != self._saved_step:
+            trainer.save_checkpoint(self.path, weights_only=False)
+            self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.should_stop or (trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1:
+            self._save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if trainer.state.fn == "fit" and trainer.global_step > 0:
-            trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = -1  # always write the interrupt state
+        self._save(trainer)
