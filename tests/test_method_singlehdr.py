@@ -233,6 +233,30 @@ def test_known_crf_ablation_linearises_with_the_true_curve():
         known.predict_image(batch)
 
 
+def test_curve_rmse_metric_pools_the_linearization_error_over_batches():
+    """``val/crf_rmse``: the RMSE of the Linearization-Net's curve against the true inverse CRF,
+    pooled over every sample of every curve of every batch; a stage-2 run scores the net on its
+    training input ``ldr_float``, any other stage on the pipeline's dequantised ``ldr``."""
+    batches = [_batch(2), _batch(2, index0=2)]
+    for stage in ("linearization", "hallucination"):
+        method = SingleHDRMethod(**TINY, stage=stage).eval()
+        with torch.no_grad():
+            for i, batch in enumerate(batches):
+                method._eval_step(batch, i, "val")
+            curves = [method.net.linearization(b["ldr_float"]) if stage == "linearization"
+                      else method.global_branch(b["ldr"]) for b in batches]
+        errors = torch.cat([(c.expand_as(b["crf_inverse"]) - b["crf_inverse"]).flatten()
+                            for c, b in zip(curves, batches)])
+        expected = errors.double().pow(2).mean().sqrt()
+        assert float(expected) > 1e-3
+        assert float(method.curve_metric("val").compute()) == pytest.approx(float(expected), rel=1e-5)
+    real = {k: v for k, v in _batch(1).items() if k != "crf_inverse"}  # a photo: no true curve
+    method = SingleHDRMethod(**TINY).eval()
+    with torch.no_grad():
+        method._eval_step(real, 0, "val")
+    assert method.curve_metric("val").update_count == 0
+
+
 def test_gradients_finite_and_nonzero_for_every_parameter_joint():
     torch.manual_seed(0)
     method = SingleHDRMethod(stage="joint", **TINY)

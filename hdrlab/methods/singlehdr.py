@@ -35,6 +35,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MeanSquaredError
 
 from hdrlab.camera import LUT_SIZE, EMoRBasis, inverse_gamma_curve, lut_apply, lut_grid
 from hdrlab.data.batch import HDRBatch
@@ -479,6 +480,7 @@ class SingleHDRMethod(HDRMethod):
         self.use_image_mask = bool(use_image_mask)
         self.prediction = prediction
         self.crf_source = crf_source
+        self._curve_metrics: dict[str, MeanSquaredError] = {}
         if emor_path is not None:
             emor = EMoRBasis.load(emor_path, k=NUM_EMOR_WEIGHTS)
             inv_mean, inv_basis = emor.inv_mean, emor.inv_basis
@@ -600,6 +602,39 @@ class SingleHDRMethod(HDRMethod):
         tiles of a large photo share it instead of each estimating its own."""
         padded, _ = _pad_to_multiple(ldr, SingleHDRNet.multiple)
         return self.net.linearization(self.net.dequantization(padded))
+
+    # ------------------------------------------------------------------ evaluation
+    def curve_metric(self, stage: str) -> MeanSquaredError:
+        """RMSE of the Linearization-Net's inverse CRF against the batch's true one (``stage``:
+        ``val`` / ``test``), built on first use on this device."""
+        if stage not in self._curve_metrics:
+            self._curve_metrics[stage] = MeanSquaredError(squared=False).to(self.device)
+        return self._curve_metrics[stage]
+
+    def _eval_step(self, batch: HDRBatch, batch_idx: int, stage: str) -> dict[str, torch.Tensor]:
+        """The shared image metrics, plus ``<stage>/crf_rmse`` when the batch carries its true
+        inverse CRF (synthetic data): the RMSE, pooled over the 1024 samples of every curve, of
+        the Linearization-Net's inverse CRF (whatever ``crf_source``). A ``linearization`` run
+        scores it on what that stage trains on, the un-quantised ``ldr_float`` (its
+        Dequantization-Net is not trained yet); every other stage on the pipeline's own input,
+        the dequantised ``ldr`` (:meth:`global_branch`). Stage 2's quantity, e.g. to keep its
+        best checkpoint by (``hdrlab fit --keep_best_by val/crf_rmse --keep_best_mode min``)."""
+        out = super()._eval_step(batch, batch_idx, stage)
+        if "crf_inverse" in batch:
+            target = batch["crf_inverse"].float()
+            if self.stage == "linearization" and "ldr_float" in batch:
+                curve = self.net.linearization(batch["ldr_float"])  # as compute_loss
+            else:
+                curve = self.global_branch(batch["ldr"])
+            self.curve_metric(stage).update(curve.float().expand_as(target), target)
+        return out
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        super()._eval_epoch_end(stage)
+        metric = self._curve_metrics.get(stage)
+        if metric is not None and metric.update_count > 0:
+            self.log(f"{stage}/crf_rmse", metric.compute(), sync_dist=True)
+            metric.reset()
 
     def predict_tile(self, batch: HDRBatch, context: torch.Tensor | None = None) -> torch.Tensor:
         if self.crf_source == "known":
