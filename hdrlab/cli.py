@@ -202,9 +202,10 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                     enable_version_counter=False),
                 ]
                 if cfg.get("keep_best_by"):
-                    # save_last: also rewrite last.ckpt after each validation, so the best score it
-                    # records includes that validation (the step checkpoint is written before it);
-                    # otherwise a resume forgets a best found at the step it resumes from
+                    # save_last: also rewrite last.ckpt after a validation that improves the best,
+                    # so the best score it records includes that validation (the step checkpoint is
+                    # written before it); otherwise a resume forgets a best found at the step it
+                    # resumes from
                     callbacks.append(ModelCheckpoint(
                         dirpath=str(run_dir / "checkpoints"), filename="best", monitor=cfg.keep_best_by,
                         mode=cfg.get("keep_best_mode", "max"), save_top_k=1, save_last=True,

@@ -19,7 +19,11 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_HDR = "polyhaven_drei/empty_warehouse_01_1k.hdr"  # bright windows: clipped radiance up to ~250x
 #: generator exposures of the tiny model: short steps are learnt quickly (recoverable up to 4x the clip level)
 TINY_EV = "[-2.0, -1.0]"
-TRAIN_STEPS = 200
+#: 400, not 200: after 200 steps the outcome depended on the training trajectory (training seeds 0-3
+#: here: unclipped median relative difference 0.46 / 0.24 / 0.13 / 0.16, seed 1 losing to the
+#: baseline in the clipped region; 0.17 for seed 0 where the test was written); after 400 steps
+#: seeds 0-3 give 0.15 / 0.12 / 0.08 / 0.10 and clipped |ln error| 1.48-1.72 vs the baseline's 1.87
+TRAIN_STEPS = 400
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -89,8 +93,8 @@ def test_reconstruct_beats_no_hallucination_in_clipped_regions(tiny_run, real_hd
           f"{err_base:.3f}; unclipped median relative difference to the inverse CRF {rel_unclipped:.4f}; "
           f"max radiance {float(pred.max()):.2f}")
     assert err_pred < err_base
-    # Generated members also vote in well-exposed pixels; after 200 steps their eval-mode BatchNorm
-    # statistics (procedural 64 px patches) still bias them on a real photo: measured 0.17.
+    # Generated members also vote in well-exposed pixels; after 400 steps their eval-mode BatchNorm
+    # statistics (procedural 64 px patches) still bias them on a real photo: measured 0.08-0.15.
     assert rel_unclipped < 0.3
 
 

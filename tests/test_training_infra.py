@@ -99,6 +99,11 @@ def test_last_ckpt_holds_the_final_weights_when_the_budget_ends_between_checkpoi
     assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # resuming a run that met its budget trains no further batch
+    _fit(tmp_path / "b", "--max_samples", "14", "--trainer.max_steps", "100", "--checkpoint_every_n_steps", "4",
+         *extra, "--ckpt_path", "last")
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
+    assert all(torch.equal(a[k], v) for k, v in _weights(tmp_path / "b").items())
 
 
 class _Interrupt(L.Callback):

@@ -107,6 +107,10 @@ class SampleBudget(L.Callback):
     def __init__(self, max_samples: int) -> None:
         self.max_samples = int(max_samples)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed from a checkpoint that already met the budget trains no further batch
+        self.on_train_batch_end(trainer, pl_module)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if getattr(pl_module, "samples_seen", 0) >= self.max_samples:
             trainer.should_stop = True
@@ -334,9 +338,12 @@ class LastCheckpoint(L.Callback):
     Lightning's step checkpoints (every ``checkpoint_every_n_steps``) and epoch-end checkpoints
     miss a run stopped by its sample budget (:class:`SampleBudget`) or ``max_steps`` in the
     middle of an epoch, between two step checkpoints: ``last.ckpt`` then held the weights of up to
-    ``checkpoint_every_n_steps - 1`` steps earlier. The stop is saved from the batch end that
-    stops it (the moment step checkpoints are taken, so a longer run continues from it exactly);
-    this callback must therefore come after the callbacks that set ``trainer.should_stop``.
+    ``checkpoint_every_n_steps - 1`` steps earlier. A stop by budget or ``max_steps`` is saved
+    from the batch end that stops it (the moment step checkpoints are taken, so a longer run
+    continues from it exactly); this callback must therefore come after the callbacks that set
+    ``trainer.should_stop`` in ``on_train_batch_end``. Stops requested later (``max_time``,
+    early stopping) are saved at the epoch end they reach: the weights are the final ones, a
+    continuation starts the next epoch.
     """
 
     def __init__(self, path: str) -> None:
@@ -349,11 +356,15 @@ class LastCheckpoint(L.Callback):
             self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if trainer.should_stop or (trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step):
+        stopping = trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)  # min_steps/min_epochs
+        if stopping or (trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1:
+        # the last epoch; or a stop requested after this callback's batch end (Lightning's Timer,
+        # EarlyStopping): saved at the epoch end it reaches, with the weights it stopped with
+        last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+        if last_epoch or (trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)):
             self._save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
