@@ -257,6 +257,25 @@ def test_curve_rmse_metric_pools_the_linearization_error_over_batches():
     assert method.curve_metric("val").update_count == 0
 
 
+def test_curve_rmse_is_logged_per_validation_and_reset():
+    """Through ``Trainer.validate``: ``val/crf_rmse`` is logged, equals the pooled RMSE over the
+    validation batches, and a second validation logs the same value (the metric was reset)."""
+    import lightning as L
+
+    dm = ProceduralDataModule(num_train_scenes=8, num_val_scenes=4, patch_size=64, batch_size=2, seed=0)
+    method = SingleHDRMethod(**TINY, stage="linearization")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    values = [float(trainer.validate(method, datamodule=dm, verbose=False)[0]["val/crf_rmse"]) for _ in range(2)]
+    dm.setup("validate")
+    method.eval()  # validate() hands the module back in train mode
+    with torch.no_grad():
+        errors = torch.cat([(method.net.linearization(b["ldr_float"]).expand_as(b["crf_inverse"])
+                             - b["crf_inverse"]).flatten() for b in dm.val_dataloader()])
+    expected = float(errors.double().pow(2).mean().sqrt())
+    assert values == pytest.approx([expected, expected], rel=1e-5)
+
+
 def test_gradients_finite_and_nonzero_for_every_parameter_joint():
     torch.manual_seed(0)
     method = SingleHDRMethod(stage="joint", **TINY)
