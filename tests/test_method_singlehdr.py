@@ -233,6 +233,12 @@ def test_known_crf_ablation_linearises_with_the_true_curve():
         known.predict_image(batch)
 
 
+def _pooled_curve_rmse(curves, batches) -> float:
+    """RMSE over every sample of every curve ``[B, 1, 1024]`` against the batches' true inverse CRFs."""
+    errors = torch.cat([(c.expand_as(b["crf_inverse"]) - b["crf_inverse"]).flatten() for c, b in zip(curves, batches)])
+    return float(errors.double().pow(2).mean().sqrt())
+
+
 def test_curve_rmse_metric_pools_the_linearization_error_over_batches():
     """``val/crf_rmse``: the RMSE of the Linearization-Net's curve against the true inverse CRF,
     pooled over every sample of every curve of every batch; a stage-2 run scores the net on its
@@ -245,11 +251,9 @@ def test_curve_rmse_metric_pools_the_linearization_error_over_batches():
                 method._eval_step(batch, i, "val")
             curves = [method.net.linearization(b["ldr_float"]) if stage == "linearization"
                       else method.global_branch(b["ldr"]) for b in batches]
-        errors = torch.cat([(c.expand_as(b["crf_inverse"]) - b["crf_inverse"]).flatten()
-                            for c, b in zip(curves, batches)])
-        expected = errors.double().pow(2).mean().sqrt()
-        assert float(expected) > 1e-3
-        assert float(method.curve_metric("val").compute()) == pytest.approx(float(expected), rel=1e-5)
+        expected = _pooled_curve_rmse(curves, batches)
+        assert expected > 1e-3
+        assert float(method.curve_metric("val").compute()) == pytest.approx(expected, rel=1e-5)
     real = {k: v for k, v in _batch(1).items() if k != "crf_inverse"}  # a photo: no true curve
     method = SingleHDRMethod(**TINY).eval()
     with torch.no_grad():
@@ -269,10 +273,9 @@ def test_curve_rmse_is_logged_per_validation_and_reset():
     values = [float(trainer.validate(method, datamodule=dm, verbose=False)[0]["val/crf_rmse"]) for _ in range(2)]
     dm.setup("validate")
     method.eval()  # validate() hands the module back in train mode
+    batches = list(dm.val_dataloader())
     with torch.no_grad():
-        errors = torch.cat([(method.net.linearization(b["ldr_float"]).expand_as(b["crf_inverse"])
-                             - b["crf_inverse"]).flatten() for b in dm.val_dataloader()])
-    expected = float(errors.double().pow(2).mean().sqrt())
+        expected = _pooled_curve_rmse([method.net.linearization(b["ldr_float"]) for b in batches], batches)
     assert values == pytest.approx([expected, expected], rel=1e-5)
 
 

@@ -89,8 +89,8 @@ def test_resume_in_a_moved_run_folder_overwrites_last_ckpt(tmp_path):
 def test_last_ckpt_holds_the_final_weights_when_the_budget_ends_between_checkpoints(tmp_path, keep_best):
     """A run stopped by ``--max_samples`` mid-epoch (7 steps, 4 batches an epoch) between step
     checkpoints (every 4) writes ``last.ckpt`` at step 7, with the weights of a run checkpointed
-    every step - also with ``--keep_best_by`` validating every 2 steps (where last.ckpt used to stop
-    at the last validation). It used to stay at step 4 (6)."""
+    every step - also with ``--keep_best_by`` validating every 2 steps. Without --keep_best_by it
+    used to stay at step 4."""
     _fit(tmp_path / "a", "--trainer.max_steps", "7", "--checkpoint_every_n_steps", "1")
     extra = (["--trainer.check_val_every_n_epoch", "1", "--trainer.val_check_interval", "2",
               "--keep_best_by", "val/psnr_mu"] if keep_best else [])

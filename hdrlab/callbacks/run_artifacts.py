@@ -355,16 +355,20 @@ class LastCheckpoint(L.Callback):
             trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_step = trainer.global_step
 
+    @staticmethod
+    def _stop_requested(trainer: L.Trainer) -> bool:
+        # not while min_steps / min_epochs keep the run going despite should_stop
+        return trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        stopping = trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)  # min_steps/min_epochs
-        if stopping or (trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step):
+        if self._stop_requested(trainer) or 0 <= trainer.max_steps <= trainer.global_step:
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the last epoch; or a stop requested after this callback's batch end (Lightning's Timer,
         # EarlyStopping): saved at the epoch end it reaches, with the weights it stopped with
         last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
-        if last_epoch or (trainer.should_stop and getattr(trainer.fit_loop, "_can_stop_early", True)):
+        if self._stop_requested(trainer) or last_epoch:
             self._save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
