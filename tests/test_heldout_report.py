@@ -292,3 +292,24 @@ def test_scene_size_64_keeps_the_earlier_protocol_and_its_recorded_recipes(tmp_p
     # the default protocol renders the scenes at 128 px: another recipe, so these folders do not mix
     with pytest.raises(RuntimeError, match="le2023_debevec_twostage_s0 was trained with a different recipe"):
         hp.main(["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40", "--methods", "le2023_debevec"])
+
+
+def test_linearization_keep_best_scores_stage_2_by_its_curve_rmse(tmp_path, monkeypatch):
+    """``--linearization_keep_best``: SingleHDR's stage 2 validates on 50 scenes every 25 steps,
+    keeps its checkpoint of lowest ``val/crf_rmse``, and that checkpoint (not ``last.ckpt``) is
+    what stage 3 and the scores load; no other run changes, and it is a recipe of its own."""
+    hp, commands = _dry_protocol(monkeypatch)
+    out = tmp_path / "out"
+    base = ["--out", str(out), "--seeds", "0", "--jobs", "1", "--samples", "40"]
+    assert hp.main([*base, "--methods", "singlehdr", "le2023_debevec", "--linearization_keep_best"]) == 0
+    fits = {Path(c[c.index("--run_dir") + 1]).name: c for c in commands if c[3] == "fit"}
+    lin = fits["singlehdr_linearization_s0"]
+    assert _last_value(lin, "--keep_best_by") == "val/crf_rmse" and _last_value(lin, "--keep_best_mode") == "min"
+    assert _last_value(lin, "--data.init_args.num_val_scenes") == "50"
+    assert _last_value(lin, "--trainer.val_check_interval") == "25"
+    assert not any("--keep_best_by" in c for name, c in fits.items() if name != "singlehdr_linearization_s0")
+    stages = json.loads(_last_value(fits["singlehdr_s0"], "--model.init_args.stage_checkpoints"))
+    assert Path(stages["linearization"]).name == "best.ckpt"
+    assert Path(stages["dequantization"]).name == "last.ckpt"
+    with pytest.raises(RuntimeError, match="singlehdr_linearization_s0 was trained with a different recipe"):
+        hp.main([*base, "--methods", "singlehdr"])
