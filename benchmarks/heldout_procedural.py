@@ -60,7 +60,11 @@ is unchanged).
 Usage::
 
     python benchmarks/heldout_procedural.py --out heldout_out [--samples 8000] [--seeds 0 1] [--jobs 2] [--emor_path DIR]
-        [--scene_size 128] [--test_size SIZE] [--train_patch SIZE]
+        [--scene_size 128] [--test_size SIZE] [--train_patch SIZE] [--linearization_keep_best]
+
+``--linearization_keep_best`` (protocol v12, chosen after the whole-scene result and run on seeds 2
+and 3; ``docs/results/heldout_v12_seeds23/``): SingleHDR's stage 2 is scored with its checkpoint of
+lowest ``val/crf_rmse`` on 50 validation scenes (:data:`SINGLEHDR_STAGE_KEEP_BEST`).
 
 ``--emor_path`` (a folder with ``emor.txt`` / ``invemor.txt``) gives SingleHDR's Linearization-Net
 the official EMoR inverse basis (K = 11) instead of hdrlab's fallback (``v^2.2`` mean + 11 sines);
