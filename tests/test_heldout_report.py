@@ -313,3 +313,34 @@ def test_linearization_keep_best_scores_stage_2_by_its_curve_rmse(tmp_path, monk
     assert Path(stages["dequantization"]).name == "last.ckpt"
     with pytest.raises(RuntimeError, match="singlehdr_linearization_s0 was trained with a different recipe"):
         hp.main([*base, "--methods", "singlehdr"])
+
+
+def test_v13_flags_keep_stage_3_best_and_train_cfnet_on_the_weak_generator(tmp_path, monkeypatch):
+    """Protocol v13: ``--hallucination_keep_best`` validates SingleHDR's stage 3 on 50 scenes every
+    100 steps and scores its checkpoint of highest clipped PU21-PSNR; ``--cfnet_generator
+    le2023_weak_debevec`` trains CF-Net on, and scores it with, the weakly supervised Le2023 run of
+    the same seed (its ``last.ckpt``); the Debevec-trained generator is then not trained at all."""
+    hp, commands = _dry_protocol(monkeypatch)
+    out = tmp_path / "out"
+    base = ["--out", str(out), "--seeds", "4", "--jobs", "1", "--samples", "40"]
+    assert hp.main([*base, "--methods", "singlehdr", "le2023_cfnet", "--linearization_keep_best",
+                    "--hallucination_keep_best", "--cfnet_generator", "le2023_weak_debevec"]) == 0
+    fits = {Path(c[c.index("--run_dir") + 1]).name: c for c in commands if c[3] == "fit"}
+    assert set(fits) == {"singlehdr_dequantization_s4", "singlehdr_linearization_s4", "singlehdr_s4",
+                         "le2023_debevec_s4", "le2023_cfnet_s4"}  # le2023_debevec_s4: the weak run's folder
+    hal = fits["singlehdr_s4"]
+    assert _last_value(hal, "--keep_best_by") == "val/pu21_psnr_clipped" and _last_value(hal, "--keep_best_mode") == "max"
+    assert _last_value(hal, "--data.init_args.num_val_scenes") == "50"
+    assert _last_value(hal, "--trainer.val_check_interval") == "100"
+    assert _last_value(fits["singlehdr_linearization_s4"], "--keep_best_by") == "val/crf_rmse"
+    assert "experiments/le2023.yaml" in fits["le2023_debevec_s4"]
+    weak = str(out / "runs" / "le2023_debevec_s4" / "checkpoints" / "last.ckpt")
+    assert _last_value(fits["le2023_cfnet_s4"], "--model.init_args.generator_ckpt") == weak
+    tests = [c for c in commands if c[3] == "test"]
+    singlehdr = [c for c in tests if "singlehdr_trained" in c[c.index("--run_dir") + 1]]
+    assert singlehdr and all(Path(_last_value(c, "--ckpt_path")).name == "best.ckpt" for c in singlehdr)
+    cfnet = [c for c in tests if "le2023_cfnet" in c[c.index("--run_dir") + 1]]
+    assert len(cfnet) == 2 and all(_last_value(c, "--model.init_args.generator_ckpt") == weak for c in cfnet)
+    # the v12 recipe of the same folders is another recipe
+    with pytest.raises(RuntimeError, match="singlehdr_s4 was trained with a different recipe"):
+        hp.main([*base, "--methods", "singlehdr", "--linearization_keep_best"])
