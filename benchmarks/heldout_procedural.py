@@ -426,17 +426,17 @@ def report(out: Path, results: dict[tuple[str, str, int], dict[str, dict[str, fl
              f"rendered at {size} px; trained on "
              + (f"whole {SCENE_SIZE[0]} px scenes)" if TRAIN_PATCH[0] == SCENE_SIZE[0]
                 else f"{TRAIN_PATCH[0]} px crops of {SCENE_SIZE[0]} px scenes)"), ""]
-    if "linearization" in STAGE_KEEP_BEST and "singlehdr" in {name for name, _, _ in results}:
+    present = {name for name, _, _ in results}
+    if "linearization" in STAGE_KEEP_BEST and "singlehdr" in present:
         lines += ["SingleHDR's stage 2 (Linearization-Net) scored with its checkpoint of lowest val/crf_rmse "
                   "(50 validation scenes, every 25 steps; `--linearization_keep_best`).", ""]
-    if "hallucination" in STAGE_KEEP_BEST and "singlehdr" in {name for name, _, _ in results}:
+    if "hallucination" in STAGE_KEEP_BEST and "singlehdr" in present:
         lines += ["SingleHDR's stage 3 (Hallucination-Net) scored with its checkpoint of highest "
                   "val/pu21_psnr_clipped (whole pipeline, 50 validation scenes, every 100 steps; "
                   "`--hallucination_keep_best`).", ""]
-    if CFNET_GENERATOR[0] != "le2023_debevec" and "le2023_cfnet" in {name for name, _, _ in results}:
+    if CFNET_GENERATOR[0] != "le2023_debevec" and "le2023_cfnet" in present:
         lines += [f"CF-Net trained on and scored with the stacks of the {CFNET_GENERATOR[0]} generator of the "
                   "same seed (`--cfnet_generator`).", ""]
-    present = {name for name, _, _ in results}
     names = [name for name in (*TRAINED, *ABLATIONS, *BASELINES) if name in present]
     missing = [name for name in TRAINED if name not in present]
     if missing:
