@@ -106,6 +106,17 @@ def test_last_ckpt_holds_the_final_weights_when_the_budget_ends_between_checkpoi
     assert all(torch.equal(a[k], v) for k, v in _weights(tmp_path / "b").items())
 
 
+def test_last_ckpt_holds_the_final_weights_when_max_epochs_ends_between_checkpoints(tmp_path):
+    """A run stopped by ``max_epochs`` (2 epochs of 4 batches) between step checkpoints (every 3)
+    writes ``last.ckpt`` at the epoch end it stops on (step 8), with the weights of a run stopped by
+    ``max_steps`` 8 and checkpointed every step."""
+    _fit(tmp_path / "a", "--trainer.max_steps", "8", "--checkpoint_every_n_steps", "1")
+    _fit(tmp_path / "b", "--trainer.max_epochs", "2", "--trainer.max_steps", "-1", "--checkpoint_every_n_steps", "3")
+    assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 class _Interrupt(L.Callback):
     def __init__(self, step: int) -> None:
         self.step = step
