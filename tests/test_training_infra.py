@@ -54,12 +54,17 @@ def test_resume_mid_epoch_is_exact(tmp_path):
     """Train 10 steps vs 6 + resume to 10 (the epoch has 4 batches, so step 6 is mid-epoch)."""
     _fit(tmp_path / "a", "--trainer.max_steps", "10", "--checkpoint_every_n_steps", "1")
     _fit(tmp_path / "b", "--trainer.max_steps", "6", "--checkpoint_every_n_steps", "1")
+    first = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     _fit(tmp_path / "b", "--trainer.max_steps", "10", "--checkpoint_every_n_steps", "1", "--ckpt_path", "last")
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["samples_seen"] == 20 and summary["global_step"] == 10
+    # wall time counts both processes: this one plus the first one's, stored in its step-6 checkpoint
+    (stored,) = [v["wall_time_s"] for k, v in first["callbacks"].items() if k.startswith("RunSummary")]
+    assert stored > 0
+    assert summary["wall_time_s"] == pytest.approx(stored + summary["wall_time_process_s"], abs=2e-3)
     # the resumed run appended to its metrics.csv: rows of both sessions, steps increasing
     import csv
 

@@ -257,6 +257,11 @@ class RunSummary(L.Callback):
     """Writes ``summary.json``: git SHA, package versions, seed, determinism flags, samples seen,
     steps, wall time, parameter counts, status and the last logged metrics.
 
+    ``wall_time_s`` of a fit is the run's whole training wall time: the time of this process plus
+    the time stored in the checkpoint it resumed from (saved with every checkpoint, so a resumed
+    run counts every earlier process up to its checkpoint); ``wall_time_process_s`` is this
+    process alone. Time spent after the last checkpoint of an interrupted process is not counted.
+
     When training starts it also logs the trainable parameter counts (total and per sub-network,
     :func:`parameter_counts`) to every logger of the run as ``trainable_parameters/<name>``
     hyperparameters (CSV: ``hparams.yaml``; W&B: the run config and its summary).
@@ -273,10 +278,21 @@ class RunSummary(L.Callback):
         self.extra = dict(extra or {})
         self._start = time.perf_counter()
         self._stage = ""
+        self._resumed_wall = 0.0  # wall time of earlier processes of this run (from the checkpoint)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._start = time.perf_counter()
         self._stage = stage
+        self._resumed_wall = 0.0
+
+    def _wall(self) -> float:
+        return self._resumed_wall + time.perf_counter() - self._start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wall_time_s": self._wall()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_wall = float(state_dict.get("wall_time_s", 0.0))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         params = parameter_hparams(parameter_counts(pl_module))
@@ -307,7 +323,8 @@ class RunSummary(L.Callback):
             "samples_seen": int(getattr(pl_module, "samples_seen", 0)),
             "global_step": int(trainer.global_step),
             "epoch": int(trainer.current_epoch),
-            "wall_time_s": round(time.perf_counter() - self._start, 3),
+            "wall_time_s": round(self._wall(), 3),
+            "wall_time_process_s": round(time.perf_counter() - self._start, 3),
             "trainable_parameters": count_parameters(pl_module),
             "trainable_parameters_per_subnetwork": {k: v for k, v in parameter_counts(pl_module).items() if k != "total"},
             "model": type(pl_module).__name__,
