@@ -50,12 +50,13 @@ SingleHDR's stage 2 (Linearization-Net) at batch 8, lr 1e-3 and BN momentum 0.01
 (``SINGLEHDR_STAGE_FLAGS``); Le2023 + Debevec and CF-Net at lr 1e-3 (``METHOD_FLAGS``: the official
 1e-4 belongs to far longer schedules, CF-Net's released 1e-6 is a fine-tuning value). SingleHDR's
 stages 1 and 3 stay at 1e-4 (stage 3 at 3e-4 / 1e-3 scored lower on validation); the weakly
-supervised Le2023 trains at the same 1e-3 as Le2023 + Debevec (``METHOD_FLAGS``, probe there).
-CF-Net also follows its official step schedule scaled to the budget (``METHOD_SCHEDULES``: lr halved at 20/40/60/80 % of the steps), adopted after a
-constant-lr run ended on a validation dip (and a held-out loss) on seed 1, and is scored with its
-best validation checkpoint as its official training keeps (``METHOD_KEEP_BEST``: display PSNR on
-20 validation scenes every 250 steps, on the training's patches of them; the training itself
-is unchanged).
+supervised Le2023 trains at the same 1e-3 as Le2023 + Debevec (``METHOD_FLAGS``; chosen by a
+validation probe, ``docs/results/heldout_v13_seeds45/PREREGISTRATION.md``). CF-Net also follows
+its official step schedule scaled to the budget (``METHOD_SCHEDULES``: lr halved at 20/40/60/80 %
+of the steps), adopted after a constant-lr run ended on a validation dip (and a held-out loss) on
+seed 1, and is scored with its best validation checkpoint as its official training keeps
+(``METHOD_KEEP_BEST``: display PSNR on 20 validation scenes every 250 steps, on the training's
+patches of them; the training itself is unchanged).
 
 Usage::
 
