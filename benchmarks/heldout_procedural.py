@@ -81,7 +81,7 @@ the official EMoR inverse basis (K = 11) instead of hdrlab's fallback (``v^2.2``
 the data keep their default CRF families, so every method is still scored on the same scenes and
 CRFs. Off by default: on these CRFs the EMoR mean is a worse start (RMSE 0.082 vs 0.070 for
 ``v^2.2`` on the 20 held-out curves; both bases fit them to < 5e-4) and seed 0 at 4000 samples
-scored 6.62 dB clipped PU21-PSNR with it vs 8.94 with the fallback (``docs/methods.md``).
+scored 6.62 dB clipped PU21-PSNR with it vs 8.94 with the fallback (``docs/methods.md``, SingleHDR).
 
 Re-running skips finished steps: a run whose ``checkpoints/last.ckpt`` reached the budget (its
 ``best.ckpt`` is then reused too), a test
@@ -137,7 +137,7 @@ SINGLEHDR_STAGES = ("dequantization", "linearization", "hallucination")
 #: and decay-0.999 running statistics stay half-way from their initial values. Measured, curve RMSE
 #: on the validation split (200 scenes; the basis mean scores 0.066), stage-2 budget of 16000 / 3
 #: samples, seeds 0 / 1: batch 2, lr 1e-4 (the shared overrides) 0.068 / 0.082; batch 8, lr 1e-3
-#: 0.092 / 0.070; batch 8, lr 1e-3, BN momentum 0.01 0.055 / 0.054 (docs/methods.md).
+#: 0.092 / 0.070; batch 8, lr 1e-3, BN momentum 0.01 0.055 / 0.054 (docs/methods.md, SingleHDR).
 SINGLEHDR_STAGE_FLAGS = {
     "linearization": ["--data.init_args.batch_size", "8", "--model.init_args.lr", "1e-3",
                       "--model.init_args.linearization_bn_momentum", "0.01"],
@@ -177,7 +177,8 @@ KEEP_BEST_FLAGS = ["--data.init_args.num_val_scenes", "20", "--trainer.val_check
 #: (``val/crf_rmse``) on 50 validation scenes (disjoint from the held-out ones), checked every 25
 #: steps. The official recipe trains 500k iterations and keeps the last; at a few hundred steps of
 #: lr 1e-3 the last iterate is noisy (seed 0's RMSE moved between 0.054 and 0.067 over its last
-#: 100 steps in a probe of this recipe, seed 1's between 0.051 and 0.055: docs/methods.md), and the
+#: 100 steps in a probe of this recipe, seed 1's between 0.051 and 0.055:
+#: docs/results/heldout_v12_seeds23/PREREGISTRATION.md), and the
 #: tiny override's 2 validation scenes are too few to rank checkpoints. The training is unchanged.
 SINGLEHDR_STAGE_KEEP_BEST: dict[str, tuple[str, str, list[str]]] = {
     "linearization": ("val/crf_rmse", "min",
@@ -202,9 +203,9 @@ ABLATIONS = {
     "singlehdr_known_crf": ("singlehdr", ["--model.init_args.crf_source", "known"]),
     "le2023_debevec_saturation_bound": ("le2023_debevec", ["--model.init_args.merger.init_args.saturation_bound", "true"]),
 }
-#: methods whose scores the issue's bar covers: SingleHDR, Le2023 + Debevec (the shipped combination
-#: ``experiments/le2023_debevec.yaml``) and Le2023 + CF-Net; ``singlehdr_joint`` and the weakly
-#: supervised ``le2023_weak_debevec`` are reported only (the issue names the three above)
+#: methods the report's win table counts against the 15-of-20 target: SingleHDR, Le2023 + Debevec
+#: (the shipped combination ``experiments/le2023_debevec.yaml``) and Le2023 + CF-Net;
+#: ``singlehdr_joint`` and the weakly supervised ``le2023_weak_debevec`` are reported only
 REQUIRED = ("singlehdr", "le2023_debevec", "le2023_cfnet")
 BASELINES = {
     "baseline_inverse_crf": "experiments/baseline_inverse_crf.yaml",
@@ -218,12 +219,12 @@ SINGLEHDR_BASIS: list[str] = []
 #: render size (px) of every procedural scene (``--scene_size``): training and validation use
 #: patches of :data:`TRAIN_PATCH` (whole scenes by default), the held-out scenes are scored whole
 #: (``--test_size``, default the same size). 128 px gives CF-Net 64 px
-#: inputs through the issue's same-resolution rule (x2 down, CF-Net x2 up). The earlier protocol
+#: inputs through the composite's same-resolution path (x2 down, CF-Net x2 up). The earlier protocol
 #: rendered everything at the 64 px patch itself, where even the perfect fusion through that x2
 #: path scores below the no-hallucination baseline on 4 of the 20 held-out scenes
 #: (``benchmarks/cfnet_no_detail_reference.py``); ``--scene_size 64`` reproduces it. Scoring
 #: 128 px renders with models trained on 64 px scenes (``--scene_size 64 --test_size 128``)
-#: changes the content's pixel scale between training and test (docs/methods.md: SingleHDR
+#: changes the content's pixel scale between training and test (docs/results/history.md: SingleHDR
 #: then loses to its untrained self).
 DEFAULT_SCENE_SIZE = 128
 SCENE_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
@@ -231,7 +232,7 @@ SCENE_SIZE: list[int] = [DEFAULT_SCENE_SIZE]
 #: validation (CF-Net's best-checkpoint choice included) and test all see whole scenes of one size.
 #: ``--train_patch 64`` trains on 64 px crops (the tiny override's patch) of the 128 px scenes: a
 #: quarter of the pixels per sample, and the protocol before this one, where SingleHDR's tiny
-#: Hallucination-Net learned on crops but not for whole scenes (docs/methods.md)
+#: Hallucination-Net learned on crops but not for whole scenes (docs/methods.md, SingleHDR)
 TINY_PATCH = 64
 TRAIN_PATCH: list[int] = [DEFAULT_SCENE_SIZE]
 TEST_SIZE: list[int] = [DEFAULT_SCENE_SIZE]

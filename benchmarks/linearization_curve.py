@@ -12,7 +12,7 @@ Each prints the RMSE of the predicted inverse CRF (1024 samples, display -> line
 one on the validation and test splits, next to two fixed curves': the basis mean (where the
 Linearization-Net starts) and the mean training curve. Both estimators see the quantised LDR
 (``ldr``); stage 2 trains on the un-quantised ``ldr_float`` and the full pipeline feeds it the
-Dequantization-Net's output. ``docs/methods.md`` ("SingleHDR: the official stage budgets") quotes
+Dequantization-Net's output. ``docs/methods.md`` (SingleHDR, "Stage 2 at short budgets") quotes
 both.
 
 Usage::

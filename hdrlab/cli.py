@@ -3,7 +3,10 @@
 * ``hdrlab fit|validate|test|predict --config experiments/<x>.yaml [overrides]``: LightningCLI
   (``parser_mode="omegaconf+"``) over any :class:`~hdrlab.methods.base.HDRMethod` and any
   LightningDataModule, selected by ``class_path`` in the config (jsonargparse is the registry).
-  Every run writes one folder, ``<runs_root>/<experiment>/<run_id>/`` (or ``--run_dir``):
+  Every run (fit, validate, test and predict alike) writes one folder,
+  ``<runs_root>/<experiment>/<run_id>/``, where ``<experiment>`` is the stem of the first
+  ``--config`` file that sets ``model`` (:func:`hdrlab.runs.experiment_name`; ``--experiment NAME``
+  overrides it, ``--run_dir`` overrides the whole path):
   ``config.yaml``, ``metrics.csv``, ``checkpoints/last.ckpt``, ``wandb/``, ``previews/``,
   ``summary.json`` (``hdrlab test`` adds ``test_per_sample.csv``: one row of metrics per test
   image). Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hdrlab.errors import HDRLabError
+from hdrlab.runs import config_args, experiment_name
 
 #: utility subcommand -> (module, one-line help). Explicit on purpose: no folder scanning.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -51,17 +55,6 @@ def _usage() -> str:
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run 'hdrlab <subcommand> --help' for the options of one subcommand."]
     return "\n".join(lines)
-
-
-def _experiment_name(cfg: Any) -> str:
-    configs = cfg.get("config") or []
-    for c in reversed(list(configs)):
-        if c is None:  # config given as text on the command line, not a file
-            continue
-        path = Path(str(getattr(c, "relative", None) or c))
-        if path.parent.name != "overrides":
-            return path.stem
-    return "default"
 
 
 def _wandb_mode(choice: str) -> str | None:
@@ -122,7 +115,8 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                 help="use ImageNet trunks for perceptual losses (${pretrained_trunks}); false = random")
             parser.add_argument("--runs_root", type=str, default="runs", help="parent of experiment folders")
             parser.add_argument("--experiment", type=str | None, default=None,
-                                help="experiment name (default: the --config file's stem)")
+                                help="experiment folder name (default: the stem of the first --config file "
+                                     "that sets model)")
             parser.add_argument("--run_id", type=str | None, default=None, help="run folder name (default: time-based)")
             parser.add_argument("--run_dir", type=str | None, default=None,
                                 help="explicit run folder (overrides runs_root/experiment/run_id)")
@@ -145,12 +139,23 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
             parser.add_argument("--activation_checkpointing", type=bool, default=False,
                                 help="set by the memory-budget plan (recorded in config.yaml)")
 
+        def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+            # the --config entries, read from the command line: under parser_mode="omegaconf+"
+            # jsonargparse drops the parsed `config` key when any config holds a ${...} interpolation
+            # (it re-parses a dump of the resolved config, and dumps leave config files out)
+            argv = sys.argv[1:] if args is None else args
+            self.config_entries = config_args(argv) if isinstance(argv, (list, tuple)) else None
+            super().parse_arguments(parser, args)
+
         def before_instantiate_classes(self) -> None:
             cfg = self.config[self.subcommand] if self.subcommand else self.config
             if cfg.get("run_dir"):
                 run_dir = Path(cfg.run_dir)
             else:
-                experiment = cfg.get("experiment") or _experiment_name(cfg)
+                # jsonargparse's record of the --config entries when it kept one, else the command line's
+                recorded = [c if c is None else getattr(c, "absolute", c) for c in cfg.get("config") or []]
+                configs = recorded or self.config_entries or []
+                experiment = cfg.get("experiment") or experiment_name(configs)
                 run_id = cfg.get("run_id") or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
                 run_dir = Path(cfg.runs_root) / experiment / run_id
             if cfg.get("wandb") not in ("auto", "online", "offline", "disabled"):

@@ -41,23 +41,6 @@ def _plumbing(**data_args) -> dict:
 # ------------------------------------------------------------------ adapters
 
 
-@pytest.mark.parametrize(
-    ("name", "method", "stride", "optimizer", "patch", "batch"),
-    [
-        ("singlehdr", "SingleHDRMethod", 32, "adam", 256, 8),
-        ("le2023", "Le2023Method", 64, "adamw", 256, 16),  # 2 ** (levels - 1), levels 7
-        ("cfnet", "CFNetMethod", 2, "adam", 128, 4),  # the SR scale
-        ("le2023_cfnet", "TwoStage", 64, "adam", 256, 8),  # lcm(64, 2)
-        ("le2023_mertens", "TwoStage", 64, "adam", 256, 8),  # lcm(64, 1)
-    ],
-)
-def test_adapter_reads_experiment(name, method, stride, optimizer, patch, batch):
-    est = method_estimator([EXP / f"{name}.yaml"], width=0.125)
-    assert (est.method, est.stride, est.optimizer, est.paper_patch, est.effective_batch) == (
-        method, stride, optimizer, patch, batch)
-    assert est.trainable
-
-
 def test_adapter_baseline_and_errors(tmp_path):
     est = method_estimator([EXP / "baseline_inverse_crf.yaml"])
     assert not est.trainable

@@ -229,7 +229,8 @@ def _write_ldr(path: Path, rgb: np.ndarray) -> None:
 
 
 def test_hdr_synth_real_pairs_and_list_file(tmp_path):
-    """Layout from specs/direct_methods.md section 2.7 (HDR_gt/*.hdr + LDR_in/*.jpg pairs) and 2.8 (503/60 lists)."""
+    """Layout of the official SingleHDR data (HDR_gt/*.hdr + LDR_in/*.jpg pairs: alex04072000/SingleHDR
+    ``training_code/convert_to_tf_record.py``; 503/60 lists: ``training_code/i_dataset_*.pkl``)."""
     ldr = np.full((8, 10, 3), 128, np.uint8)
     for split in ("train", "test"):
         for stem in ("s1", "s2"):
@@ -252,14 +253,14 @@ def test_hdr_synth_real_pairs_and_list_file(tmp_path):
 
 
 def test_hdr_synth_without_ldr_is_hdr_only(tmp_path):
-    """HDR-Synth training files are HDR only (pairs are synthesised), specs/direct_methods.md section 2.1."""
+    """HDR-Synth training files are HDR only (pairs are synthesised: SingleHDR ``training_code/dataset.py``)."""
     write_exr(tmp_path / "train" / "HDR_gt" / "book" / "x.exr", torch.full((3, 4, 4), 2.0))
     item = HDRSynthRealDataset(tmp_path)[0]
     assert set(item) == {"hdr", "name"} and item["name"] == "book/x" and float(item["hdr"].mean()) == 2.0
 
 
 def test_hdr_eye_both_layouts(tmp_path):
-    """46 scenes 00000-00045 (specs/direct_methods.md section 2.8); file names inside are an assumption."""
+    """46 scenes 00000-00045 (the SingleHDR results package); file names inside are an assumption."""
     for scene in ("00000", "00001"):
         write_exr(tmp_path / "scenes" / scene / "gt.exr", torch.full((3, 6, 6), 3.0))
         _write_ldr(tmp_path / "scenes" / scene / "input.jpg", np.full((6, 6, 3), 200, np.uint8))
@@ -275,7 +276,7 @@ def test_hdr_eye_both_layouts(tmp_path):
 
 
 def test_drtmo_csv_pairs(tmp_path):
-    """CSV x,x_exp,y,y_exp with times 2^-10..2^-6 s (specs/stack_generators.md 1.6, 4.5; anchors 3.2)."""
+    """CSV x,x_exp,y,y_exp with times 2^-10..2^-6 s (VinAIResearch/single_image_hdr ``data/*.csv``)."""
     _write_ldr(tmp_path / "imgs" / "s_80_10_0_gamma+1.4" / "e.png", np.full((4, 4, 3), 100, np.uint8))
     _write_ldr(tmp_path / "imgs" / "s_80_10_0_gamma+1.4" / "g.png", np.full((4, 4, 3), 180, np.uint8))
     csv_path = tmp_path / "val.csv"
@@ -295,7 +296,7 @@ def test_drtmo_csv_pairs(tmp_path):
 
 
 def test_sice_sequences_with_labels(tmp_path):
-    """Dataset_PartN/<seq>/<k>.JPG + Label/<seq>.JPG (specs/mergers.md section 4: SICE sequences with references)."""
+    """Dataset_PartN/<seq>/<k>.JPG + Label/<seq>.JPG (SICE sequences with references, Cai, Gu, Zhang 2018)."""
     for seq in ("1", "2"):
         for k, value in enumerate((30, 90, 150, 210, 250), start=1):
             _write_ldr(tmp_path / seq / f"{k}.JPG", np.full((5, 7, 3), value, np.uint8))
@@ -312,7 +313,7 @@ def test_sice_sequences_with_labels(tmp_path):
 
 
 def test_kalantari_scene(tmp_path):
-    """3 16-bit TIFFs, exposure.txt {0,2,4}, HDRImg.hdr = L^2.2 / 2^(EV-EVmin) (specs/mergers.md section 0)."""
+    """3 16-bit TIFFs, exposure.txt {0,2,4}, HDRImg.hdr = L^2.2 / 2^(EV-EVmin) (Kalantari & Ramamoorthi 2017)."""
     scene = tmp_path / "Test" / "PAPER" / "BarbequeDay"
     scene.mkdir(parents=True)
     codes = (1000, 20000, 65535)

@@ -1,4 +1,4 @@
-"""``hdrlab info``: full-size trainable parameter counts (spec references) and FakeTensor FLOPs."""
+"""``hdrlab info``: full-size trainable parameter counts (from the official code) and FakeTensor FLOPs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ EXP = REPO / "experiments"
 
 
 def test_singlehdr_counts_and_flops(capsys):
-    """direct_methods.md §2.2-2.5: 1,999,779 / 1,200,971 / 24,569,118 / 1,266,947; ~450 GFLOPs at 512^2."""
+    """Official SingleHDR code (alex04072000/SingleHDR ``*_net.py``): 1,999,779 / 1,200,971 / 24,569,118 /
+    1,266,947; ~450 GFLOPs at 512^2."""
     assert main(["info", "--config", str(EXP / "singlehdr.yaml"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["parameters"]["subnetworks"] == {
@@ -27,7 +28,7 @@ def test_singlehdr_counts_and_flops(capsys):
 
 
 def test_le2023_count():
-    """stack_generators.md §4.2: 62,194,875 trainable parameters."""
+    """Official code (VinAIResearch/single_image_hdr ``src/models/ednet.py``): 62,194,875 trainable parameters."""
     info = describe([str(EXP / "le2023.yaml")])
     assert info["parameters"]["total"] == 62_194_875
     assert info["flops"] > 0
@@ -35,7 +36,7 @@ def test_le2023_count():
 
 @pytest.mark.parametrize("scale,expected", [(2, 17_048_297), (4, 28_975_849)])
 def test_cfnet_counts(tmp_path, scale, expected):
-    """mergers.md §4: CF-Net x2 17,048,297 and x4 28,975,849; FLOPs at a 512x512 output."""
+    """Official CF-Net (ytZhang99/CF-Net ``model.py``): x2 17,048,297 and x4 28,975,849; FLOPs at a 512x512 output."""
     override = tmp_path / "scale.yaml"
     override.write_text(f"model:\n  init_args:\n    scale: {scale}\n")
     info = describe([str(EXP / "cfnet.yaml"), str(override)])

@@ -89,9 +89,15 @@ def test_total_variation_matches_hand_formula():
     dy = (img[..., 1:, :] - img[..., :-1, :]).abs()
     dx = (img[..., :, 1:] - img[..., :, :-1]).abs()
     hand_mean = (dy.mean(dim=(-2, -1)) + dx.mean(dim=(-2, -1))).mean()
-    hand_sum = (dy.sum(dim=(-2, -1)) + dx.sum(dim=(-2, -1))).mean()
+    hand_sum = (dy.sum(dim=(1, 2, 3)) + dx.sum(dim=(1, 2, 3))).mean()
     assert TotalVariationLoss()(img).item() == pytest.approx(hand_mean.item(), rel=1e-12)
     assert TotalVariationLoss(reduction="sum")(img).item() == pytest.approx(hand_sum.item(), rel=1e-12)
+    # pixel_mean: the far row / column padded by symmetry (zero difference), every position averaged
+    padded_y = torch.cat([img, img[..., -1:, :]], dim=-2)
+    padded_x = torch.cat([img, img[..., :, -1:]], dim=-1)
+    hand_pixel = ((padded_y[..., 1:, :] - padded_y[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+                  + (padded_x[..., :, 1:] - padded_x[..., :, :-1]).abs().mean(dim=(1, 2, 3))).mean()
+    assert TotalVariationLoss(reduction="pixel_mean")(img).item() == pytest.approx(hand_pixel.item(), rel=1e-12)
 
 
 def test_ssim_loss_matches_kornia_valid_ssim():

@@ -6,7 +6,8 @@ tests check, through hdrlab's real CLI parser, that each variant as ``wandb agen
 (``--config=<str(mapping)>``) parses to exactly the same configuration as
 ``fit --config experiments/X.yaml --model.init_args.<k>=<v>`` (nothing leaks between experiments,
 the shared ``--width`` / ``--pretrained_trunks`` still reach the interpolated init args), also when
-the W&B server hands the mapping back with sorted keys, and that the axes cover what issue 4 asks for.
+the W&B server hands the mapping back with sorted keys, and that the axes cover every trained method's
+loss terms, weights and loss domains.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def test_singlehdr_loss_domain_option_closed_forms():
     from hdrlab.errors import ConfigError
     from hdrlab.losses import pu21_domain
     from hdrlab.methods import SingleHDRMethod
-    from hdrlab.methods.singlehdr import hallucination_loss, joint_loss, normalize_mean, symmetric_total_variation
+    from hdrlab.losses.singlehdr import hallucination_loss, joint_loss, normalize_mean, symmetric_total_variation
 
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(2, 3, 16, 16, generator=g) * 4, torch.rand(2, 3, 16, 16, generator=g) * 4

@@ -1,6 +1,6 @@
 """Classical mergers (Debevec & Malik, Mertens) against OpenCV, closed forms and ground truth.
 
-Synthetic brackets follow spec ``mergers.md`` §9: a smooth log-radiance field with 5 % per-channel
+Synthetic brackets: a smooth log-radiance field with 5 % per-channel
 multiplicative texture, channels 0.8 / 1 / 1.3, exposures 4 EV apart around the reference,
 8-bit codes ``round(255 * clip(E t, 0, 1) ** (1 / 2.2))`` built with numpy (independent of hdrlab's
 camera code). OpenCV (5.0.x, >= 4.12 weight table) is the reference implementation.
@@ -104,7 +104,7 @@ def test_weight_tables_closed_form():
 
 
 def test_grid_sample_points_match_opencv_rule():
-    pts = grid_sample_points(120, 160, 70)  # x_points 9, y_points 7 (spec §1.2)
+    pts = grid_sample_points(120, 160, 70)  # x_points 9, y_points 7 (OpenCV calibrate.cpp grid rule)
     assert pts.shape == (63, 2)
     assert pts[0].tolist() == [120 // 7 // 2, 160 // 9 // 2]
     assert grid_sample_points(1000, 1500, 70).shape == (70, 2)

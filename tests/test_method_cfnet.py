@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from pytorch_msssim import ssim
 
 from hdrlab import tonemap
 from hdrlab.data import ProceduralDataModule
+from hdrlab.data.batch import bracket_stack
 from hdrlab.data.datamodules import collate_hdr_batch
 from hdrlab.errors import ConfigError
 from hdrlab.methods import CFNetMethod
-from hdrlab.methods.cfnet import extreme_pair
 from hdrlab.metrics.display import DisplayPSNR
 from tests.support.overfit import assert_gradients_reach_every_parameter
 
@@ -41,14 +42,18 @@ def _batch(train_set, *indices: int) -> dict:
     return collate_hdr_batch([train_set[(i, 0)] for i in indices])
 
 
-def test_extreme_pair_is_lowest_and_highest_ev_and_errors_name_the_fix():
+def test_the_pair_is_the_lowest_and_highest_ev_and_errors_name_the_fix():
     stack = torch.rand(2, 3, 3, 8, 8)
-    under, over = extreme_pair({"stack": stack, "ev": torch.tensor([[-4.0, 0.0, 4.0]] * 2)})
-    assert torch.equal(under, stack[:, 0]) and torch.equal(over, stack[:, 2])
+    method = CFNetMethod(width=TINY)
+    pair = method.pair({"stack": stack, "ev": torch.tensor([[-4.0, 0.0, 4.0]] * 2)})
+    out = method.merger.outputs(pair)
+    direct = method.net(*(F.interpolate(stack[:, i], scale_factor=0.5, mode="bicubic", antialias=True).clamp(0, 1)
+                          for i in (0, 2)))
+    assert torch.allclose(out.fused, direct.fused)
     with pytest.raises(ConfigError, match=r"CF-Net needs an exposure pair: set data.init_args.bracket_ev, e.g. \[-4, 4\]"):
-        extreme_pair({"ldr": torch.rand(2, 3, 8, 8)})
+        method.pair({"ldr": torch.rand(2, 3, 8, 8)})
     with pytest.raises(ConfigError, match="fewer than 2 exposures"):
-        extreme_pair({"stack": stack[:, :1]})
+        bracket_stack({"stack": stack[:, :1], "ev": torch.zeros(2, 1)})
 
 
 def test_official_defaults_and_full_size_parameter_count():
@@ -75,7 +80,7 @@ def test_loss_terms_match_pytorch_msssim_at_the_official_data_range(train_set_64
     loss, terms = method.compute_loss(batch)
     under, over = batch["stack"][:, 0], batch["stack"][:, -1]
     with torch.no_grad():
-        out = method.run(batch)
+        out = method.merger.outputs(method.pair(batch))
         fused = tonemap.display(batch["hdr"])
 
         def off(a, b):

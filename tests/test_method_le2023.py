@@ -13,7 +13,8 @@ from hdrlab.data.datamodules import collate_hdr_batch
 from hdrlab.errors import ConfigError
 from hdrlab.losses.le2023 import LE2023_LOSS_WEIGHTS
 from hdrlab.methods import Le2023Method
-from hdrlab.methods.le2023_multiexposure import batch_crf, exposure_pool, sample_exposure_pairs
+from hdrlab.data.batch import batch_crf
+from hdrlab.methods.le2023_multiexposure import exposure_pool, sample_exposure_pairs
 from hdrlab.metrics import PSNRMu
 from hdrlab.models.generators import LE2023_DEFAULT_EV
 from hdrlab.models.mergers import DebevecMerger
@@ -227,7 +228,7 @@ def test_yaml_fast_dev_run_through_the_cli(tmp_path):
 def test_example_bracket_matches_synthesize_stack():
     """The FakeTensor-friendly example bracket equals the camera pipeline's gamma-2.2 8-bit render."""
     from hdrlab.camera import CRF, synthesize_stack
-    from hdrlab.methods.le2023_multiexposure import example_bracket
+    from hdrlab.data.batch import example_bracket
 
     hdr = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 3.0
     images, ev = example_bracket(hdr, [2.0, -2.0, -1.0])

@@ -15,12 +15,9 @@ from hdrlab.data import ProceduralDataModule
 from hdrlab.data.datamodules import collate_hdr_batch
 from hdrlab.errors import ConfigError
 from hdrlab.methods import SingleHDRMethod
-from hdrlab.methods.singlehdr import (
-    STAGES,
-    SUBNETWORKS,
+from hdrlab.losses.singlehdr import (
     SingleHDRPerceptualLoss,
     dequantization_loss,
-    fallback_inverse_crf_basis,
     hallucination_loss,
     image_loss_mask,
     joint_loss,
@@ -29,6 +26,8 @@ from hdrlab.methods.singlehdr import (
     symmetric_total_variation,
     tone_curve,
 )
+from hdrlab.methods.singlehdr import STAGES, SUBNETWORKS
+from hdrlab.models.direct.singlehdr import fallback_inverse_crf_basis
 from tests.support.overfit import fixed_batch, highlight_stats, overfit
 
 REPO = Path(__file__).resolve().parents[1]

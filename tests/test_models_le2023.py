@@ -18,12 +18,12 @@ from hdrlab.losses.le2023 import (
     LE2023_LOSS_WEIGHTS,
     Le2023Loss,
     MaskedPerceptualLoss,
-    PoolFeatures,
     le2023_tv_weight_for_patch,
     log_hdr_representation_loss,
     masked_reconstruction_loss,
     total_variation_loss,
 )
+from hdrlab.losses.perceptual import PoolFeatures
 from hdrlab.models.generators import (
     LE2023_DEFAULT_EV,
     Le2023Generator,
@@ -130,8 +130,11 @@ def test_generator_custom_ev_set_and_errors(real_hdr_dir: Path) -> None:
         normalize_ev_set((1.0, 1.0))
     with pytest.raises(ConfigError, match="non-finite"):
         normalize_ev_set((math.inf,))
-    with pytest.raises(ConfigError, match="divisible by 64"):
-        gen(torch.rand(1, 3, 48, 64))
+    assert gen.stride == 64  # 2 ** (levels - 1): other sizes are padded to it and cropped back
+    odd = torch.rand(1, 3, 48, 70)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(odd, (0, 58, 0, 16), mode="replicate")
+        assert torch.allclose(gen(odd).images, gen(padded).images[..., :48, :70], atol=1e-6)
     with pytest.raises(ConfigError, match=r"\[B, 3, H, W\]"):
         gen(torch.rand(3, 64, 64))
 

@@ -1,6 +1,6 @@
 """SingleHDR model layer: blocks, pure functions and the four sub-networks.
 
-References: parameter counts from the official TF code (spec §2.2-2.5), OpenCV Sobel, numpy
+References: parameter counts from the official TF code (alex04072000/SingleHDR), OpenCV Sobel, numpy
 interpolation, closed-form values, the real EMoR ``invemor.txt`` and real Radiance HDR files.
 """
 

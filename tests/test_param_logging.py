@@ -75,7 +75,7 @@ def test_parameter_counts_total_and_per_subnetwork():
     from hdrlab.models.generators import Le2023Generator
     from hdrlab.models.mergers import CFNetMerger
 
-    assert parameter_counts(CFNetMethod()) == {"total": 17_048_297, "cfnet": 17_048_297}  # official x2 (spec)
+    assert parameter_counts(CFNetMethod()) == {"total": 17_048_297, "cfnet": 17_048_297}  # official x2 (ytZhang99/CF-Net model.py)
     frozen = TwoStage(generator=Le2023Generator(width=0.125, ev=(-2.0, 2.0), levels=4),
                       merger=CFNetMerger(width=0.125), mode="freeze_generator")
     counts = parameter_counts(frozen)

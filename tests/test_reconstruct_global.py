@@ -1,5 +1,5 @@
 """Tiled reconstruction shares image-wide branches: SingleHDR's inverse CRF is estimated once on a
-downsampled full image and given to every tile (issue: memory budgets / tiled inference)."""
+downsampled full image and given to every tile (tiled inference under a memory budget)."""
 
 from __future__ import annotations
 

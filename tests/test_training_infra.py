@@ -65,7 +65,7 @@ def test_resume_mid_epoch_is_exact(tmp_path):
     (stored,) = [v["wall_time_s"] for k, v in first["callbacks"].items() if k.startswith("RunSummary")]
     assert stored > 0
     assert summary["wall_time_s"] == pytest.approx(stored + summary["wall_time_process_s"], abs=2e-3)
-    # the resumed run appended to its metrics.csv: rows of both sessions, steps increasing
+    # the resumed run appended to its metrics.csv: rows of both processes, steps increasing
     import csv
 
     rows = list(csv.DictReader((tmp_path / "b" / "metrics.csv").open()))
@@ -191,7 +191,7 @@ def test_out_of_memory_steps_the_plan_down_once_and_resumes(tmp_path, capsys):
     assert summary["status"] == "finished" and summary["global_step"] == 5
 
 
-def test_experiment_name_comes_from_the_last_config_file_not_inline_text(tmp_path):
+def test_experiment_name_comes_from_the_config_file_not_inline_text(tmp_path):
     cli = build_cli(["--config", str(REPO / "experiments" / "baseline_inverse_crf.yaml"),
                      "--config", "{trainer: {max_steps: 3}}", "--wandb", "disabled",
                      "--runs_root", str(tmp_path / "runs"), "--run_id", "r"], run=False)

@@ -46,7 +46,7 @@ CHECKPOINTING_KEY = "activation_checkpointing"
 
 
 #: The allowance of CPU runs: no CUDA context, no workspace; the budget bounds the tensor peak itself
-#: (``MemTracker`` on real CPU tensors reproduces the fake estimate exactly, ``platform_probes.md`` section 1).
+#: (``MemTracker`` on real CPU tensors reproduces the fake estimate exactly: :func:`hdrlab.budget.estimate.measure_peak_memory`).
 CPU_OVERHEAD = CudaOverhead(context_bytes=0, margin=0.0)
 
 

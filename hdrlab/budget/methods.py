@@ -5,9 +5,9 @@
 :func:`hdrlab.budget.estimate.estimate_peak_memory` and :func:`hdrlab.budget.plan.plan_for_budget`:
 
 * ``build_model``: the experiment's :class:`~hdrlab.methods.base.HDRMethod` built from its ``model``
-  section (jsonargparse, as ``hdrlab fit``) under ``FakeTensorMode``, with every file-loading option
-  cleared (``pretrained*`` flags false, ``*_ckpt`` / ``stage_checkpoints`` / ``emor_path`` null):
-  the parameter shapes, hence the memory, are unchanged.
+  section (jsonargparse, as ``hdrlab fit``) under ``FakeTensorMode``, with every option the classes
+  declare in ``file_options`` cleared (:func:`hdrlab.methods.build.without_files`): the parameter
+  shapes, hence the memory, are unchanged.
 * ``step``: ``method.compute_loss(batch)[0]`` (the training step's loss; backward and the optimizer
   step are the estimator's).
 * ``make_batch``: ``method.example_batch(batch_size, patch, patch)`` (methods that need a bracket add
@@ -22,16 +22,8 @@
   sub-networks only (frozen loss / metric networks keep their activations), the same function the
   training callback (:class:`hdrlab.budget.fit.MemoryBudgetCallback`) applies.
 
-Network stride (patch sides the planner may use are multiples of it), :func:`network_stride`:
-
-* ``SingleHDRMethod``: ``SingleHDRNet.multiple`` = 32 (five 2x poolings in Hallucination-Net).
-* ``Le2023Method``: ``2 ** (levels - 1)`` = 64 at the official 7 levels (six 2x poolings; the
-  generator pads other sizes at inference, training crops must be multiples).
-* ``CFNetMethod``: the SR ``scale`` (2 or 4): the HR patch is downsampled by ``scale`` to the LR
-  input; the LR side has no further constraint (its projections are stride-``scale`` up/down pairs).
-* ``TwoStage``: the least common multiple of its generator's and merger's strides (Le2023Generator
-  64, CFNetMerger its scale, Debevec / Mertens 1).
-* any other module: 1.
+Network stride (patch sides the planner may use are multiples of it): what the method declares,
+:attr:`hdrlab.methods.base.HDRMethod.stride` (:func:`network_stride`).
 """
 
 from __future__ import annotations
@@ -52,6 +44,8 @@ from torch import nn
 from hdrlab.budget.estimate import MemoryEstimate, estimate_peak_memory
 from hdrlab.budget.plan import CUDA_OVERHEAD, CudaOverhead, Plan, PlanCandidate, enable_activation_checkpointing, plan_for_budget
 from hdrlab.errors import ConfigError
+from hdrlab.methods.build import build_method, without_files
+from hdrlab.runs import experiment_name
 
 __all__ = [
     "LossStep",
@@ -66,10 +60,6 @@ __all__ = [
     "small_tensor_constants",
     "trainable",
 ]
-
-#: init_args keys whose value makes the model read a file; cleared for fake-tensor builds.
-_FILE_KEYS = ("generator_ckpt", "merger_ckpt", "stage_checkpoints", "emor_path")
-
 
 #: Fake tensors of at most this many elements built from Python data keep their values (see
 #: :func:`small_tensor_constants`); exposure lists and pair indices are far smaller.
@@ -98,37 +88,11 @@ def small_tensor_constants(limit: int = SMALL_CONSTANT_NUMEL) -> Iterator[None]:
 
 
 def network_stride(module: nn.Module) -> int:
-    """Patch-side multiple a model needs for training (module docstring lists the rules).
+    """Patch-side multiple a model needs: its declared ``stride`` (methods, generators, mergers,
+    networks; :func:`hdrlab.methods.base.module_stride`), 1 when it declares none."""
+    from hdrlab.methods.base import module_stride
 
-    Args:
-        module: a method (``HDRMethod``) or one of its networks.
-
-    Returns:
-        The stride in pixels (>= 1).
-    """
-    from hdrlab.methods.cfnet import CFNetMethod
-    from hdrlab.methods.le2023_multiexposure import Le2023Method
-    from hdrlab.methods.singlehdr import SingleHDRMethod
-    from hdrlab.methods.two_stage import TwoStage
-    from hdrlab.models.generators.le2023_multiexposure import Le2023MultiExposureNet
-
-    if isinstance(module, SingleHDRMethod):
-        return int(type(module.net).multiple)
-    if isinstance(module, Le2023Method):
-        return 2 ** (module.net.levels - 1)
-    if isinstance(module, CFNetMethod):
-        return int(module.scale)
-    if isinstance(module, TwoStage):
-        return math.lcm(network_stride(module.generator), network_stride(module.merger))
-    if isinstance(module, Le2023MultiExposureNet):
-        return 2 ** (module.levels - 1)
-    inner = getattr(module, "net", None)
-    if isinstance(inner, Le2023MultiExposureNet):  # Le2023Generator
-        return 2 ** (inner.levels - 1)
-    scale = getattr(module, "scale", None)
-    if isinstance(scale, int) and any(True for _ in module.parameters()):  # CFNet / CFNetMerger
-        return scale
-    return 1
+    return module_stride(module)
 
 
 def trainable(method: nn.Module) -> bool:
@@ -171,23 +135,6 @@ def checkpoint_subnetworks(method: nn.Module) -> list[str]:
     for sub_name, sub in subnets.items():
         names += [f"{sub_name}.{n}" if sub_name else n for n in enable_activation_checkpointing(sub)]
     return names
-
-
-def _strip_file_options(node: Any) -> Any:
-    """Copy of a config tree with ``pretrained*`` flags false and file-loading options null."""
-    if isinstance(node, Mapping):
-        out = {}
-        for key, value in node.items():
-            if isinstance(key, str) and key.startswith("pretrained") and isinstance(value, bool):
-                out[key] = False
-            elif key in _FILE_KEYS:
-                out[key] = None
-            else:
-                out[key] = _strip_file_options(value)
-        return out
-    if isinstance(node, list):
-        return [_strip_file_options(v) for v in node]
-    return node
 
 
 def load_experiment_config(configs: Sequence[str | Path], *, width: float = 1.0) -> dict[str, Any]:
@@ -235,22 +182,6 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
     if picked["trainer"].get("accelerator") is not None:
         picked["trainer"]["accelerator"] = str(picked["trainer"]["accelerator"])
     return OmegaConf.to_container(OmegaConf.create(picked), resolve=True)
-
-
-def _build_method(model_cfg: Mapping[str, Any], name: str) -> Any:
-    from jsonargparse import ArgumentParser
-
-    from hdrlab.methods.base import HDRMethod
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(HDRMethod, "model")
-    try:
-        cfg = parser.parse_object({"model": copy.deepcopy(dict(model_cfg))})
-        return parser.instantiate_classes(cfg).model
-    except ConfigError:
-        raise
-    except Exception as err:  # jsonargparse raises its own error types
-        raise ConfigError(f"cannot build the model of {name}: {err}") from err
 
 
 class LossStep(nn.Module):
@@ -376,7 +307,7 @@ def estimator_from_config(
     cfg = _resolved(config)
     if not isinstance(cfg.get("model"), Mapping):
         raise ConfigError(f"{name} has no 'model' section; give an experiment config (experiments/*.yaml)")
-    model_cfg = _strip_file_options(cfg["model"])
+    model_cfg = without_files(cfg["model"])
     data_args = ((cfg.get("data") or {}).get("init_args") or {})
     trainer_cfg = cfg.get("trainer") or {}
     paper_patch = int(patch if patch is not None else data_args.get("patch_size", 0) or 0)
@@ -389,7 +320,7 @@ def estimator_from_config(
         )
 
     def build_model() -> nn.Module:
-        return _build_method(model_cfg, name)
+        return build_method(model_cfg, name=name)
 
     with FakeTensorMode():
         probe = build_model()
@@ -440,11 +371,3 @@ def method_estimator(
     """
     cfg = load_experiment_config(configs, width=width)
     return estimator_from_config(cfg, name=experiment_name(configs), patch=patch, batch=batch)
-
-
-def experiment_name(configs: Sequence[str | Path]) -> str:
-    """The stem of the last config not under an ``overrides`` folder (as ``hdrlab fit`` names runs)."""
-    for path in reversed([Path(str(c)) for c in configs]):
-        if path.parent.name != "overrides":
-            return path.stem
-    return Path(str(configs[-1])).stem

@@ -1,6 +1,6 @@
 """The memory-budget planner and the knobs it turns (precision, activation checkpointing).
 
-Planning order (issue 5, fixed): keep the paper's patch; raise the micro-batch up to the configured
+Planning order (fixed): keep the paper's patch; raise the micro-batch up to the configured
 effective batch; then bf16/fp16 autocast; then activation checkpointing in the architecture's
 blocks; then gradient accumulation (micro-batch x accumulate == effective batch); then shrink the
 patch in multiples of the network stride. The knobs are switched on cumulatively, so the candidates

@@ -123,7 +123,7 @@ def invert_monotone_curve(curve: torch.Tensor, size: int = LUT_SIZE) -> torch.Te
 def make_monotone(curve: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """SingleHDR's monotonic fix of a predicted curve (Liu et al., CVPR 2020, Linearization-Net).
 
-    As in the official code (spec ``direct_methods.md`` §2.3 "Monotonic fix"): take the first
+    As in the official code (alex04072000/SingleHDR ``linearization_net.py``): take the first
     differences ``d`` of the curve; if ``min(d) < 0`` add ``-min(d)`` to every difference (here
     branch-free: ``d - clamp(min(d), max=0)``); normalise the differences to sum 1; the cumulative
     sum with 0 prepended is the result. Note that the shift is applied to *all* differences,

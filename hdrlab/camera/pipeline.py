@@ -178,7 +178,8 @@ def drtmo_evs(T: int = 8, tau: float = math.sqrt(2.0)) -> list[float]:
     """DrTMO's bracket: ``ev = k log2(tau)`` for ``k = -T..T`` (``2T + 1`` exposures, ascending,
     rounded to 12 decimals).
 
-    Endo et al. 2017 (official code; spec ``stack_generators.md`` §1.2): each of the two networks
+    Endo, Kanamori, Mitani 2017 (official Chainer code, ``main.py``, from the project page
+    http://www.npal.cs.tsukuba.ac.jp/~endo/projects/DrTMO/): each of the two networks
     predicts ``T = 8`` images at ``tau^{+-k}``, ``tau = sqrt(2)`` (0.5 EV per slot), assembled as
     ``[down_8 .. down_1, input, up_1 .. up_8]`` = 17 images spanning +-4 EV.
     """

@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hdrlab.budget.methods import MethodEstimator, experiment_name, method_estimator
+from hdrlab.budget.methods import MethodEstimator, method_estimator
 from hdrlab.budget.plan import CUDA_OVERHEAD, BudgetError, PlanCandidate, normalize_precision
 from hdrlab.budget.units import format_size, parse_size
 from hdrlab.errors import ConfigError
+from hdrlab.runs import experiment_name
 
 __all__ = ["budget_report", "main"]
 

@@ -7,8 +7,10 @@ buffers excluded) and the FLOPs of one prediction, counted as ``2 x MACs`` by
 :meth:`~hdrlab.methods.base.HDRMethod.example_batch`: a display merger like CF-Net produces a
 ``size x size`` output; a generator method counts the whole generated stack and its merge).
 
-The experiment's shared knobs are forced to full size: ``width = 1`` and ``pretrained_trunks = false``
-(pretrained files change no count and need not be present).
+The experiment's shared knobs are forced to full size: ``width = 1`` and ``pretrained_trunks = false``,
+and every option the classes declare in ``file_options`` is cleared (pretrained files, checkpoints
+and curve files change no count and need not be present). The JSON also reports the method's
+declared ``stride`` (the multiple training crops and inputs must have).
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from hdrlab.errors import ConfigError
 def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_trunks: bool = False,
                           overrides: list[str] | None = None) -> Any:
     """Instantiate the ``model`` of experiment config files (later files override earlier ones),
-    then of the dotted ``overrides`` (``["model.init_args.scale=4", ...]``, applied last)."""
-    from jsonargparse import ArgumentParser
-
-    from hdrlab.methods.base import HDRMethod
+    then of the dotted ``overrides`` (``["model.init_args.scale=4", ...]``, applied last), with the
+    declared file options cleared (:func:`hdrlab.methods.build.without_files`)."""
+    from hdrlab.methods.build import build_method
 
     merged = OmegaConf.create({})
     for path in configs:
@@ -44,13 +45,7 @@ def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_
     if "model" not in merged:
         raise ConfigError(f"{configs[-1]} has no 'model' section; give an experiment config (experiments/*.yaml)")
     model_cfg = OmegaConf.to_container(merged.model, resolve=True)
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(HDRMethod, "model")
-    try:
-        cfg = parser.parse_object({"model": model_cfg})
-        return parser.instantiate_classes(cfg).model
-    except Exception as err:  # jsonargparse raises its own error types
-        raise ConfigError(f"cannot build the model of {configs[-1]}: {err}") from err
+    return build_method(model_cfg, name=str(configs[-1]), files=False)
 
 
 def model_overrides(args: list[str]) -> list[str]:
@@ -79,12 +74,15 @@ def model_overrides(args: list[str]) -> list[str]:
 
 
 def count_flops(method: Any, *, size: int = 512) -> int:
-    """FLOPs (2 x MACs) of ``method.predict_image`` on a ``size x size`` example batch, without compute."""
+    """FLOPs (2 x MACs) of ``method.predict_image`` on a ``size x size`` example batch, without compute
+    (under the fake-tensor mode the method was built in, or a new one)."""
+    from torch._guards import detect_fake_mode
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
     method.eval()
-    with FakeTensorMode(allow_non_fake_inputs=True):
+    mode = detect_fake_mode(tuple(method.parameters())) or FakeTensorMode(allow_non_fake_inputs=True)
+    with mode:
         batch = method.example_batch(batch_size=1, height=size, width=size)
         with FlopCounterMode(display=False) as counter, torch.no_grad():
             method.predict_image(batch)
@@ -92,7 +90,12 @@ def count_flops(method: Any, *, size: int = 512) -> int:
 
 
 def describe(configs: list[str], *, size: int = 512, overrides: list[str] | None = None) -> dict[str, Any]:
-    method = load_experiment_model(configs, overrides=overrides)
+    """The ``--json`` report: method, domain, stride, trainable parameters, FLOPs. The method is built
+    under ``FakeTensorMode`` (no memory is allocated for its parameters)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        method = load_experiment_model(configs, overrides=overrides)
     subnets = {name: sum(p.numel() for p in m.parameters() if p.requires_grad)
                for name, m in method.subnetworks().items()}
     total = sum(p.numel() for p in method.parameters() if p.requires_grad)
@@ -100,6 +103,7 @@ def describe(configs: list[str], *, size: int = 512, overrides: list[str] | None
         "config": configs[-1],
         "method": type(method).__name__,
         "output_domain": method.output_domain,
+        "stride": int(method.stride),
         "parameters": {"subnetworks": subnets, "total": total},
         "flops": count_flops(method, size=size),
         "flops_input": f"{size}x{size}",
@@ -128,4 +132,5 @@ def main(argv: list[str]) -> int:
     console = Console()
     console.print(table)
     console.print(f"FLOPs (2 x MACs) at {info['flops_input']}: {info['flops'] / 1e9:,.2f} G")
+    console.print(f"stride (inputs and crops are multiples of it): {info['stride']}")
     return 0

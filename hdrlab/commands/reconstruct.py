@@ -12,13 +12,14 @@ unless the method calls ``save_hyperparameters``, so ``load_from_checkpoint`` is
 
 Kinds of method:
 
-* **generator** methods (:class:`~hdrlab.methods.two_stage.TwoStage`, or any method holding a
-  :class:`~hdrlab.models.generators.base.StackGenerator` as ``.generator``, e.g. Le2023Method):
-  the generated stack is merged by ``--merger``: ``debevec_known_crf`` (default; Debevec & Malik
-  log-domain merge linearised with the *assumed* CRF), ``debevec`` (CRF recovered from the
-  generated stack), ``mertens`` (a display fusion, written linearised with the assumed inverse
-  CRF, so it never exceeds the clip level), ``own`` (a TwoStage's own merger and selection rule;
-  a display merger's output is linearised with the assumed inverse CRF, as ``inverse_display``).
+* **generator** methods (any method holding a :class:`~hdrlab.models.generators.base.StackGenerator`
+  as ``.generator``, e.g. a ``TwoStage`` composite or Le2023Method): the generated stack is merged
+  by ``--merger``: ``debevec_known_crf`` (default; Debevec & Malik log-domain merge linearised with
+  the *assumed* CRF), ``debevec`` (CRF recovered from the generated stack), ``mertens`` (a display
+  fusion, written linearised with the assumed inverse CRF, so it never exceeds the clip level),
+  ``own`` (the method's own :class:`~hdrlab.models.mergers.base.StackMerger` ``.merger``, with the
+  method's exposure selection when it has one (``generation_ev`` / ``selected_ev``); a display
+  merger's output is linearised with the assumed inverse CRF, as ``inverse_display``).
 * **direct** methods (``output_domain == "linear"``, no generator): ``predict_image`` on the photo.
 
 Camera response of real photos: unknown, assumed **sRGB-like gamma 2.2** (``--gamma``;
@@ -29,7 +30,8 @@ Output scale: radiance relative to the input exposure (the photo clips at 1.0, t
 convention). Preview: ``hdrlab.tonemap.display`` (sRGB-encoded extended Reinhard, white 16).
 
 Large images (documented default): the photo is padded (edge replication) to a multiple of
-``--multiple`` (64: the 7-level U-Nets of Le2023; enough for SingleHDR's encoders) and, when a side
+``--multiple`` (default: the stride the network declares: the generator's for generator methods,
+the method's for direct ones, e.g. 64 for Le2023's 7-level U-Nets, 32 for SingleHDR) and, when a side
 exceeds ``--tile`` (512), the network runs on overlapping tiles blended by
 :func:`hdrlab.budget.tiling.tiled_forward` (``--overlap`` 64, raised-cosine ramps); the merge runs
 once on the full generated stack (Mertens' pyramids are not tile-local).
@@ -93,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=2.2, help="assumed camera response x = y ** gamma of the photos")
     p.add_argument("--tile", type=int, default=512, help="run the network on tiles when a side exceeds this")
     p.add_argument("--overlap", type=int, default=64, help="minimum overlap of neighbouring tiles (pixels)")
-    p.add_argument("--multiple", type=int, default=64, help="pad the photo to a multiple of this (network stride)")
+    p.add_argument("--multiple", type=int, default=None,
+                   help="pad the photo to a multiple of this (default: the network's declared stride)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--memory_budget", default=None,
                    help="device memory budget, e.g. 4GiB or 512MiB (GB = 10^9 bytes); chooses the tile instead of --tile")
@@ -125,16 +128,16 @@ def load_method(ckpt: str | Path, *, config: str | Path | None = None, device: s
         device: where to put the method.
 
     Returns:
-        The method in eval mode. A TwoStage's ``generator_ckpt`` / ``merger_ckpt`` are ignored
-        (its weights come from ``ckpt``).
+        The method in eval mode. The options its classes declare in ``file_options`` (e.g. a
+        composite's ``generator_ckpt`` / ``merger_ckpt``, pretrained flags) are cleared: every
+        weight comes from ``ckpt``.
 
     Raises:
         ConfigError: missing files, a config without a ``model`` section, mismatching weights.
     """
     import yaml
-    from jsonargparse import ArgumentParser
 
-    from hdrlab.methods.base import HDRMethod
+    from hdrlab.methods.build import build_method
 
     ckpt = Path(ckpt)
     if not ckpt.is_file():
@@ -142,20 +145,7 @@ def load_method(ckpt: str | Path, *, config: str | Path | None = None, device: s
     cfg_path = _run_config_path(ckpt, config)
     cfg = yaml.safe_load(cfg_path.read_text())
     model_cfg = (cfg or {}).get("model")
-    if not isinstance(model_cfg, dict) or "class_path" not in model_cfg:
-        raise ConfigError(f"{cfg_path} has no 'model: {{class_path: ..., init_args: ...}}' section")
-    init_args = dict(model_cfg.get("init_args") or {})
-    for key in ("generator_ckpt", "merger_ckpt"):
-        if init_args.get(key):
-            init_args[key] = None
-    model_cfg = {**model_cfg, "init_args": init_args}
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(HDRMethod, "model", required=True)
-    try:
-        parsed = parser.parse_object({"model": model_cfg})
-        method = parser.instantiate_classes(parsed).model
-    except (TypeError, ValueError, KeyError) as err:  # jsonargparse reports config problems this way
-        raise ConfigError(f"{cfg_path}: cannot build the model ({err})") from err
+    method = build_method(model_cfg, name=str(cfg_path), files=False)
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if state is None:
@@ -173,6 +163,23 @@ def method_generator(method: Any) -> Any:
 
     generator = getattr(method, "generator", None)
     return generator if isinstance(generator, StackGenerator) else None
+
+
+def method_merger(method: Any) -> Any:
+    """The method's own :class:`StackMerger` (``.merger``), or ``None``."""
+    from hdrlab.models.mergers.base import StackMerger
+
+    merger = getattr(method, "merger", None)
+    return merger if isinstance(merger, StackMerger) else None
+
+
+def network_multiple(method: Any) -> int:
+    """The padding multiple of the network :func:`reconstruct_image` runs on tiles: the generator's
+    declared stride for generator methods, the method's for direct ones."""
+    from hdrlab.methods.base import module_stride
+
+    generator = method_generator(method)
+    return module_stride(generator if generator is not None else method)
 
 
 # --------------------------------------------------------------------------- image plumbing
@@ -315,7 +322,7 @@ def method_tile_plan(method: Any, image_hw: tuple[int, int], budget_bytes: int, 
             method, lambda m, t: m.predict_image(photo_batch(t, CRF.gamma(gamma))), image_hw, budget_bytes,
             overlap=overlap, multiple=multiple, out_channels=3,
         )
-    ev = tuple(method.generation_ev) if merger == "own" else tuple(generator.ev)
+    ev = tuple(getattr(method, "generation_ev", generator.ev)) if merger == "own" else tuple(generator.ev)
     n = len(normalize_ev_set(ev, include_input=generator.include_input))
     return budget_tile_plan(
         generator, lambda g, t: g(t, ev=ev).images.flatten(1, 2), image_hw, budget_bytes,
@@ -343,7 +350,7 @@ def reconstruct_image(
     import dataclasses
 
     from hdrlab.camera import CRF, lut_apply
-    from hdrlab.methods.two_stage import TwoStage, rescale_to_input, select_exposures
+    from hdrlab.methods.two_stage import rescale_to_input, select_exposures
     from hdrlab.models.generators.base import normalize_ev_set
     from hdrlab.models.mergers import DebevecMerger, MertensMerger
     from hdrlab.stack import ExposureStack
@@ -367,9 +374,11 @@ def reconstruct_image(
             return out[0, :, :h, :w].clamp_min(0.0)
 
         own = merger == "own"
-        if own and not isinstance(method, TwoStage):
-            raise ConfigError(f"--merger own needs a TwoStage checkpoint; {type(method).__name__} has no merger of its own")
-        ev = tuple(method.generation_ev) if own else tuple(generator.ev)
+        own_merger = method_merger(method)
+        if own and own_merger is None:
+            raise ConfigError(f"--merger own needs a method with a merger of its own (.merger); "
+                              f"{type(method).__name__} has none: pick debevec_known_crf, debevec or mertens")
+        ev = tuple(getattr(method, "generation_ev", generator.ev)) if own else tuple(generator.ev)
         evs = list(normalize_ev_set(ev, include_input=generator.include_input))  # what the generator returns
         n = len(evs)
         images = run_tiled(lambda t: generator(t, ev=ev).images.flatten(1, 2), padded,
@@ -379,9 +388,11 @@ def reconstruct_image(
         reference = min(range(n), key=lambda i: abs(evs[i]))
         stack = ExposureStack(images=images, ev=ev_tensor, reference=reference, crf=crf)
         if own:
-            stack = select_exposures(stack, method.selected_ev)
-            out = method.merge_stack(dataclasses.replace(stack, crf=crf))
-            if method.merger.output_domain == "display":
+            stack = select_exposures(stack, getattr(method, "selected_ev", None), have=evs)
+            out = own_merger(dataclasses.replace(stack, crf=crf))
+            if own_merger.output_domain == "linear":
+                out = rescale_to_input(out, stack)
+            else:
                 out = lut_apply(out.clamp(0.0, 1.0), crf.inverse_lut)
         elif merger == "mertens":
             out = lut_apply(MertensMerger()(stack).clamp(0.0, 1.0), crf.inverse_lut)
@@ -397,19 +408,23 @@ def main(argv: Sequence[str]) -> int:
     from hdrlab.io import read_ldr, write_exr, write_png
 
     args = build_parser().parse_args(list(argv))
-    if args.tile < args.multiple:
-        raise ConfigError(f"--tile {args.tile} must be at least --multiple {args.multiple}")
     if not (args.gamma > 0 and math.isfinite(args.gamma)):
         raise ConfigError(f"--gamma must be positive, got {args.gamma}")
     inputs = find_inputs(args.input)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     budget = None
     if args.memory_budget is not None:
         from hdrlab.budget.units import parse_size
 
         budget = parse_size(args.memory_budget)
     method = load_method(args.ckpt, config=args.config, device=args.device)
+    if args.multiple is None:
+        args.multiple = network_multiple(method)
+    if args.multiple < 1:
+        raise ConfigError(f"--multiple must be >= 1, got {args.multiple}")
+    if args.tile < args.multiple:
+        raise ConfigError(f"--tile {args.tile} must be at least --multiple {args.multiple}")
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
     kind = "generator" if method_generator(method) is not None else "direct"
     print(f"hdrlab reconstruct: {type(method).__name__} ({kind}), merger={args.merger if kind == 'generator' else '-'}, "
           f"assumed CRF gamma {args.gamma:g}, {len(inputs)} image(s)")

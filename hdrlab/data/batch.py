@@ -10,13 +10,18 @@ do not use.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
+import torch
 from torch import Tensor
-
 from typing_extensions import NotRequired
 
-__all__ = ["HDRBatch", "REQUIRED_KEYS", "OPTIONAL_KEYS"]
+from hdrlab.camera import CRF
+from hdrlab.errors import ConfigError
+from hdrlab.stack import ExposureStack
+
+__all__ = ["HDRBatch", "REQUIRED_KEYS", "OPTIONAL_KEYS", "batch_crf", "bracket_stack", "example_bracket"]
 
 
 class HDRBatch(TypedDict):
@@ -67,3 +72,60 @@ REQUIRED_KEYS: tuple[str, ...] = (
 )
 #: Keys present only when bracketing is on.
 OPTIONAL_KEYS: tuple[str, ...] = ("stack", "ev")
+
+
+def batch_crf(batch: Mapping[str, Any]) -> CRF:
+    """The batch's known camera responses as one batched :class:`hdrlab.camera.CRF` (``[B, C, 1024]`` LUTs).
+
+    Raises:
+        ConfigError: the batch carries no ``crf_forward`` / ``crf_inverse``.
+    """
+    for key in ("crf_forward", "crf_inverse"):
+        if key not in batch:
+            raise ConfigError(
+                f"the batch has no {key!r}; this method needs the input's CRF LUTs "
+                "(hdrlab.data batches carry them; for real photos assume one, e.g. CRF.gamma(2.2))"
+            )
+    return CRF(forward_lut=batch["crf_forward"], inverse_lut=batch["crf_inverse"], name="batch")
+
+
+def bracket_stack(batch: Mapping[str, Any], *, hint: str = "set data.init_args.bracket_ev, e.g. [-4, 4]") -> ExposureStack:
+    """The batch's exposure bracket (``stack [B, N, 3, H, W]``, ``ev [B, N]``) as an :class:`ExposureStack`.
+
+    The reference is the middle member ``N // 2`` (a static index: hdrlab brackets are symmetric
+    around the input; no tensor value is read, so this runs under ``FakeTensorMode``). The batch's
+    CRF is attached when present.
+
+    Args:
+        batch: a batch with ``stack`` and ``ev`` (data made with ``bracket_ev``).
+        hint: how to get a bracket, appended to the error message.
+
+    Raises:
+        ConfigError: the batch has no bracket (or one of fewer than 2 exposures).
+    """
+    images = batch.get("stack") if isinstance(batch, Mapping) else None
+    if images is None or "ev" not in batch:
+        raise ConfigError(f"the batch has no exposure bracket ('stack'/'ev'); {hint}")
+    if images.dim() != 5 or images.shape[1] < 2:
+        raise ConfigError(f"the batch's bracket has shape {tuple(images.shape)}, fewer than 2 exposures; {hint}")
+    crf = batch_crf(batch) if "crf_forward" in batch and "crf_inverse" in batch else None
+    return ExposureStack(images=images, ev=batch["ev"].to(images.dtype), reference=images.shape[1] // 2, crf=crf)
+
+
+def example_bracket(hdr: Tensor, ev: Sequence[float]) -> tuple[Tensor, Tensor]:
+    """A synthetic 8-bit bracket of ``hdr`` through an sRGB-like gamma-2.2 CRF, branch-free (runs
+    under ``FakeTensorMode``: used by example batches for FLOP counts and memory estimates).
+
+    Args:
+        hdr: ``[B, 3, H, W]`` linear radiance (input clip at 1).
+        ev: exposure values of the bracket.
+
+    Returns:
+        ``(stack [B, N, 3, H, W] in [0, 1], ev [B, N])``, ascending ev.
+    """
+    values = sorted(float(v) for v in ev)
+    gains = torch.tensor([2.0**v for v in values], dtype=hdr.dtype, device=hdr.device).view(1, -1, 1, 1, 1)
+    exposed = (hdr.unsqueeze(1) * gains).clamp(0.0, 1.0)
+    images = (exposed ** (1.0 / 2.2) * 255.0).round() / 255.0
+    ev_tensor = torch.tensor(values, dtype=hdr.dtype, device=hdr.device).expand(hdr.shape[0], -1)
+    return images, ev_tensor

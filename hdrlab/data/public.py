@@ -6,9 +6,10 @@ Each reader is a map-style ``Dataset`` of dicts in the project conventions
 ``log2(t / t_reference)`` (the input / reference exposure has ev 0; stacks ascending).
 Nothing is resized or cropped here.
 
-Layouts (evidence: ``specs/direct_methods.md`` section 2 (SingleHDR), ``specs/mergers.md``
-section 0 (Kalantari), ``specs/stack_generators.md`` sections 1.6 and 4.5 (DrTMO CSVs),
-``specs/mergers.md`` section 4 (SICE); details the specs leave open are stated per class):
+Layouts (sources: the official SingleHDR code, alex04072000/SingleHDR; the Kalantari &
+Ramamoorthi 2017 data set and the test list of qingsenyangit/AHDRNet; the DrTMO pair CSVs of
+VinAIResearch/single_image_hdr; the SICE release of Cai, Gu, Zhang 2018; details the sources leave
+open are stated per class):
 
 * :class:`HDRSynthRealDataset` -- SingleHDR HDR-Synth / HDR-Real: ``<root>/<split>/HDR_gt/*.hdr|exr``
   with optional ``<root>/<split>/LDR_in/*.jpg|png`` of the same stem.
@@ -102,8 +103,9 @@ def _pair_by_stem(ldr_dir: Path, hdr_dir: Path, what: str) -> list[tuple[str, Pa
 class HDRSynthRealDataset(Dataset):
     """SingleHDR's HDR-Synth / HDR-Real sets (Liu et al., CVPR 2020).
 
-    Layout (``specs/direct_methods.md`` sections 2.7-2.8: HDR-Real pairs ``HDR_gt/*.hdr`` with
-    ``LDR_in/*.jpg``; HDR-Synth train/test lists of 503/60 HDR files)::
+    Layout (official code alex04072000/SingleHDR: ``training_code/convert_to_tf_record.py`` reads
+    HDR-Real pairs ``HDR_gt/*.hdr`` with ``LDR_in/*.jpg``; ``training_code/i_dataset_train.pkl`` /
+    ``i_dataset_test.pkl`` list the 503/60 HDR-Synth files)::
 
         <root>/<split>/HDR_gt/**/<stem>.hdr|.exr     linear HDR ground truth
         <root>/<split>/LDR_in/**/<stem>.jpg|.png     camera JPEG (optional: HDR-Synth training
@@ -171,8 +173,8 @@ class HDRSynthRealDataset(Dataset):
 class HDREyeDataset(Dataset):
     """HDR-Eye evaluation pairs (LDR input + HDR ground truth).
 
-    ``specs/direct_methods.md`` section 2.8 only fixes the scene count (46, ``00000``-``00045``
-    in the SingleHDR results package); two layouts are accepted:
+    Only the scene count is fixed by the sources (46, ``00000``-``00045`` in the SingleHDR results
+    package linked from alex04072000/SingleHDR ``README.md``); two layouts are accepted:
 
     * ``<root>/LDR_in/<stem>.jpg|png`` + ``<root>/HDR_gt/<stem>.hdr|exr`` (SingleHDR layout), or
     * ``<root>/<scene>/`` folders each holding exactly one LDR and one HDR file.
@@ -213,8 +215,8 @@ class HDREyeDataset(Dataset):
 class DrTMOBracketDataset(Dataset):
     """Exposure pairs of the DrTMO data set as distributed with Le et al. (WACV 2023).
 
-    CSV rows ``x,x_exp,y,y_exp`` (``specs/style_and_ecosystem_anchors.md`` section 3.2,
-    ``specs/stack_generators.md`` sections 1.6 / 4.5): two LDR images of one 9-image stack
+    CSV rows ``x,x_exp,y,y_exp`` (official code VinAIResearch/single_image_hdr: ``data/*.csv``,
+    read by ``src/datamodules/dataset.py``): two LDR images of one 9-image stack
     and their exposure times in seconds (2^-10 ... 2^-6). A header row is optional. Image
     paths are relative to ``root`` (default: the CSV's folder).
 
@@ -271,8 +273,8 @@ class DrTMOBracketDataset(Dataset):
 class SICEDataset(Dataset):
     """SICE multi-exposure sequences with reference labels (Cai, Gu, Zhang, TIP 2018).
 
-    Layout (``specs/mergers.md`` section 4; the public ``Dataset_Part1`` / ``Dataset_Part2``
-    folders)::
+    Layout (the public ``Dataset_Part1`` / ``Dataset_Part2`` folders of the SICE release, the data
+    CF-Net trains on, ytZhang99/CF-Net)::
 
         <root>/<seq>/<k>.JPG    one sequence per folder, numbered from darkest to brightest
         <root>/Label/<seq>.JPG  the reference (label) image of the sequence
@@ -332,7 +334,8 @@ class SICEDataset(Dataset):
 class KalantariDataset(Dataset):
     """Kalantari & Ramamoorthi (SIGGRAPH 2017) dynamic-scene HDR set ("SIG17").
 
-    Layout (``specs/mergers.md`` section 0): every folder under ``root`` (recursive, e.g.
+    Layout (the data set as released; test scenes as listed by qingsenyangit/AHDRNet ``test.txt``):
+    every folder under ``root`` (recursive, e.g.
     ``Training/001``, ``Test/PAPER/BarbequeDay``) that holds ``exposure.txt`` is a scene with
     3 LDR 16-bit TIFFs (gamma 2.2 code values), ``exposure.txt`` (one EV per TIFF, lowest 0,
     same order as the sorted TIFF names) and ``HDRImg.hdr`` (aligned to the middle exposure).

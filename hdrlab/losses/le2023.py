@@ -32,13 +32,12 @@ import torch
 from torch import nn
 
 from hdrlab.errors import ConfigError
+from hdrlab.losses.perceptual import IMAGENET_MEAN, IMAGENET_STD
+from hdrlab.losses.total_variation import image_total_variation
 
 #: Official loss weights (``EDNet``): reconstruction, HDR representation, TV, perceptual.
 LE2023_LOSS_WEIGHTS: dict[str, float] = {"recon": 1e2, "hdr": 1e0, "tv": 1e-5, "perceptual": 1e-1}
 
-#: piq's ImageNet input normalisation (applied before the feature extractor).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def le2023_tv_weight_for_patch(patch_size: int, *, weight_at_256: float = 1e-5) -> float:
@@ -79,42 +78,9 @@ def log_hdr_representation_loss(
 
 
 def total_variation_loss(image: torch.Tensor) -> torch.Tensor:
-    """Anisotropic L1 TV (``kornia.losses.total_variation``) summed over C, H, W, mean over the batch.
-
-    Args:
-        image: ``[B, C, H, W]``.
-
-    Returns:
-        Scalar loss.
-    """
-    return kornia.losses.total_variation(image, reduction="sum").sum(dim=-1).mean()
-
-
-class PoolFeatures(nn.Module):
-    """Outputs of the first ``count`` ``nn.MaxPool2d`` layers of a sequential trunk (e.g. VGG19 pool1..pool3).
-
-    Args:
-        trunk: an ``nn.Sequential`` such as ``torchvision.models.vgg19(weights=...).features``
-            (weights are the caller's business; nothing is loaded here).
-        count: number of pooling outputs to return (official 3).
-    """
-
-    def __init__(self, *, trunk: nn.Sequential, count: int = 3) -> None:
-        super().__init__()
-        pools = [i for i, layer in enumerate(trunk) if isinstance(layer, nn.MaxPool2d)]
-        if len(pools) < count:
-            raise ConfigError(f"PoolFeatures needs {count} MaxPool2d layers in the trunk, found {len(pools)}")
-        self.trunk = trunk[: pools[count - 1] + 1]
-        self.taps = frozenset(pools[:count])
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """``[B, 3, H, W]`` (already normalised) -> list of ``count`` feature maps."""
-        features = []
-        for i, layer in enumerate(self.trunk):
-            x = layer(x)
-            if i in self.taps:
-                features.append(x)
-        return features
+    """``L_tv``: anisotropic L1 TV summed over C, H, W (:func:`hdrlab.losses.total_variation.image_total_variation`,
+    ``reduction="sum"``), mean over the batch. ``[B, 3, H, W]`` -> scalar."""
+    return image_total_variation(image, reduction="sum").mean()
 
 
 class MaskedPerceptualLoss(nn.Module):

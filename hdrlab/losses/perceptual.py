@@ -19,7 +19,7 @@ from hdrlab.errors import ConfigError
 from hdrlab.losses.structural import bounded_domain
 from hdrlab.weights import load_vgg_features
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VGGPerceptualLoss", "vgg_relu_names"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PoolFeatures", "VGGPerceptualLoss", "vgg_relu_names"]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -115,3 +115,30 @@ class VGGPerceptualLoss(nn.Module):
             d = a - b
             loss = loss + w * (d.abs().mean() if self.distance == "l1" else (d * d).mean())
         return loss
+
+
+class PoolFeatures(nn.Module):
+    """Outputs of the first ``count`` ``nn.MaxPool2d`` layers of a sequential trunk (e.g. VGG19 pool1..pool3).
+
+    Args:
+        trunk: an ``nn.Sequential`` such as ``torchvision.models.vgg19(weights=...).features``
+            (weights are the caller's business; nothing is loaded here).
+        count: number of pooling outputs to return (official 3).
+    """
+
+    def __init__(self, *, trunk: nn.Sequential, count: int = 3) -> None:
+        super().__init__()
+        pools = [i for i, layer in enumerate(trunk) if isinstance(layer, nn.MaxPool2d)]
+        if len(pools) < count:
+            raise ConfigError(f"PoolFeatures needs {count} MaxPool2d layers in the trunk, found {len(pools)}")
+        self.trunk = trunk[: pools[count - 1] + 1]
+        self.taps = frozenset(pools[:count])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``[B, 3, H, W]`` (already normalised) -> list of ``count`` feature maps."""
+        features = []
+        for i, layer in enumerate(self.trunk):
+            x = layer(x)
+            if i in self.taps:
+                features.append(x)
+        return features

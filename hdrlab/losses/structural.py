@@ -51,18 +51,21 @@ class SSIMLoss(nn.Module):
         mu: mu of the mu-law domain.
         data_range: dynamic range of the domain (1 for the bounded domains).
         win_size: Gaussian window size (odd).
+        nonnegative: clamp the contrast-structure term at 0 (``pytorch_msssim``'s ``nonnegative_ssim``).
     """
 
     def __init__(self, *, domain: str = "mu_law", mu: float = 5000.0, data_range: float = 1.0,
-                 win_size: int = 11) -> None:
+                 win_size: int = 11, nonnegative: bool = False) -> None:
         super().__init__()
         bounded_domain(torch.zeros(1, 3, 1, 1), domain)  # validates the name early
         self.domain, self.mu, self.data_range, self.win_size = domain, float(mu), float(data_range), int(win_size)
+        self.nonnegative = bool(nonnegative)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Args: pred, target ``[B, 3, H, W]`` linear. Returns: scalar in ``[0, 2]``."""
         p, t = bounded_domain(pred, self.domain, mu=self.mu), bounded_domain(target, self.domain, mu=self.mu)
-        return 1.0 - ssim(p, t, data_range=self.data_range, size_average=True, win_size=self.win_size)
+        return 1.0 - ssim(p, t, data_range=self.data_range, size_average=True, win_size=self.win_size,
+                          nonnegative_ssim=self.nonnegative)
 
 
 class MSSSIMLoss(nn.Module):

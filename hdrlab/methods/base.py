@@ -7,6 +7,19 @@ how it computes its loss and how it predicts:
 * :meth:`HDRMethod.compute_loss` ``(batch) -> (loss, {term: value})``;
 * :meth:`HDRMethod.predict_image` ``(batch) -> [B, 3, H, W]`` in :attr:`output_domain`.
 
+Declarations read by consumers (``hdrlab budget`` / ``info`` / ``reconstruct``, the sweep tools),
+which never name a concrete method:
+
+* :attr:`HDRMethod.output_domain` (``linear`` / ``display``);
+* :attr:`HDRMethod.stride`: the multiple training crops and inference inputs must have; by default
+  the least common multiple of the ``stride`` its child modules declare (a generator's, a merger's,
+  a network's), 1 when none does;
+* :attr:`HDRMethod.file_options`: constructor options that name files (checkpoints, curve files,
+  pretrained flags); cleared when only shapes matter (FakeTensor builds) or weights come from a
+  checkpoint, see :func:`hdrlab.methods.build.without_files`;
+* the optimizer (``optimizer``, ``lr``, ``betas``, ``weight_decay``) and the schedule
+  (:meth:`HDRMethod.scheduler_config`; step milestones by default) are configured here, once.
+
 Logged names (a contract used by sweeps and reports): ``train/loss``, ``train/loss/<term>``,
 ``train/samples_seen``, ``val/<metric>`` and ``val/<metric>_clipped`` (``test/...`` in test).
 A ``linear`` method is scored against ``batch["hdr"]`` with the HDR metrics of
@@ -17,8 +30,9 @@ A ``linear`` method is scored against ``batch["hdr"]`` with the HDR metrics of
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import lightning as L
 import torch
@@ -31,15 +45,27 @@ from hdrlab.metrics import build_metrics
 from hdrlab.metrics.display import build_display_metrics
 
 OUTPUT_DOMAINS = ("linear", "display")
+#: optimizer choices of :class:`HDRMethod` (``optimizer=``)
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+}
+
+
+def module_stride(module: torch.nn.Module) -> int:
+    """The spatial multiple a module declares (its int ``stride`` attribute), else 1."""
+    stride = getattr(module, "stride", 1)
+    return int(stride) if isinstance(stride, int) and not isinstance(stride, bool) and stride >= 1 else 1
 
 
 class HDRMethod(L.LightningModule, ABC):
     """Shared training/evaluation logic (module docstring).
 
     Args:
-        lr: Adam learning rate.
+        optimizer: ``adam`` (``torch.optim.Adam``, L2 weight decay), ``adamw`` (decoupled weight
+            decay) or ``sgd`` (momentum ``betas[0]``); each experiment sets its paper's.
+        lr: learning rate.
         betas: Adam betas.
-        weight_decay: Adam weight decay.
+        weight_decay: weight decay.
         lr_milestones: optimizer steps at which the learning rate is multiplied by ``lr_gamma``
             (empty: constant learning rate).
         lr_gamma: multiplicative decay at each milestone.
@@ -51,10 +77,13 @@ class HDRMethod(L.LightningModule, ABC):
 
     #: ``"linear"`` (radiance) or ``"display"``; subclasses may set it per instance.
     output_domain: str = "linear"
+    #: constructor options that name files to read (module docstring)
+    file_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
         *,
+        optimizer: Literal["adam", "adamw", "sgd"] = "adam",
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
@@ -68,6 +97,9 @@ class HDRMethod(L.LightningModule, ABC):
         super().__init__()
         if lr <= 0:
             raise ConfigError(f"{type(self).__name__}.lr must be > 0, got {lr}")
+        if optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{type(self).__name__}.optimizer={optimizer!r} is unknown; use one of {list(OPTIMIZERS)}")
+        self.optimizer_name = optimizer
         self.lr = float(lr)
         self.betas = tuple(betas)
         self.weight_decay = float(weight_decay)
@@ -80,6 +112,12 @@ class HDRMethod(L.LightningModule, ABC):
         self.samples_seen = 0
         self.visuals: dict[str, Any] = {}
         self._metrics: dict[str, MetricCollection] = {}
+
+    @property
+    def stride(self) -> int:
+        """Multiple that ``H`` and ``W`` of training crops and inputs must have: the least common
+        multiple of the strides the child modules declare (:func:`module_stride`); 1 when none does."""
+        return math.lcm(1, *(module_stride(child) for child in self.children()))
 
     # ------------------------------------------------------------------ to implement
     @abstractmethod
@@ -209,15 +247,32 @@ class HDRMethod(L.LightningModule, ABC):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """``optimizer`` over ``params`` with ``lr``, ``betas`` and ``weight_decay``."""
+        cls = OPTIMIZERS[self.optimizer_name]
+        if cls is torch.optim.SGD:
+            return cls(params, lr=self.lr, momentum=self.betas[0], weight_decay=self.weight_decay)
+        return cls(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+
+    def scheduler_config(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """Lightning's ``lr_scheduler`` entry for ``optimizer``, or ``None`` for a constant rate.
+
+        Default: ``MultiStepLR(lr_milestones, lr_gamma)`` stepped per optimizer step when milestones
+        are set. Methods with an official schedule (StepLR per epoch, ReduceLROnPlateau) override it.
+        """
+        if not self.lr_milestones:
+            return None
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.lr_milestones, gamma=self.lr_gamma)
+        return {"scheduler": scheduler, "interval": "step"}
+
     def configure_optimizers(self) -> Any:
+        """:meth:`build_optimizer` over the trainable parameters, with :meth:`scheduler_config`."""
         params = self.trainable_parameters()
         if not params:
             raise ConfigError(f"{type(self).__name__} has no trainable parameters (everything frozen?)")
-        optimizer = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        if not self.lr_milestones:
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.lr_milestones, gamma=self.lr_gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        optimizer = self.build_optimizer(params)
+        scheduler = self.scheduler_config(optimizer)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ------------------------------------------------------------------ checkpoint state
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -11,7 +11,9 @@ Training sample (from a procedural batch with ``bracket_ev``):
   of the official data preparation; :func:`hdrlab.models.mergers.cfnet.downsample_pair_image`).
 
 Loss (official ``train.py``): ``sum_b (1 - SSIM(I_sr^b, HR^b)) + sum_t (1 - SSIM(I_t^b, HR_gt))``
-over both branches, ``pytorch_msssim.ssim`` (7x7 Gaussian window) -- :func:`hdrlab.losses.cfnet.cfnet_loss`.
+over both branches, ``pytorch_msssim.ssim`` (7x7 Gaussian window) -- :func:`hdrlab.losses.cfnet.cfnet_loss`,
+applied by :meth:`hdrlab.models.mergers.CFNetMerger.objective` (the same path a ``TwoStage``
+composite trains CF-Net with: pair selection, downsampling and loss exist once, in the merger).
 Option ``structural_loss="mef_ssim"``: the feedback terms become ``1 - MEF-SSIM(I_t^b, {HR^u, HR^o})``
 (the paper's MEF-SSIM, Ma et al. TIP 2015; implemented here, unverified against any reference code).
 """
@@ -22,40 +24,25 @@ from typing import Any, Literal
 
 import torch
 
-from hdrlab import tonemap
-from hdrlab.data.batch import HDRBatch
+from hdrlab.data.batch import HDRBatch, bracket_stack, example_bracket
 from hdrlab.errors import ConfigError
-from hdrlab.losses.cfnet import check_structural_loss, cfnet_loss, cfnet_ssim
+from hdrlab.losses.cfnet import check_structural_loss
 from hdrlab.methods.base import HDRMethod
-from hdrlab.methods.le2023_multiexposure import example_bracket
-from hdrlab.models.mergers.cfnet import CFNet, CFNetOutput, downsample_pair_image
+from hdrlab.models.mergers.cfnet import CFNet, CFNetMerger
+from hdrlab.stack import ExposureStack
 
-#: The message of a batch without an exposure pair (also used by the composite's checks).
+#: How to give CF-Net an exposure pair (appended to the message of a batch without one).
 CFNET_PAIR_HINT = "CF-Net needs an exposure pair: set data.init_args.bracket_ev, e.g. [-4, 4]"
-
-
-def extreme_pair(batch: HDRBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(under, over)``: the lowest- and highest-ev members of ``batch["stack"]``, ``[B, 3, H, W]`` each.
-
-    The stack is sorted by ascending ev (project convention), so they are indices 0 and N - 1.
-
-    Raises:
-        ConfigError: the batch has no stack, or fewer than 2 exposures.
-    """
-    stack = batch.get("stack") if isinstance(batch, dict) else None
-    if stack is None:
-        raise ConfigError(f"{CFNET_PAIR_HINT} (the batch has no 'stack')")
-    if stack.dim() != 5 or stack.shape[1] < 2:
-        raise ConfigError(f"{CFNET_PAIR_HINT} (the batch's stack has shape {tuple(stack.shape)}, fewer than 2 exposures)")
-    return stack[:, 0], stack[:, -1]
 
 
 class CFNetMethod(HDRMethod):
     """CF-Net trained on the extreme pair of the batch's bracket; output: fused display image in [0, 1].
 
-    ``predict_image`` downsamples the full-resolution pair by ``scale`` and runs CF-Net ``x scale``
-    (no new kernels), so the prediction has the input's size; it is scored against
-    ``tonemap.display(hdr)`` with the display metrics (``val/display_psnr``, ``val/display_ssim``).
+    The network, its pair selection (lowest / highest ev), the downsampling by ``scale`` and the
+    official loss belong to :class:`~hdrlab.models.mergers.CFNetMerger` (``self.merger``,
+    ``same_resolution=True``); this method feeds it the batch's bracket. ``predict_image``
+    therefore has the input's size and is scored against ``tonemap.display(hdr)`` with the display
+    metrics (``val/display_psnr``, ``val/display_ssim``).
 
     Args:
         scale: SR factor, 2 or 4 (official projection kernels (6, 2, 2) / (8, 4, 2)).
@@ -106,7 +93,7 @@ class CFNetMethod(HDRMethod):
         **kwargs: Any,
     ) -> None:
         super().__init__(lr=lr, lr_gamma=lr_gamma, **kwargs)
-        self.structural_loss = check_structural_loss(structural_loss, owner="CFNetMethod")
+        check_structural_loss(structural_loss, owner="CFNetMethod")
         if downsample not in ("bicubic", "area"):
             raise ConfigError(f"CFNetMethod.downsample={downsample!r} is unknown; use 'bicubic' or 'area'")
         if lr_step_epochs is not None and lr_step_epochs < 1:
@@ -116,67 +103,63 @@ class CFNetMethod(HDRMethod):
                 "CFNetMethod: lr_step_epochs and lr_milestones are both set; set lr_step_epochs: null to use milestones"
             )
         self.save_hyperparameters()
-        self.net = CFNet(scale=scale, width=width, num_groups=num_groups, num_cfbs=num_cfbs)
+        self.merger = CFNetMerger(scale=scale, width=width, num_groups=num_groups, num_cfbs=num_cfbs,
+                                  same_resolution=True, downsample=downsample, structural_loss=structural_loss)
         self.scale = int(scale)
         self.downsample = downsample
+        self.structural_loss = structural_loss
         self.lr_step_epochs = lr_step_epochs
+        # checkpoints written before the network moved into the merger hold "net.*" keys
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
+
+    @property
+    def net(self) -> CFNet:
+        """The CF-Net network (``self.merger.net``)."""
+        return self.merger.net
 
     def subnetworks(self) -> dict[str, torch.nn.Module]:
         """``{"cfnet": CFNet}``."""
-        return {"cfnet": self.net}
+        return {"cfnet": self.merger.net}
 
     def example_batch(self, *, batch_size: int = 1, height: int = 512, width: int = 512,
                       device: torch.device | str | None = None) -> dict[str, Any]:
         """The base example batch plus an extreme pair ``stack [B, 2, 3, H, W]`` at ev -4 / +4 (output size H x W).
 
-        Built with plain tensor ops (:func:`hdrlab.methods.le2023_multiexposure.example_bracket`),
-        so it works under ``FakeTensorMode``.
+        Built with plain tensor ops (:func:`hdrlab.data.batch.example_bracket`), so it works under
+        ``FakeTensorMode``.
         """
         batch = super().example_batch(batch_size=batch_size, height=height, width=width, device=device)
         batch["stack"], batch["ev"] = example_bracket(batch["hdr"], [-4.0, 4.0])
         return batch
 
-    # ------------------------------------------------------------------ forward
-    def low_resolution_pair(self, under: torch.Tensor, over: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, 3, H, W]`` HR pair -> ``[B, 3, H/s, W/s]`` LR pair (``downsample`` filter), display [0, 1]."""
-        return (downsample_pair_image(under, scale=self.scale, mode=self.downsample),
-                downsample_pair_image(over, scale=self.scale, mode=self.downsample))
-
-    def run(self, batch: HDRBatch) -> CFNetOutput:
-        """CF-Net on the batch's downsampled extreme pair: all ``T + 1`` outputs per branch at ``[B, 3, H, W]``."""
-        under, over = extreme_pair(batch)
-        return self.net(*self.low_resolution_pair(under, over))
+    def pair(self, batch: HDRBatch) -> ExposureStack:
+        """The batch's bracket as a stack (the merger reads its lowest- and highest-ev members)."""
+        return bracket_stack(batch, hint=CFNET_PAIR_HINT)
 
     def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """CF-Net loss (``structural_loss``); terms ``sr`` (SRB outputs vs their HR sources) and
-        ``fusion`` (CFB outputs vs the fused GT with SSIM, or vs the HR pair with MEF-SSIM)."""
-        under, over = extreme_pair(batch)
-        out = self.net(*self.low_resolution_pair(under, over))
-        fused_gt = tonemap.display(batch["hdr"]) if self.structural_loss == "ssim" else None
-        sr = (1.0 - cfnet_ssim(out.under[0], under)) + (1.0 - cfnet_ssim(out.over[0], over))
-        total = cfnet_loss(out.under, out.over, hr_under=under, hr_over=over, hr_fused=fused_gt,
-                           structural_loss=self.structural_loss)
-        return total, {"sr": sr.detach(), "fusion": (total - sr).detach()}
+        """CF-Net's loss (:meth:`CFNetMerger.objective`); terms ``sr`` and ``fusion``."""
+        return self.merger.objective(self.pair(batch), batch)
 
     def predict_image(self, batch: HDRBatch) -> torch.Tensor:
         """Fused display image ``[B, 3, H, W]`` in [0, 1] (``0.5 I_T^u + 0.5 I_T^o``)."""
-        return self.run(batch).fused
+        return self.merger(self.pair(batch))
 
     def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
         """``{"stack": [B, 2, 3, H, W]}``: the (full-resolution) input pair."""
-        under, over = extreme_pair(batch)
-        return {"stack": torch.stack([under, over], dim=1)}
+        images = self.pair(batch).images
+        return {"stack": torch.stack([images[:, 0], images[:, -1]], dim=1)}
 
-    def configure_optimizers(self) -> Any:
-        """Adam (official) with StepLR(``lr_step_epochs``, ``lr_gamma``) per epoch."""
+    def scheduler_config(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """StepLR(``lr_step_epochs``, ``lr_gamma``) per epoch (official), else the base's milestones."""
         if self.lr_step_epochs is None:
-            return super().configure_optimizers()
-        params = self.trainable_parameters()
-        if not params:
-            raise ConfigError("CFNetMethod has no trainable parameters (everything frozen?)")
-        optimizer = torch.optim.Adam(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+            return super().scheduler_config(optimizer)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=int(self.lr_step_epochs), gamma=self.lr_gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {"scheduler": scheduler, "interval": "epoch"}
 
 
-__all__ = ["CFNET_PAIR_HINT", "CFNetMethod", "extreme_pair"]
+def _rename_legacy_keys(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix + "net.")]:
+        state_dict[prefix + "merger." + key[len(prefix):]] = state_dict.pop(key)
+
+
+__all__ = ["CFNET_PAIR_HINT", "CFNetMethod"]

@@ -22,12 +22,12 @@ from dataclasses import replace
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 from hdrlab.camera import CRF
-from hdrlab.data.batch import HDRBatch
+from hdrlab.data.batch import HDRBatch, batch_crf, example_bracket
 from hdrlab.errors import ConfigError
-from hdrlab.losses.le2023 import Le2023Loss, MaskedPerceptualLoss, PoolFeatures
+from hdrlab.losses.le2023 import Le2023Loss, MaskedPerceptualLoss
+from hdrlab.losses.perceptual import PoolFeatures
 from hdrlab.methods.base import HDRMethod
 from hdrlab.models.generators.le2023_multiexposure import (
     LE2023_DEFAULT_EV,
@@ -104,29 +104,6 @@ def sample_exposure_pairs(
     raise ConfigError(f"pair_sampling={mode!r} is unknown; use one of {PAIR_SAMPLING_MODES}")
 
 
-def batch_crf(batch: HDRBatch) -> CRF:
-    """The batch's per-image camera responses as one batched :class:`CRF` (``[B, C, 1024]`` tables)."""
-    return CRF.from_lut(batch["crf_forward"], batch["crf_inverse"], name="batch")
-
-
-def example_bracket(hdr: torch.Tensor, ev: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A synthetic 8-bit bracket of ``hdr`` through an sRGB-like gamma-2.2 CRF, branch-free.
-
-    Args:
-        hdr: ``[B, 3, H, W]`` linear radiance (input clip at 1).
-        ev: exposure values of the bracket.
-
-    Returns:
-        ``(stack [B, N, 3, H, W] in [0, 1], ev [B, N])``, ascending ev.
-    """
-    values = sorted(float(v) for v in ev)
-    gains = torch.tensor([2.0**v for v in values], dtype=hdr.dtype, device=hdr.device).view(1, -1, 1, 1, 1)
-    exposed = (hdr.unsqueeze(1) * gains).clamp(0.0, 1.0)
-    images = (exposed ** (1.0 / 2.2) * 255.0).round() / 255.0
-    ev_tensor = torch.tensor(values, dtype=hdr.dtype, device=hdr.device).expand(hdr.shape[0], -1)
-    return images, ev_tensor
-
-
 class Le2023Method(HDRMethod):
     """Le et al. (WACV 2023) stack generator, trained weakly from brackets, scored through a merger.
 
@@ -165,6 +142,7 @@ class Le2023Method(HDRMethod):
         loss_weights: overrides of the official weights (keys ``recon``, ``hdr``, ``tv``, ``perceptual``).
         perceptual: compute ``L_p`` (official True). False drops the VGG19 term entirely (it
             dominates the CPU cost at small widths; a CPU-sized setting, never the default).
+        optimizer: ``adamw`` (official).
         lr: AdamW learning rate (official 1e-4).
         weight_decay: AdamW weight decay (official 1e-4).
         plateau_factor: ReduceLROnPlateau factor on ``val/loss`` (official 0.5).
@@ -181,10 +159,11 @@ class Le2023Method(HDRMethod):
     * The authors merge the generated stack with Photomatix; here a configurable merger
       (default known-CRF Debevec) scores the stack.
     * Inputs whose sides are not multiples of ``2**(levels-1)`` are replicate-padded and the
-      stack cropped back (the official code requires 512x512 inputs).
+      stack cropped back by the generator (the official code requires 512x512 inputs).
     """
 
     output_domain = "linear"
+    file_options = ("pretrained_trunks",)
 
     def __init__(
         self,
@@ -198,13 +177,14 @@ class Le2023Method(HDRMethod):
         pair_sampling: PairSampling = "all_pairs",
         loss_weights: dict[str, float] | None = None,
         perceptual: bool = True,
+        optimizer: Literal["adam", "adamw", "sgd"] = "adamw",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
         plateau_factor: float = 0.5,
         plateau_patience: int | None = 4,
         **kwargs: Any,
     ) -> None:
-        super().__init__(lr=lr, weight_decay=weight_decay, **kwargs)
+        super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, **kwargs)
         if pair_sampling not in PAIR_SAMPLING_MODES:
             raise ConfigError(f"Le2023Method.pair_sampling={pair_sampling!r} is unknown; use one of {PAIR_SAMPLING_MODES}")
         if plateau_patience is not None and self.lr_milestones:
@@ -302,44 +282,25 @@ class Le2023Method(HDRMethod):
             loss = self.pair_losses(batch, generator=pairs)["total"]
             self.log("val/loss", loss, batch_size=batch["ldr"].shape[0], sync_dist=True)
 
-    def configure_optimizers(self) -> Any:
-        """AdamW (official) with ReduceLROnPlateau(factor, patience) on ``val/loss`` per epoch."""
-        params = self.trainable_parameters()
-        if not params:
-            raise ConfigError("Le2023Method has no trainable parameters (everything frozen?)")
-        optimizer = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        if self.plateau_patience is not None:
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode="min", factor=self.plateau_factor, patience=int(self.plateau_patience))
-            # strict=False: epochs without validation (val_check_interval, fast_dev_run) only warn.
-            return {"optimizer": optimizer, "lr_scheduler": {
-                "scheduler": scheduler, "monitor": "val/loss", "interval": "epoch", "strict": False}}
-        if self.lr_milestones:
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.lr_milestones, gamma=self.lr_gamma)
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-        return optimizer
+    def scheduler_config(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """ReduceLROnPlateau(factor, patience) on ``val/loss`` per epoch (official), else the base's milestones."""
+        if self.plateau_patience is None:
+            return super().scheduler_config(optimizer)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=self.plateau_factor, patience=int(self.plateau_patience))
+        # strict=False: epochs without validation (val_check_interval, fast_dev_run) only warn.
+        return {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch", "strict": False}
 
     # ------------------------------------------------------------------ inference
     def generate_stack(self, ldr: torch.Tensor, *, ev: Sequence[float] | None = None,
                        crf: CRF | None = None) -> ExposureStack:
-        """Generated stack of ``ldr``.
-
-        Args:
-            ldr: ``[B, 3, H, W]`` display input in [0, 1] (any H, W: replicate-padded to a multiple
-                of ``2**(levels-1)``, the stack is cropped back).
-            ev: ev set (default: the ``ev`` init argument); the input is added at ev 0.
-            crf: camera response recorded as ``stack.crf`` (known-CRF mergers need it).
+        """Generated stack of ``ldr`` ``[B, 3, H, W]`` in [0, 1] (any ``H, W``), ev set ``ev`` (default:
+        the ``ev`` init argument; the input is added at ev 0), ``crf`` recorded as ``stack.crf``.
 
         Returns:
             ``ExposureStack(images [B, N, 3, H, W] in [0, 1], ev [B, N], reference = input index, crf)``.
         """
-        height, width = ldr.shape[-2:]
-        factor = 2 ** (self.net.levels - 1)
-        pad_h, pad_w = (-height) % factor, (-width) % factor
-        padded = F.pad(ldr, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else ldr
-        stack = self.generator(padded, ev=ev)
-        images = stack.images[..., :height, :width]
-        return replace(stack, images=images, crf=crf)
+        return replace(self.generator(ldr, ev=ev), crf=crf)
 
     def predict_stack(self, batch: HDRBatch) -> ExposureStack:
         """The generated stack of ``batch["ldr"]`` with the batch's CRF attached."""
@@ -361,4 +322,4 @@ class Le2023Method(HDRMethod):
         return {"stack": stack, "pred": self.merger(stack), "domain": self.output_domain, "name": batch.get("name")}
 
 
-__all__ = ["Le2023Method", "batch_crf", "example_bracket", "exposure_pool", "sample_exposure_pairs", "PAIR_SAMPLING_MODES"]
+__all__ = ["Le2023Method", "exposure_pool", "sample_exposure_pairs", "PAIR_SAMPLING_MODES"]

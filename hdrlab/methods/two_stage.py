@@ -5,8 +5,15 @@ The composite reconstructs an HDR (or fused display) image from one LDR in two s
 1. a :class:`~hdrlab.models.generators.base.StackGenerator` turns the input LDR ``[B, 3, H, W]``
    (display, ``[0, 1]``) into an :class:`~hdrlab.stack.ExposureStack` ``[B, N, 3, H, W]``;
 2. an exposure-selection rule picks the members the merger takes (:func:`select_exposures`);
+   only those are generated;
 3. a :class:`~hdrlab.models.mergers.base.StackMerger` merges them into ``[B, 3, H, W]`` in its
    ``output_domain``.
+
+The composite names no concrete generator or merger: it reads what they declare (the merger's
+``accepts``, ``select_rule``, ``output_domain``, ``differentiable``, ``preserves_size``,
+``has_objective`` / ``objective``, ``objective_supervised``; the generator's ``ev`` and
+``output_ev``; both modules' ``stride``), so a new generator or merger works here without an
+edit to this file.
 
 The stack carries the batch's known camera response (``crf_forward`` / ``crf_inverse`` LUTs as a
 :class:`hdrlab.camera.CRF`), so known-CRF mergers (``DebevecMerger(crf="known")``) linearise
@@ -23,19 +30,23 @@ Domains (never silently mixed):
   or, with ``inverse_display=True``, mapped back to linear with the batch's inverse CRF,
   ``x = f^-1(y)`` (so at most the input's clip level 1.0), and scored with the HDR metrics.
 
+Output loss (``merger_loss``, :data:`MERGER_LOSSES`): ``own`` is the merger's own objective
+(``merger.objective(stack, batch)``, e.g. CF-Net's official loss; ``cfnet`` is an alias);
+``hdr`` a reconstruction loss against ``batch["hdr"]`` (linear mergers); ``ssim`` is
+``1 - SSIM`` against ``display(hdr)`` (display mergers; 7x7 window, non-negative SSIM);
+``auto`` picks ``own`` when the merger has an objective, else ``hdr`` / ``ssim`` by its domain.
+
 Training modes:
 
 * ``freeze_generator``: the generator runs without gradients (eval mode); the merger is trained
-  on generated stacks with the merger's own loss (:data:`MERGER_LOSSES`: CF-Net's official SSIM
-  loss for :class:`CFNetMerger`, ``1 - SSIM`` for other display mergers, the HDR reconstruction
-  loss for linear mergers).
-* ``freeze_merger``: the merger is frozen (eval mode); the generator is trained through it with the
-  same output loss; the merger must be ``differentiable``.
+  on generated stacks.
+* ``freeze_merger``: the merger is frozen (eval mode); the generator is trained through it; the
+  merger must be ``differentiable``.
 * ``joint``: both train; the merger must be differentiable and have parameters.
 
 Impossible combinations raise :class:`hdrlab.errors.ConfigError` at construction (a merger
 without parameters cannot be trained, a non-differentiable merger passes no gradient, an arity
-the merger refuses, ...).
+the merger refuses, an objective without ground truth cannot train the generator, ...).
 """
 
 from __future__ import annotations
@@ -43,23 +54,22 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from hdrlab import tonemap
-from hdrlab.camera import CRF, lut_apply
-from hdrlab.data.batch import HDRBatch
+from hdrlab.camera import lut_apply
+from hdrlab.data.batch import HDRBatch, batch_crf
 from hdrlab.errors import ConfigError
-from hdrlab.losses.cfnet import check_structural_loss, cfnet_loss, cfnet_ssim
 from hdrlab.losses.domains import DOMAINS, MU_KALANTARI
 from hdrlab.losses.reconstruction import LOSS_KINDS, reconstruction_loss
+from hdrlab.losses.structural import SSIMLoss
 from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.build import load_submodule_state
 from hdrlab.models.generators.base import StackGenerator
 from hdrlab.models.mergers.base import StackMerger
-from hdrlab.models.mergers.cfnet import CFNetMerger, CFNetOutput, downsample_pair_image
 from hdrlab.stack import ExposureStack
 
 __all__ = [
@@ -67,10 +77,7 @@ __all__ = [
     "MODES",
     "SELECT_RULES",
     "TwoStage",
-    "batch_crf",
-    "find_state_prefix",
     "generation_ev",
-    "load_submodule_state",
     "rescale_to_input",
     "resolve_select_rule",
     "select_exposures",
@@ -80,8 +87,8 @@ __all__ = [
 MODES: tuple[str, ...] = ("freeze_generator", "freeze_merger", "joint")
 #: exposure-selection rules (see :func:`select_exposures`)
 SELECT_RULES: tuple[str, ...] = ("auto", "all", "extremes", "triplet", "evs")
-#: output losses (see :class:`TwoStage`)
-MERGER_LOSSES: tuple[str, ...] = ("auto", "hdr", "ssim", "cfnet")
+#: output losses (module docstring); ``cfnet`` is an alias of ``own``
+MERGER_LOSSES: tuple[str, ...] = ("auto", "own", "hdr", "ssim", "cfnet")
 
 #: ev values closer than this are the same exposure
 _EV_TOLERANCE = 1e-4
@@ -89,12 +96,12 @@ _EV_TOLERANCE = 1e-4
 
 # --------------------------------------------------------------------------- exposure selection
 def resolve_select_rule(rule: str, merger: StackMerger) -> str:
-    """The concrete selection rule for ``merger`` (``"auto"`` resolved by its declared arity).
+    """The concrete selection rule for ``merger`` (``"auto"`` resolved by its declarations).
 
-    ``auto``: ``"extremes"`` for mergers of exactly 2 exposures and for :class:`CFNetMerger`
-    (which reads only the darkest and brightest member, spec ``mergers.md`` §8), ``"triplet"`` for
-    mergers of exactly 3 exposures (middle reference: Kalantari / Wu / AHDRNet style), ``"all"``
-    otherwise (Debevec, Mertens: any ``N >= 2``).
+    ``auto``: the merger's own ``select_rule`` when it declares one (e.g. CF-Net reads only the
+    darkest and brightest member: ``"extremes"``); otherwise by its arity: ``"extremes"`` for
+    mergers of exactly 2 exposures, ``"triplet"`` for exactly 3 (middle reference: Kalantari /
+    Wu / AHDRNet style), ``"all"`` otherwise (Debevec, Mertens: any ``N >= 2``).
 
     Raises:
         ConfigError: unknown rule.
@@ -103,8 +110,11 @@ def resolve_select_rule(rule: str, merger: StackMerger) -> str:
         raise ConfigError(f"TwoStage select={rule!r} is unknown; use one of {list(SELECT_RULES)}")
     if rule != "auto":
         return rule
+    declared = getattr(merger, "select_rule", "auto")
+    if declared != "auto":
+        return declared
     exactly = merger.accepts.exactly
-    if exactly == 2 or isinstance(merger, CFNetMerger):
+    if exactly == 2:
         return "extremes"
     if exactly == 3:
         return "triplet"
@@ -155,16 +165,20 @@ def generation_ev(
     raise ConfigError(f"selection rule {rule!r} is not resolved; use one of {list(SELECT_RULES[1:])}")
 
 
-def select_exposures(stack: ExposureStack, ev: Sequence[float] | None) -> ExposureStack:
+def select_exposures(
+    stack: ExposureStack, ev: Sequence[float] | None, *, have: Sequence[float] | None = None
+) -> ExposureStack:
     """The sub-stack whose members have the exposures ``ev`` (ascending; ``None``: the whole stack).
 
     The reference stays the ev-0 input when it is selected, otherwise the selected member closest
     to ev 0 (then the merge is relative to that member: see :func:`rescale_to_input`). All images
-    of a batch share one ev set (generated stacks), read from the first row.
+    of a batch share one ev set (generated stacks).
 
     Args:
         stack: ``ExposureStack(images[B, N, 3, H, W], ev[B, N])``.
         ev: exposures to keep.
+        have: the stack's ev values when known statically (a generator's ``output_ev``); ``None``
+            reads them from the first row of ``stack.ev`` (not possible under ``FakeTensorMode``).
 
     Returns:
         ``ExposureStack(images[B, K, 3, H, W], ev[B, K], reference)``.
@@ -174,7 +188,7 @@ def select_exposures(stack: ExposureStack, ev: Sequence[float] | None) -> Exposu
     """
     if ev is None:
         return stack
-    have = [float(v) for v in stack.ev[0].tolist()]
+    have = [float(v) for v in (stack.ev[0].tolist() if have is None else have)]
     index = []
     for want in sorted(float(v) for v in ev):
         hits = [i for i, v in enumerate(have) if abs(v - want) < _EV_TOLERANCE]
@@ -208,103 +222,6 @@ def rescale_to_input(radiance: torch.Tensor, stack: ExposureStack) -> torch.Tens
     return radiance * torch.exp2(-ev_ref).view(-1, 1, 1, 1)
 
 
-def batch_crf(batch: Mapping[str, Any]) -> CRF:
-    """The batch's known camera response as a batched :class:`hdrlab.camera.CRF` (``[B, C, 1024]`` LUTs)."""
-    for key in ("crf_forward", "crf_inverse"):
-        if key not in batch:
-            raise ConfigError(
-                f"the batch has no {key!r}; a two-stage model needs the input's CRF LUTs "
-                "(hdrlab.data batches carry them; for real photos assume one, e.g. CRF.gamma(2.2))"
-            )
-    return CRF(forward_lut=batch["crf_forward"], inverse_lut=batch["crf_inverse"], name="batch")
-
-
-# --------------------------------------------------------------------------- checkpoint loading
-def find_state_prefix(state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> tuple[str, str]:
-    """Locate a module's parameters inside a larger (e.g. LightningModule) state dict.
-
-    Finds ``(source_prefix, target_prefix)`` such that every key ``k`` of ``target`` starts with
-    ``target_prefix`` and ``source_prefix + k[len(target_prefix):]`` is a key of ``state`` with the
-    same shape. The longest matching key suffix wins (so ``generator.net.x`` in a composite's
-    checkpoint, or ``net.x`` in a method that holds the bare network, both match).
-
-    Args:
-        state: the checkpoint's state dict.
-        target: the module's own ``state_dict()``.
-
-    Returns:
-        ``(source_prefix, target_prefix)``.
-
-    Raises:
-        ConfigError: nothing matches (wrong checkpoint) or shapes differ (e.g. another ``width``).
-    """
-    if not target:
-        raise ConfigError("the module to load has no parameters or buffers")
-    keys = sorted(target)
-    ref = max(keys, key=len)
-    parts = ref.split(".")
-    shape_problem = None
-    for cut in range(len(parts)):  # shortest target prefix (= longest suffix) first
-        target_prefix = ".".join(parts[:cut]) + ("." if cut else "")
-        if not all(k.startswith(target_prefix) for k in keys):
-            continue
-        rest = ref[len(target_prefix):]
-        sources = sorted({k[: len(k) - len(rest)] for k in state if k.endswith(rest) and
-                          (len(k) == len(rest) or k[len(k) - len(rest) - 1] == ".")}, key=len)
-        for source_prefix in sources:
-            mapped = {k: source_prefix + k[len(target_prefix):] for k in keys}
-            if not all(m in state for m in mapped.values()):
-                continue
-            bad = [k for k, m in mapped.items() if tuple(state[m].shape) != tuple(target[k].shape)]
-            if bad:
-                shape_problem = (bad[0], tuple(state[mapped[bad[0]]].shape), tuple(target[bad[0]].shape))
-                continue
-            return source_prefix, target_prefix
-    if shape_problem is not None:
-        key, have, want = shape_problem
-        raise ConfigError(
-            f"checkpoint tensor for {key!r} has shape {have} but the module expects {want}; "
-            "build the module with the same architecture options (e.g. width) as the checkpoint's run"
-        )
-    raise ConfigError(
-        f"no parameters of this module (e.g. {ref!r}) were found in the checkpoint; "
-        "point the *_ckpt option at a checkpoint of a method that holds this network"
-    )
-
-
-def load_submodule_state(module: nn.Module, path: str | Path, *, name: str = "module") -> str:
-    """Load ``module``'s weights from a method checkpoint (or a bare state dict) at ``path``.
-
-    The file is read with ``torch.load(..., weights_only=True)``; a Lightning checkpoint's
-    ``state_dict`` is searched for the module's keys with :func:`find_state_prefix`.
-
-    Args:
-        module: the network to fill (e.g. ``TwoStage.generator``).
-        path: ``.ckpt`` / ``.pt`` file.
-        name: the option name for error messages (``generator_ckpt``, ``merger_ckpt``).
-
-    Returns:
-        The prefix under which the weights were found in the checkpoint.
-
-    Raises:
-        ConfigError: missing file or no matching weights.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{name}={str(path)!r} does not exist; give the path of a method checkpoint (.ckpt)")
-    checkpoint = torch.load(file, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise ConfigError(f"{name}={str(path)!r} holds no state dict; give a Lightning checkpoint or a saved state_dict")
-    target = module.state_dict()
-    try:
-        source_prefix, target_prefix = find_state_prefix(state, target)
-    except ConfigError as err:
-        raise ConfigError(f"{name}={str(path)!r}: {err}") from None
-    module.load_state_dict({k: state[source_prefix + k[len(target_prefix):]] for k in target})
-    return source_prefix
-
-
 # --------------------------------------------------------------------------- the composite
 def _has_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters())
@@ -319,30 +236,22 @@ class TwoStage(HDRMethod):
         mode: ``freeze_generator`` | ``freeze_merger`` | ``joint`` (which stage trains).
         generator_ckpt: optional method checkpoint to load the generator's weights from.
         merger_ckpt: optional method checkpoint to load the merger's weights from.
-        select: exposure-selection rule, :data:`SELECT_RULES`: ``auto`` (by the merger's arity, see
-            :func:`resolve_select_rule`), ``all``, ``extremes`` (lowest + highest ev), ``triplet``
-            (lowest, 0, highest), ``evs`` (the list ``select_ev``). Only selected exposures are generated.
+        select: exposure-selection rule, :data:`SELECT_RULES`: ``auto`` (the merger's declared
+            rule or its arity, :func:`resolve_select_rule`), ``all``, ``extremes`` (lowest + highest
+            ev), ``triplet`` (lowest, 0, highest), ``evs`` (the list ``select_ev``). Only selected
+            exposures are generated.
         select_ev: exposures (log2 ratio to the input) for ``select="evs"``.
         inverse_display: map a display merger's output back to linear with the batch's inverse CRF
             (``output_domain = "linear"``, HDR metrics); only for display mergers.
-        merger_loss: ``auto`` (``cfnet`` for CF-Net, ``ssim`` for other display mergers, ``hdr`` for
-            linear mergers), ``hdr`` (reconstruction loss vs ``hdr``, linear mergers), ``ssim``
-            (``1 - SSIM`` vs ``display(hdr)``, display mergers; pytorch-msssim, 7x7 window) or
-            ``cfnet`` (CF-Net's official loss, :func:`hdrlab.losses.cfnet.cfnet_loss`, its SRB outputs
-            supervised by the full-resolution under/over members and every feedback step by
-            ``display(hdr)``).
-        structural_loss: structural term of the ``cfnet`` loss: ``"ssim"`` (official code) or
-            ``"mef_ssim"`` (each feedback step scored with MEF-SSIM, Ma et al. 2015, against the
-            selected under/over pair instead of ``display(hdr)``; unverified, see
-            :mod:`hdrlab.losses.mef_ssim`). ``"mef_ssim"`` needs ``merger_loss`` ``cfnet`` (or ``auto``
-            with a CF-Net merger) and ``mode="freeze_generator"``: without ground truth, a trained
-            generator could make its own sources trivially easy to fuse.
+        merger_loss: ``auto`` | ``own`` | ``hdr`` | ``ssim`` (``cfnet`` = ``own``), module docstring.
         loss_kind: ``l1`` / ``l2`` of the ``hdr`` loss.
         loss_domain: domain of the ``hdr`` loss (``linear``, ``log``, ``mu_law``, ``pu21``).
         loss_mu: mu of the ``mu_law`` domain.
-        lr: Adam learning rate (default 1e-4; experiment YAMLs set the trained network's official one).
-        **kwargs: :class:`HDRMethod` options (betas, weight_decay, metrics, align, ...).
+        lr: learning rate (default 1e-4; experiment YAMLs set the trained network's official one).
+        **kwargs: :class:`HDRMethod` options (optimizer, betas, weight_decay, metrics, align, ...).
     """
+
+    file_options = ("generator_ckpt", "merger_ckpt")
 
     def __init__(
         self,
@@ -355,11 +264,10 @@ class TwoStage(HDRMethod):
         select: Literal["auto", "all", "extremes", "triplet", "evs"] = "auto",
         select_ev: Sequence[float] | None = None,
         inverse_display: bool = False,
-        merger_loss: Literal["auto", "hdr", "ssim", "cfnet"] = "auto",
+        merger_loss: Literal["auto", "own", "hdr", "ssim", "cfnet"] = "auto",
         loss_kind: Literal["l1", "l2"] = "l1",
         loss_domain: Literal["linear", "log", "mu_law", "pu21"] = "log",
         loss_mu: float = MU_KALANTARI,
-        structural_loss: Literal["ssim", "mef_ssim"] = "ssim",
         lr: float = 1e-4,
         **kwargs: Any,
     ) -> None:
@@ -381,6 +289,7 @@ class TwoStage(HDRMethod):
         self.loss_kind, self.loss_domain, self.loss_mu = loss_kind, loss_domain, float(loss_mu)
         merger_name = type(merger).__name__
         generator_name = type(generator).__name__
+        trains_generator = mode in ("freeze_merger", "joint")
 
         # ---- which stage trains: impossible combinations are user errors
         if mode in ("freeze_generator", "joint") and not _has_parameters(merger):
@@ -388,7 +297,7 @@ class TwoStage(HDRMethod):
                 f"TwoStage(mode={mode!r}) trains the merger, but {merger_name} has no trainable parameters; "
                 "use mode='freeze_merger' to train the generator through it, or only validate/test"
             )
-        if mode in ("freeze_merger", "joint"):
+        if trains_generator:
             if not merger.differentiable:
                 raise ConfigError(
                     f"TwoStage(mode={mode!r}) needs gradients through the merger, but {merger_name} is not "
@@ -396,10 +305,10 @@ class TwoStage(HDRMethod):
                 )
             if not _has_parameters(generator):
                 raise ConfigError(f"TwoStage(mode={mode!r}) trains the generator, but {generator_name} has no parameters")
-        if isinstance(merger, CFNetMerger) and not merger.same_resolution:
+        if not merger.preserves_size:
             raise ConfigError(
-                "TwoStage needs CFNetMerger(same_resolution=True): the composite's output must match the input "
-                "size (the pair is downsampled by the scale and super-resolved back)"
+                f"TwoStage needs a merger whose output has the input's size, but {merger_name} changes it; "
+                "configure the merger to keep the size (e.g. CFNetMerger same_resolution: true)"
             )
 
         # ---- domains
@@ -411,38 +320,13 @@ class TwoStage(HDRMethod):
         self.output_domain = "linear" if (merger.output_domain == "linear" or self.inverse_display) else "display"
 
         # ---- loss
-        if merger_loss not in MERGER_LOSSES:
-            raise ConfigError(f"TwoStage merger_loss={merger_loss!r} is unknown; use one of {list(MERGER_LOSSES)}")
-        if merger_loss == "auto":
-            if isinstance(merger, CFNetMerger):
-                merger_loss = "cfnet"
-            else:
-                merger_loss = "hdr" if merger.output_domain == "linear" else "ssim"
-        if merger_loss == "hdr" and merger.output_domain != "linear":
-            raise ConfigError(
-                f"merger_loss='hdr' compares radiance, but {merger_name} outputs a display image; "
-                "use merger_loss='ssim' (or 'cfnet' for CF-Net)"
-            )
-        if merger_loss in ("ssim", "cfnet") and merger.output_domain != "display":
-            raise ConfigError(f"merger_loss={merger_loss!r} is a display loss, but {merger_name} outputs radiance; use 'hdr'")
-        if merger_loss == "cfnet" and not isinstance(merger, CFNetMerger):
-            raise ConfigError(f"merger_loss='cfnet' needs a CFNetMerger, got {merger_name}; use 'ssim'")
-        self.merger_loss = merger_loss
-        self.structural_loss = check_structural_loss(structural_loss, owner="TwoStage")
-        if structural_loss == "mef_ssim" and merger_loss != "cfnet":
-            raise ConfigError(
-                f"TwoStage structural_loss='mef_ssim' applies to CF-Net's loss, but merger_loss is {merger_loss!r} "
-                f"({merger_name}); use a CFNetMerger with merger_loss 'cfnet' (or 'auto'), or structural_loss 'ssim'"
-            )
-        if structural_loss == "mef_ssim" and mode != "freeze_generator":
-            raise ConfigError(
-                f"TwoStage structural_loss='mef_ssim' scores CF-Net against the generated pair (no ground truth), "
-                f"so it cannot train the generator (mode={mode!r}); use mode 'freeze_generator' or structural_loss 'ssim'"
-            )
+        self.merger_loss = self._resolve_loss(merger_loss, merger, trains_generator)
+        self._ssim_loss = SSIMLoss(domain="identity", win_size=7, nonnegative=True)
 
         # ---- exposure selection (checked against the merger's arity now, not at the first batch)
         self.select = resolve_select_rule(select, merger)
         self.generation_ev = generation_ev(generator.ev, self.select, select_ev)
+        self.stack_ev = generator.output_ev(self.generation_ev)
         self.selected_ev = None if self.select == "all" else tuple(self.generation_ev)
         keep = tuple(generator.ev) if self.selected_ev is None else self.selected_ev
         reference = min(range(len(keep)), key=lambda i: abs(keep[i]))
@@ -464,6 +348,36 @@ class TwoStage(HDRMethod):
             module.requires_grad_(False)
             module.eval()
 
+    @staticmethod
+    def _resolve_loss(name: str, merger: StackMerger, trains_generator: bool) -> str:
+        """The concrete output loss (``own`` / ``hdr`` / ``ssim``) for ``merger``; raises on mismatches."""
+        merger_name = type(merger).__name__
+        if name not in MERGER_LOSSES:
+            raise ConfigError(f"TwoStage merger_loss={name!r} is unknown; use one of {list(MERGER_LOSSES)}")
+        if name == "cfnet":
+            name = "own"
+        if name == "auto":
+            name = "own" if merger.has_objective else ("hdr" if merger.output_domain == "linear" else "ssim")
+        if name == "own":
+            if not merger.has_objective:
+                raise ConfigError(
+                    f"merger_loss='own' needs a merger with its own objective, but {merger_name} has none; "
+                    f"use {'hdr' if merger.output_domain == 'linear' else 'ssim'!r}"
+                )
+            if trains_generator and not merger.objective_supervised:
+                raise ConfigError(
+                    f"{merger_name}'s objective is scored against the generated stack only (no ground truth), "
+                    "so it cannot train the generator; use mode 'freeze_generator' or a supervised objective"
+                )
+        elif name == "hdr" and merger.output_domain != "linear":
+            raise ConfigError(
+                f"merger_loss='hdr' compares radiance, but {merger_name} outputs a display image; "
+                "use merger_loss='ssim' (or 'own' for a merger with its own objective)"
+            )
+        elif name == "ssim" and merger.output_domain != "display":
+            raise ConfigError(f"merger_loss='ssim' is a display loss, but {merger_name} outputs radiance; use 'hdr'")
+        return name
+
     # ------------------------------------------------------------------ structure
     def frozen_modules(self) -> list[nn.Module]:
         """The stage(s) not trained in this mode (kept in eval mode: BatchNorm statistics frozen)."""
@@ -484,12 +398,9 @@ class TwoStage(HDRMethod):
             ``ExposureStack(images[B, K, 3, H, W] in [0, 1], ev[B, K], reference, crf=batch CRF)``.
         """
         ldr = batch["ldr"]
-        if self.mode == "freeze_generator":
-            with torch.no_grad():
-                stack = self.generator(ldr, ev=self.generation_ev)
-        else:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.mode != "freeze_generator"):
             stack = self.generator(ldr, ev=self.generation_ev)
-        stack = select_exposures(stack, self.selected_ev)
+        stack = select_exposures(stack, self.selected_ev, have=self.stack_ev)
         return dataclasses.replace(stack, crf=batch_crf(batch))
 
     def merge_stack(self, stack: ExposureStack) -> torch.Tensor:
@@ -503,15 +414,6 @@ class TwoStage(HDRMethod):
             out = rescale_to_input(out, stack)
         return out
 
-    def cfnet_outputs(self, stack: ExposureStack) -> CFNetOutput:
-        """All of CF-Net's outputs (both branches, SRB + T feedback steps) for its official loss."""
-        merger = self.merger
-        merger.check_stack(stack)
-        scale = merger.net.scale
-        under = downsample_pair_image(stack.images[:, 0], scale=scale, mode=merger.downsample)
-        over = downsample_pair_image(stack.images[:, -1], scale=scale, mode=merger.downsample)
-        return merger.net(under, over)
-
     # ------------------------------------------------------------------ HDRMethod
     def predict_image(self, batch: HDRBatch) -> torch.Tensor:
         """``[B, 3, H, W]`` in :attr:`output_domain` (linear radiance, input clip = 1, or display [0, 1])."""
@@ -521,18 +423,13 @@ class TwoStage(HDRMethod):
         return pred
 
     def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The output loss in the merger's domain (class docstring, ``merger_loss``)."""
+        """The output loss (``merger_loss``, module docstring) and its named terms."""
         stack = self.generate_stack(batch)
-        if self.merger_loss == "cfnet":
-            out = self.cfnet_outputs(stack)
-            target = tonemap.display(batch["hdr"]) if self.structural_loss == "ssim" else None
-            loss = cfnet_loss(out.under, out.over, hr_under=stack.images[:, 0].detach(),
-                              hr_over=stack.images[:, -1].detach(), hr_fused=target,
-                              structural_loss=self.structural_loss)
-            return loss, {f"cfnet_{self.structural_loss}": loss}
+        if self.merger_loss == "own":
+            return self.merger.objective(stack, batch)
         pred = self.merge_stack(stack)
         if self.merger_loss == "ssim":
-            loss = 1.0 - cfnet_ssim(pred.clamp(0.0, 1.0), tonemap.display(batch["hdr"]))
+            loss = self._ssim_loss(pred.clamp(0.0, 1.0), tonemap.display(batch["hdr"]))
             return loss, {"ssim": loss}
         loss = reconstruction_loss(pred, batch["hdr"], kind=self.loss_kind, domain=self.loss_domain, mu=self.loss_mu)
         return loss, {f"{self.loss_kind}_{self.loss_domain}": loss}

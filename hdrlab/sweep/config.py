@@ -4,7 +4,7 @@ A sweep file is standard W&B sweep YAML (``method``, ``metric``, ``parameters``,
 ``early_terminate``, ``command``, ...). The same file works with ``wandb sweep FILE`` and with
 hdrlab's offline agent (:mod:`hdrlab.sweep.agent`).
 
-Two traps of ``sweeps`` 0.2 are handled here (``docs``: platform probes, section 3):
+Two traps of ``sweeps`` 0.2 are handled here (measured with ``sweeps`` 0.2.0):
 
 * its JSON schema rejects keys the W&B server accepts (``run_cap``, Launch keys); they are
   stripped before validation and kept in :attr:`SweepSpec.server_keys`;

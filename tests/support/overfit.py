@@ -1,4 +1,4 @@
-"""Shared overfit protocol of the method tests (issue 3): memorise ONE fixed training example.
+"""Shared overfit protocol of the method tests: memorise ONE fixed training example.
 
 The batch is synthesised once (one procedural scene at a fixed seed, :class:`PairSynthesizer` with a
 fixed generator, no flips) and the same tensors are used for every step; the score is

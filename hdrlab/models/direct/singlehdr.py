@@ -1,7 +1,7 @@
 """SingleHDR (Liu et al., "Single-Image HDR Reconstruction by Learning to Reverse the Camera
 Pipeline", CVPR 2020) as plain ``nn.Module``s.
 
-Pipeline (official ``test_real_refinement.py``; project spec ``direct_methods.md`` section 2)::
+Pipeline (official code: alex04072000/SingleHDR ``test_real_refinement.py``)::
 
     LDR x --Dequantization-Net--> C --Linearization-Net (inverse CRF g)--> B = g(C)
       --Hallucination-Net--> A = B + alpha * R --Refinement-Net--> H = ReLU(A + Delta(A, B, C))
@@ -52,6 +52,7 @@ from hdrlab.weights import require_weights
 __all__ = [
     "NUM_EMOR_WEIGHTS",
     "OVEREXPOSURE_THRESHOLD",
+    "fallback_inverse_crf_basis",
     "VGG_BGR_MEAN",
     "overexposure_mask",
     "linearization_features",
@@ -147,7 +148,7 @@ def fold_torchvision_vgg16_input(weight: torch.Tensor, bias: torch.Tensor) -> tu
 
 
 class DequantizationNet(nn.Module):
-    """Dequantization-Net: ``C = clip(x + tanh(U(x)), 0, 1)`` (spec section 2.2).
+    """Dequantization-Net: ``C = clip(x + tanh(U(x)), 0, 1)`` (official ``dequantization_net.py``).
 
     ``U`` is the 5-level U-Net of :class:`AvgPoolBilinearUNet` (head 16 with 7x7 convs, downs
     32/64/128/256 with kernels 5/3/3/3, LeakyReLU 0.1): 1,999,779 parameters at ``width=1``.
@@ -211,7 +212,7 @@ class _Bottleneck(nn.Module):
 
 
 class LinearizationNet(nn.Module):
-    """Linearization-Net: predicts a monotone inverse CRF from the dequantised image (spec 2.3).
+    """Linearization-Net: predicts a monotone inverse CRF from the dequantised image (official ``linearization_net.py``).
 
     Features (:func:`linearization_features`, 102 ch) -> truncated caffe ResNet-50 (conv1 7x7/2
     with bias + BN + ReLU + maxpool 3x3/2 with TF 'SAME' padding; res2a-c 64/64/256; res3a-b
@@ -364,7 +365,7 @@ def _fuse_conv(dec_ch: int, skip_ch: int) -> nn.Conv2d:
 
 
 class HallucinationNet(nn.Module):
-    """Hallucination-Net: positive residual for over-exposed regions (spec 2.4).
+    """Hallucination-Net: positive residual for over-exposed regions (official ``hallucination_net.py``).
 
     HDRCNN-style encoder-decoder on the linear image ``B``: VGG16 conv1_1..pool5 on
     ``255 B[BGR] - VGG_BGR_MEAN``; latent conv3x3 512 + BN + ReLU; five up steps (nearest x2,
@@ -497,7 +498,7 @@ def _read_cached_torchvision_vgg16() -> dict[str, torch.Tensor]:
 
 
 class RefinementNet(nn.Module):
-    """Refinement-Net: ``H = ReLU(A + U(cat[A, B, C]))`` (spec 2.5).
+    """Refinement-Net: ``H = ReLU(A + U(cat[A, B, C]))`` (official ``refinement_net.py``).
 
     ``U`` is the :class:`AvgPoolBilinearUNet` with 9 input channels and a 128-wide bottleneck
     (downs 32/64/128/128): 1,266,947 parameters at ``width=1``.
@@ -527,6 +528,31 @@ class RefinementNet(nn.Module):
         return torch.relu(hallucinated + delta)
 
 
+def fallback_inverse_crf_basis(
+    k: int = NUM_EMOR_WEIGHTS, samples: int = LUT_SIZE, *, gamma: float = 2.2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse-CRF basis used when no EMoR files are given (hdrlab fallback, not official).
+
+    Mean curve ``g0(v) = v ** gamma``; basis ``h_i(v) = sin(i pi v)`` for ``i = 1..k``, each
+    scaled to unit Euclidean norm over the samples (like the rows of ``invemor.txt``). The
+    sines vanish at ``v = 0`` and ``v = 1`` (as EMoR's basis) and are mutually orthogonal, so the
+    Linearization-Net stays trainable; they span smooth curves, not EMoR's data-driven space.
+
+    Args:
+        k: number of basis curves (official K = 11).
+        samples: samples per curve on ``linspace(0, 1, samples)``.
+        gamma: exponent of the mean curve.
+
+    Returns:
+        ``(inv_mean [samples], inv_basis [k, samples])`` float32.
+    """
+    grid = lut_grid(samples)
+    index = torch.arange(1, k + 1, dtype=torch.float32).unsqueeze(1)
+    basis = torch.sin(math.pi * index * grid.unsqueeze(0))
+    basis = basis / basis.norm(dim=1, keepdim=True)
+    return inverse_gamma_curve(grid, gamma), basis
+
+
 class SingleHDRNet(nn.Module):
     """The full SingleHDR model: dequantize, linearize, hallucinate, refine.
 
@@ -541,8 +567,8 @@ class SingleHDRNet(nn.Module):
             0.999, i.e. 0.001; see :class:`LinearizationNet`).
     """
 
-    multiple: int = 32
-    """Input height and width must be multiples of this."""
+    stride: int = 32
+    """Input height and width must be multiples of this (five 2x poolings in the Hallucination-Net encoder)."""
 
     def __init__(
         self,
@@ -586,7 +612,7 @@ class SingleHDRNet(nn.Module):
         Raises:
             ConfigError: if the input is not ``[B, C, H, W]`` with H, W multiples of 32.
         """
-        check_spatial_multiple(ldr, self.multiple, name="SingleHDRNet")
+        check_spatial_multiple(ldr, self.stride, name="SingleHDRNet")
         dequantized = self.dequantization(ldr)
         if inverse_crf is None:
             inverse_crf = self.linearization(dequantized)

@@ -60,10 +60,26 @@ class StackGenerator(nn.Module, ABC):
     input at ev 0 (when ``include_input``), keeps the ascending-ev order, and sets ``reference``
     to the index of the input.
 
+    Declarations read by consumers (composite, memory planner, ``hdrlab reconstruct`` / ``info``):
+    :attr:`stride` (the multiple ``H`` and ``W`` must have; 1 = any size) and :attr:`file_options`
+    (constructor options that name files to read).
+
     Args:
         ev: exposure values of the stack, ``ev = log2(t / t_input)``; sorted on construction.
         include_input: put the input image in the stack as its ev-0 member (the usual case).
     """
+
+    #: constructor options that name files (cleared when only shapes matter, e.g. memory estimates)
+    file_options: tuple[str, ...] = ()
+
+    @property
+    def stride(self) -> int:
+        """Multiple ``H`` and ``W`` of the input must have (1: any size)."""
+        return 1
+
+    def output_ev(self, ev: Sequence[float] | None = None) -> tuple[float, ...]:
+        """The ascending ev values of the stack :meth:`forward` returns for ``ev`` (static, no tensor reads)."""
+        return self.ev if ev is None else normalize_ev_set(ev, include_input=self.include_input)
 
     def __init__(self, *, ev: Sequence[float] = (-2.0, 2.0), include_input: bool = True) -> None:
         super().__init__()
@@ -93,7 +109,7 @@ class StackGenerator(nn.Module, ABC):
             ``ExposureStack(images[B, N, 3, H, W] in [0, 1], ev[B, N] ascending, reference)``.
         """
         check_ldr_batch(ldr)
-        evs = self.ev if ev is None else normalize_ev_set(ev, include_input=self.include_input)
+        evs = self.output_ev(ev)
         predicted = tuple(v for v in evs if v != 0.0)
         images = self.generate(ldr, predicted) if predicted else ldr.new_zeros((ldr.shape[0], 0, *ldr.shape[1:]))
         if 0.0 in evs:

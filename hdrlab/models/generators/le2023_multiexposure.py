@@ -30,6 +30,7 @@ from collections.abc import Sequence
 
 import kornia
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hdrlab.errors import ConfigError
@@ -245,6 +246,10 @@ class Le2023Generator(StackGenerator):
     ratio ``2**ev``. The official inference set is :data:`LE2023_DEFAULT_EV` (+-2 EV, 0.5 EV steps,
     9 images with the input); the authors merge it with Photomatix.
 
+    :attr:`stride` is ``2 ** (levels - 1)`` (64 at the official 7 levels): training crops must be
+    multiples of it. Other input sizes are replicate-padded at the bottom/right to the stride and
+    the stack cropped back (the official code requires 512 x 512 inputs).
+
     Args:
         ev: exposure values to generate (the input is added as ev 0).
         width: hidden-channel multiplier of the three U-Nets.
@@ -263,8 +268,18 @@ class Le2023Generator(StackGenerator):
         super().__init__(ev=ev, include_input=True)
         self.net = Le2023MultiExposureNet(width=width, clip_threshold=clip_threshold, levels=levels)
 
+    @property
+    def stride(self) -> int:
+        """``2 ** (levels - 1)``: six 2x poolings at the official 7 levels (64)."""
+        return 2 ** (self.net.levels - 1)
+
     def generate(self, ldr: torch.Tensor, ev: tuple[float, ...]) -> torch.Tensor:
-        """Predict the (non-zero, ascending) ``ev`` exposures: ``[B, 3, H, W] -> [B, len(ev), 3, H, W]`` in [0, 1]."""
+        """Predict the (non-zero, ascending) ``ev`` exposures: ``[B, 3, H, W] -> [B, len(ev), 3, H, W]`` in [0, 1]
+        (any ``H, W``: padded to :attr:`stride` and cropped back)."""
+        height, width = ldr.shape[-2:]
+        pad_h, pad_w = (-height) % self.stride, (-width) % self.stride
+        if pad_h or pad_w:
+            ldr = F.pad(ldr, (0, pad_w, 0, pad_h), mode="replicate")
         hdr = self.net.hdr_representation(ldr)
         batch = ldr.shape[0]
         parts = []
@@ -275,4 +290,4 @@ class Le2023Generator(StackGenerator):
             scaled = (hdr.unsqueeze(1) * ratios.view(1, -1, 1, 1, 1)).flatten(0, 1)  # [B*K, 3, H, W]
             net = self.net.up_exposure if up else self.net.down_exposure
             parts.append(net(scaled).unflatten(0, (batch, len(values))))
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1)[..., :height, :width]

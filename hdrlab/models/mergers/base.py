@@ -8,9 +8,22 @@ in ``[0, 1]``, ``ev[B, N]``) into one image ``[B, 3, H, W]``:
   reference exposure clips (Debevec & Malik 1997);
 * ``output_domain = "display"``: a fused display-referred image in ``[0, 1]`` (Mertens et al. 2009).
 
-Every merger declares, as class attributes, which stacks it accepts (:class:`StackArity`) and
-whether gradients flow from its output back to ``stack.images`` (``differentiable``), so a
-composite "generator x merger" model can check compatibility before training.
+Every merger declares what its consumers (the :class:`~hdrlab.methods.two_stage.TwoStage`
+composite, the memory planner, ``hdrlab reconstruct``, ``hdrlab info``) need, so that none of them
+names a concrete merger:
+
+* ``output_domain``: ``"linear"`` or ``"display"``;
+* ``accepts``: the stacks it takes (:class:`StackArity`);
+* ``select_rule``: how a composite picks its inputs from a generated stack (``"auto"``: by the
+  arity, see :func:`hdrlab.methods.two_stage.resolve_select_rule`; or ``"all"`` / ``"extremes"`` /
+  ``"triplet"``);
+* ``differentiable``: whether gradients flow from its output back to ``stack.images``;
+* ``stride``: the multiple ``H`` and ``W`` must have (1: any size);
+* ``preserves_size``: whether the output has the stack's ``H x W``;
+* ``has_objective`` / :meth:`StackMerger.objective`: its own training objective (a learned merger's
+  paper loss), which a composite uses instead of a generic output loss;
+* ``file_options``: constructor options that name files (cleared when only shapes matter).
+
 ``forward(stack)`` validates the stack with :meth:`StackMerger.check_stack` (user errors raise
 :class:`hdrlab.errors.ConfigError`) and then calls :meth:`StackMerger.merge`.
 """
@@ -19,7 +32,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Sequence
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from torch import nn
@@ -67,12 +81,47 @@ class StackMerger(nn.Module, abc.ABC):
         output_domain: ``"linear"`` (radiance relative to the reference exposure) or ``"display"``
             (fused display image in ``[0, 1]``).
         accepts: the stacks the merger takes (:class:`StackArity`).
+        select_rule: how a composite selects the merger's inputs from a generated stack
+            (``"auto"``: by :attr:`accepts`; ``"all"``, ``"extremes"``, ``"triplet"``).
         differentiable: whether gradients flow from the output to ``stack.images``.
+        has_objective: whether :meth:`objective` is the merger's own training loss.
+        file_options: constructor options that name files to read (none by default).
     """
 
     output_domain: ClassVar[Literal["linear", "display"]]
     accepts: ClassVar[StackArity] = StackArity()
+    select_rule: ClassVar[Literal["auto", "all", "extremes", "triplet"]] = "auto"
     differentiable: ClassVar[bool] = True
+    has_objective: ClassVar[bool] = False
+    file_options: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def stride(self) -> int:
+        """Multiple ``H`` and ``W`` of a stack must have (1: any size)."""
+        return 1
+
+    @property
+    def preserves_size(self) -> bool:
+        """Whether the output has the stack's ``H x W`` (a composite needs it)."""
+        return True
+
+    @property
+    def objective_supervised(self) -> bool:
+        """Whether :meth:`objective` compares with ground truth (``batch["hdr"]``). An objective
+        scored only against the stack itself cannot train the generator that made the stack."""
+        return True
+
+    def objective(self, stack: ExposureStack, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The merger's own training loss on ``stack`` (with ground truth from ``batch``, e.g.
+        ``batch["hdr"] [B, 3, H, W]``), as ``(loss, {term: value})``; only when :attr:`has_objective`.
+
+        Raises:
+            ConfigError: the merger has no objective of its own.
+        """
+        raise ConfigError(
+            f"{type(self).__name__} has no training objective of its own; train it with a generic output loss "
+            "(TwoStage merger_loss 'hdr' for linear mergers, 'ssim' for display mergers)"
+        )
 
     def check_stack(self, stack: ExposureStack) -> None:
         """Raise :class:`ConfigError` when ``stack`` is not one this merger can merge.

@@ -27,13 +27,16 @@ so official weights would apply unchanged (output / 255).
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hdrlab import tonemap
 from hdrlab.errors import ConfigError
+from hdrlab.losses.cfnet import cfnet_loss, cfnet_ssim, check_structural_loss
 from hdrlab.models.blocks.conv import scale_channels
 from hdrlab.models.mergers.base import StackArity, StackMerger
 from hdrlab.stack import ExposureStack
@@ -286,36 +289,73 @@ class CFNetMerger(StackMerger):
     """CF-Net as a :class:`StackMerger`: the extreme pair of a stack -> fused display image in [0, 1].
 
     The darkest (``ev`` min, index 0) and brightest (index ``N - 1``) members are the under/over
-    inputs (CF-Net's arity is fixed at 2; middle exposures are ignored). With ``same_resolution``
-    (default) the pair is first downsampled by ``scale`` (:func:`downsample_pair_image`) and CF-Net
-    ``x scale`` brings it back to ``[B, 3, H, W]``; no new kernels are introduced. Otherwise the
-    output is ``[B, 3, scale*H, scale*W]``.
+    inputs (CF-Net's arity is fixed at 2; middle exposures are ignored, and a composite generates
+    only the extreme pair: ``select_rule = "extremes"``). With ``same_resolution`` (default) the pair
+    is first downsampled by ``scale`` (:func:`downsample_pair_image`) and CF-Net ``x scale`` brings it
+    back to ``[B, 3, H, W]`` (then ``H, W`` must be multiples of ``scale``: :attr:`stride`); no new
+    kernels are introduced. Otherwise the output is ``[B, 3, scale*H, scale*W]``.
+
+    Own objective (:meth:`objective`, official ``train.py``; :func:`hdrlab.losses.cfnet.cfnet_loss`):
+    the SRB outputs of each branch are supervised by the full-resolution member they came from,
+    every coupled-feedback output by the fused ground truth ``hdrlab.tonemap.display(batch["hdr"])``
+    (``structural_loss="ssim"``) or by the source pair with MEF-SSIM (``"mef_ssim"``, which uses no
+    ground truth: :attr:`objective_supervised` is False).
 
     Args:
         scale: SR factor 2 or 4.
         width: hidden-channel multiplier.
+        num_groups: projection groups G per SRB/CFB (official 6).
+        num_cfbs: coupled feedback steps T (official 3).
         same_resolution: downsample-then-super-resolve so the output matches the stack size.
         downsample: ``"bicubic"`` (antialiased, like the MATLAB training data) or ``"area"``.
+        structural_loss: the objective's feedback term, ``"ssim"`` (official code) or ``"mef_ssim"``
+            (the paper's MEF-SSIM, Ma et al. 2015; unverified, :mod:`hdrlab.losses.mef_ssim`).
     """
 
     output_domain = "display"
     accepts = StackArity(min_exposures=2)
+    select_rule = "extremes"
     differentiable = True
+    has_objective = True
 
     def __init__(
         self,
         *,
         scale: int = 2,
         width: float = 1.0,
+        num_groups: int = 6,
+        num_cfbs: int = 3,
         same_resolution: bool = True,
         downsample: Literal["bicubic", "area"] = "bicubic",
+        structural_loss: Literal["ssim", "mef_ssim"] = "ssim",
     ) -> None:
         super().__init__()
         if downsample not in ("bicubic", "area"):
             raise ConfigError(f"CFNetMerger downsample={downsample!r} is unknown; use 'bicubic' or 'area'")
-        self.same_resolution = same_resolution
+        self.same_resolution = bool(same_resolution)
         self.downsample = downsample
-        self.net = CFNet(scale=scale, width=width)
+        self.structural_loss = check_structural_loss(structural_loss, owner="CFNetMerger")
+        self.net = CFNet(scale=scale, width=width, num_groups=num_groups, num_cfbs=num_cfbs)
+
+    @property
+    def scale(self) -> int:
+        """The SR factor (2 or 4)."""
+        return self.net.scale
+
+    @property
+    def stride(self) -> int:
+        """``scale`` with ``same_resolution`` (the pair is downsampled by it), else 1."""
+        return self.net.scale if self.same_resolution else 1
+
+    @property
+    def preserves_size(self) -> bool:
+        """True with ``same_resolution``; otherwise the output is ``scale`` times larger."""
+        return self.same_resolution
+
+    @property
+    def objective_supervised(self) -> bool:
+        """False with ``structural_loss="mef_ssim"`` (scored against the source pair only)."""
+        return self.structural_loss == "ssim"
 
     def check_stack(self, stack: ExposureStack) -> None:
         """Arity check of the base class, plus ``H, W`` divisible by ``scale`` for same-resolution use."""
@@ -327,10 +367,33 @@ class CFNetMerger(StackMerger):
                 f"got {tuple(stack.images.shape[-2:])}; crop the stack or use same_resolution=False"
             )
 
-    def merge(self, stack: ExposureStack) -> torch.Tensor:
-        """``[B, N, 3, H, W]`` stack -> ``[B, 3, H, W]`` (or ``x scale``) display image in [0, 1]."""
+    def outputs(self, stack: ExposureStack) -> CFNetOutput:
+        """Every CF-Net output (both branches: SRB, then the ``T`` feedback steps) for a validated stack."""
+        self.check_stack(stack)
         under, over = stack.images[:, 0], stack.images[:, -1]
         if self.same_resolution:
             under = downsample_pair_image(under, scale=self.net.scale, mode=self.downsample)
             over = downsample_pair_image(over, scale=self.net.scale, mode=self.downsample)
-        return self.net(under, over).fused
+        return self.net(under, over)
+
+    def merge(self, stack: ExposureStack) -> torch.Tensor:
+        """``[B, N, 3, H, W]`` stack -> ``[B, 3, H, W]`` (or ``x scale``) display image in [0, 1]."""
+        return self.outputs(stack).fused
+
+    def objective(self, stack: ExposureStack, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """CF-Net's loss (class docstring) on the stack's extreme pair; terms ``sr`` (SRB outputs vs
+        their full-resolution sources) and ``fusion`` (feedback outputs).
+
+        Args:
+            stack: ``[B, N, 3, H, W]`` with ``H, W`` divisible by ``scale`` (``same_resolution``).
+            batch: ``hdr [B, 3, H, W]`` (read with ``structural_loss="ssim"``).
+        """
+        if not self.same_resolution:
+            raise ConfigError("CFNetMerger.objective needs same_resolution=True (the HR pair supervises the SR outputs)")
+        out = self.outputs(stack)
+        under, over = stack.images[:, 0].detach(), stack.images[:, -1].detach()
+        fused_gt = tonemap.display(batch["hdr"]) if self.structural_loss == "ssim" else None
+        sr = (1.0 - cfnet_ssim(out.under[0], under)) + (1.0 - cfnet_ssim(out.over[0], over))
+        total = cfnet_loss(out.under, out.over, hr_under=under, hr_over=over, hr_fused=fused_gt,
+                           structural_loss=self.structural_loss)
+        return total, {"sr": sr.detach(), "fusion": (total - sr).detach()}

@@ -10,7 +10,8 @@ with the gauge ``g(128) = 0``, and the radiance map is the weighted log-mean (pa
     ln E_i = sum_j w(Z_ij) (g(Z_ij) - ln dt_j) / sum_j w(Z_ij).
 
 The functions here follow OpenCV's ``CalibrateDebevec`` / ``MergeDebevec`` exactly (grid sampling,
-row layout, weight tables, mean-over-channels merge weight; spec ``mergers.md`` §1.2) but solve
+row layout, weight tables, mean-over-channels merge weight; OpenCV ``modules/photo/src/calibrate.cpp``,
+``merge.cpp`` and ``hdr_common.cpp``, whose ``triangleWeights`` changed in 4.12) but solve
 in float64 with ``torch.linalg.lstsq`` (driver ``gelsd``, an SVD-based solver, as the paper says).
 :class:`DebevecMerger` wraps them for :class:`hdrlab.stack.ExposureStack` in the project's
 radiance convention.
@@ -147,7 +148,7 @@ def recover_response_debevec(
 ) -> torch.Tensor:
     """Recover the inverse camera response ``exp(g)`` by Debevec & Malik's least squares (paper Eq. 3).
 
-    The system per channel is OpenCV's ``CalibrateDebevec`` (spec §1.2): one data row per
+    The system per channel is OpenCV's ``CalibrateDebevec`` (``modules/photo/src/calibrate.cpp``): one data row per
     (sample, exposure) with ``+w(z)`` at column ``z``, ``-w(z)`` at column ``256 + i`` and right-hand
     side ``w(z) ln t_j``; the gauge row ``g(128) = 0`` (unscaled); smoothness rows
     ``lambda * w(k + 1) * (1, -2, 1)`` at columns ``k, k+1, k+2`` for ``k = 0..253``. Solved in float64

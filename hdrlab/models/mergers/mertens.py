@@ -9,7 +9,7 @@ from their mean, and well-exposedness ``E = prod_c exp(-(I_c - 0.5)^2 / (2 sigma
 Weights are normalised over the exposures (Eq. 2) and the images are blended per level of a
 Laplacian pyramid with the Gaussian pyramid of the weights (Eq. 3), then the pyramid is collapsed.
 
-The operators reproduce OpenCV's ``MergeMertens`` exactly (spec ``mergers.md`` §2.2): grey with
+The operators reproduce OpenCV's ``MergeMertens`` (``modules/photo/src/merge.cpp``) exactly: grey with
 0.299/0.587/0.114, Laplacian aperture ``[0 1 0; 1 -4 1; 0 1 0]`` with BORDER_REFLECT_101,
 saturation ``sqrt(sum_c (I_c - mean)^2)`` (no division by 3), weights ``+ 1e-12`` before the
 normalisation, ``floor(ln(min(H, W)) / ln 2) + 1`` pyramid levels, and OpenCV's ``pyrDown`` /
