@@ -12,6 +12,11 @@
   image). Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
   ``--keep_best_by val/<metric>`` also keeps ``checkpoints/best.ckpt``, the checkpoint with the
   best value of that validation metric (``--keep_best_mode max|min``).
+* Optimisation: each method's official optimizer is its default (``model.init_args.optimizer``,
+  ``lr``, ``weight_decay``, ...; schedule from the method's ``scheduler_config``). LightningCLI's
+  top-level ``optimizer:`` / ``lr_scheduler:`` sections (``class_path`` + ``init_args``, or
+  ``--optimizer torch.optim.SGD --optimizer.lr 0.1``) replace both when given; such a scheduler
+  steps per epoch (``lightning.pytorch.cli.ReduceLROnPlateau`` takes a ``monitor``).
 * Utility subcommands (``weights``, ``synth``, ``eval``, ``merge``, ``demo``, ...) live in
   :mod:`hdrlab.commands`, one module each with ``main(argv) -> int``, imported lazily.
 
@@ -252,7 +257,7 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
         args=args,
         run=run,
         seed_everything_default=0,
-        auto_configure_optimizers=False,
+        auto_configure_optimizers=True,
         save_config_kwargs={"config_filename": "config.yaml", "overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf+"},
     )

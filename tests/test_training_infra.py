@@ -218,3 +218,26 @@ def test_keep_best_by_keeps_the_best_validation_checkpoint_across_a_resume(tmp_p
     low = tmp_path / "low"
     build_cli(["fit", *keep, "--run_dir", str(low), "--trainer.max_steps", "8", "--keep_best_mode", "min"])
     assert torch.load(low / "checkpoints" / "best.ckpt", weights_only=True)["global_step"] == 8
+
+
+def test_optimizer_is_configuration_method_default_or_lightningcli_section(tmp_path):
+    """The method's declared optimizer is the default; LightningCLI's top-level ``optimizer:`` /
+    ``lr_scheduler:`` sections replace it, and the memory estimator counts the one that runs."""
+    import torch
+
+    from hdrlab.budget.methods import estimator_from_config, load_experiment_config
+
+    cli = build_cli(["fit", *BASE, "--run_dir", str(tmp_path / "a"), "--trainer.max_steps", "1",
+                     "--model.init_args.optimizer", "adamw", "--model.init_args.weight_decay", "0.01"])
+    (opt,) = cli.trainer.optimizers
+    assert type(opt) is torch.optim.AdamW and opt.defaults["weight_decay"] == 0.01
+    cli = build_cli(["fit", *BASE, "--run_dir", str(tmp_path / "b"), "--trainer.max_steps", "1",
+                     "--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.05",
+                     "--lr_scheduler", "torch.optim.lr_scheduler.StepLR", "--lr_scheduler.step_size", "3"])
+    (opt,) = cli.trainer.optimizers
+    assert type(opt) is torch.optim.SGD and opt.defaults["lr"] == 0.05
+    assert type(cli.trainer.lr_scheduler_configs[0].scheduler) is torch.optim.lr_scheduler.StepLR
+    config = load_experiment_config([PLUMBING])
+    assert estimator_from_config(config).optimizer == "adam"
+    config["optimizer"] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05}}
+    assert estimator_from_config(config).optimizer == "sgd"

@@ -120,6 +120,16 @@ def optimizer_name(method: Any) -> str:
     )
 
 
+def _section_optimizer_name(section: Any) -> str:
+    """The estimator's optimizer name of a LightningCLI ``optimizer:`` section (``class_path`` or a bare name)."""
+    path = section.get("class_path") if isinstance(section, Mapping) else str(section)
+    names = {"adamw": "adamw", "adam": "adam", "sgd": "sgd"}
+    name = names.get(str(path).rsplit(".", 1)[-1].lower())
+    if name is None:
+        raise ConfigError(f"optimizer {path!r} is not modelled by the memory estimator; use Adam, AdamW or SGD")
+    return name
+
+
 def checkpoint_subnetworks(method: nn.Module) -> list[str]:
     """Activation checkpointing in the repeated blocks of every trainable sub-network.
 
@@ -166,8 +176,9 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
     """The parts of a fit config the estimator reads, interpolations resolved.
 
     Only ``model``, ``data.init_args.{patch_size, batch_size}``, ``trainer.{accelerator,
-    accumulate_grad_batches}``, ``width`` and ``pretrained_trunks`` are kept, so a parsed fit
-    config (``Namespace.as_dict()`` with paths, callbacks, ...) is accepted as well.
+    accumulate_grad_batches}``, the top-level ``optimizer`` section (LightningCLI's, which replaces
+    the method's own), ``width`` and ``pretrained_trunks`` are kept, so a parsed fit config
+    (``Namespace.as_dict()`` with paths, callbacks, ...) is accepted as well.
     """
     data = dict(config.get("data") or {})
     init_args = dict(data.get("init_args") or {})
@@ -178,6 +189,7 @@ def _resolved(config: Mapping[str, Any]) -> dict[str, Any]:
         "trainer": {k: trainer[k] for k in ("accelerator", "accumulate_grad_batches") if k in trainer},
         "width": config.get("width", 1.0),
         "pretrained_trunks": False,
+        "optimizer": copy.deepcopy(config.get("optimizer")),
     }
     if picked["trainer"].get("accelerator") is not None:
         picked["trainer"]["accelerator"] = str(picked["trainer"]["accelerator"])
@@ -328,6 +340,9 @@ def estimator_from_config(
         stride = network_stride(probe)
         is_trainable = trainable(probe)
         optimizer = optimizer_name(probe) if is_trainable else "adam"
+    section = cfg.get("optimizer")
+    if is_trainable and section:
+        optimizer = _section_optimizer_name(section)
     del probe
     if is_trainable and paper_patch % stride:
         raise ConfigError(f"{name}: patch_size {paper_patch} is not a multiple of {method_name}'s network stride {stride}")

@@ -27,10 +27,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pytorch_msssim import ssim
 
 from hdrlab.errors import ConfigError
 from hdrlab.losses.mef_ssim import mef_ssim
+from hdrlab.losses.structural import SSIMLoss
+
+#: CF-Net's ``1 - SSIM`` term: official settings, images already in [0, 1] (identity domain)
+ssim_loss = SSIMLoss(domain="identity", win_size=7, nonnegative=True)
 
 #: choices of :func:`cfnet_loss`'s ``structural_loss`` ("ssim" = the official code)
 STRUCTURAL_LOSSES: tuple[str, ...] = ("ssim", "mef_ssim")
@@ -60,7 +63,7 @@ def cfnet_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Returns:
         Scalar SSIM in ``[0, 1]``.
     """
-    return ssim(pred, target, data_range=1.0, win_size=7, size_average=True, nonnegative_ssim=True)
+    return 1.0 - ssim_loss(pred, target)
 
 
 def cfnet_loss(
@@ -96,7 +99,7 @@ def cfnet_loss(
         raise ConfigError(
             f"cfnet_loss needs the same number (>= 2) of under/over outputs, got {len(under)} and {len(over)}"
         )
-    loss = (1.0 - cfnet_ssim(under[0], hr_under)) + (1.0 - cfnet_ssim(over[0], hr_over))
+    loss = ssim_loss(under[0], hr_under) + ssim_loss(over[0], hr_over)
     if structural_loss == "mef_ssim":
         sources = torch.stack([hr_under, hr_over], dim=1)
         for img_u, img_o in zip(under[1:], over[1:]):
@@ -105,5 +108,5 @@ def cfnet_loss(
     if hr_fused is None:
         raise ConfigError("cfnet_loss with structural_loss='ssim' needs hr_fused (the fused ground truth)")
     for img_u, img_o in zip(under[1:], over[1:]):
-        loss = loss + (1.0 - cfnet_ssim(img_u, hr_fused)) + (1.0 - cfnet_ssim(img_o, hr_fused))
+        loss = loss + ssim_loss(img_u, hr_fused) + ssim_loss(img_o, hr_fused)
     return loss

@@ -36,7 +36,7 @@ from torch import nn
 
 from hdrlab import tonemap
 from hdrlab.errors import ConfigError
-from hdrlab.losses.cfnet import cfnet_loss, cfnet_ssim, check_structural_loss
+from hdrlab.losses.cfnet import cfnet_loss, check_structural_loss, ssim_loss
 from hdrlab.models.blocks.conv import scale_channels
 from hdrlab.models.mergers.base import StackArity, StackMerger
 from hdrlab.stack import ExposureStack
@@ -393,7 +393,7 @@ class CFNetMerger(StackMerger):
         out = self.outputs(stack)
         under, over = stack.images[:, 0].detach(), stack.images[:, -1].detach()
         fused_gt = tonemap.display(batch["hdr"]) if self.structural_loss == "ssim" else None
-        sr = (1.0 - cfnet_ssim(out.under[0], under)) + (1.0 - cfnet_ssim(out.over[0], over))
+        sr = ssim_loss(out.under[0], under) + ssim_loss(out.over[0], over)
         total = cfnet_loss(out.under, out.over, hr_under=under, hr_over=over, hr_fused=fused_gt,
                            structural_loss=self.structural_loss)
         return total, {"sr": sr.detach(), "fusion": (total - sr).detach()}
