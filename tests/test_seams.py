@@ -90,8 +90,8 @@ def test_info_and_the_planner_read_the_declarations(tmp_path, capsys):
     assert plan.patch % 8 == 0
     assert main(["budget", "--config", str(config), "--memory_budget", "1GiB", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert json.dumps(report)  # a planned row for the toy experiment (its stride is 8)
-    assert "toy_two_stage" in json.dumps(report)
+    assert report["experiment"] == "toy_two_stage" and report["paper"]["stride"] == 8 and report["fits"]
+    assert report["plan"]["patch"] % 8 == 0
 
 
 def test_fit_and_reconstruct_a_real_photo_with_the_toy_stages(tmp_path, real_hdr_dir, capsys):
