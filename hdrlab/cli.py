@@ -20,7 +20,9 @@
 * Utility subcommands (``weights``, ``synth``, ``eval``, ``merge``, ``demo``, ...) live in
   :mod:`hdrlab.commands`, one module each with ``main(argv) -> int``, imported lazily.
 
-User errors (:class:`hdrlab.errors.HDRLabError`) are printed without a traceback and exit 2.
+User errors (:class:`hdrlab.errors.HDRLabError`, also when jsonargparse wraps one raised while
+building the model or data, and configuration parse errors) are printed as one line without a
+traceback and exit 2 (:func:`user_error_message`).
 """
 
 from __future__ import annotations
@@ -259,7 +261,7 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
         seed_everything_default=0,
         auto_configure_optimizers=True,
         save_config_kwargs={"config_filename": "config.yaml", "overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf+", "exit_on_error": False},
     )
 
 
@@ -298,6 +300,43 @@ def fit_with_oom_step_down(args: list[str] | None) -> None:
     build_cli([*rest, "--run_dir", str(state["run_dir"]), "--ckpt_path", "last"], forced_plan=lower)
 
 
+#: lines of jsonargparse's union-type reports that say nothing a user can act on
+_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+          "- Expected a <class 'NoneType'>")
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """One short message for an error a user caused, or ``None`` for a bug (keep the traceback).
+
+    * an :class:`~hdrlab.errors.HDRLabError` anywhere in the exception chain (a constructor's
+      ``ConfigError``, a missing pretrained file, ...), which jsonargparse wraps in its own errors:
+      its message, plus the command-line switch that avoids a missing pretrained trunk;
+    * a jsonargparse / argparse parse error (unknown key, bad value, missing config file): its
+      message without the union-type boilerplate.
+    """
+    import argparse
+
+    from hdrlab.errors import WeightsMissingError
+
+    seen, chain, node = set(), [], err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        chain.append(node)
+        node = node.__cause__ or node.__context__
+    for node in chain:
+        if isinstance(node, HDRLabError):
+            message = str(node)
+            if isinstance(node, WeightsMissingError):
+                message += " (or run with --pretrained_trunks false: random perceptual trunks, a deviation)"
+            return message
+    for node in chain:
+        if isinstance(node, argparse.ArgumentError) or type(node).__module__.startswith("jsonargparse"):
+            lines = [ln.strip() for ln in str(node).splitlines()]
+            kept = [ln[2:] if ln.startswith("- ") else ln for ln in lines if ln and not ln.startswith(_NOISE)]
+            return " ".join(kept)[:600] or str(node)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -311,8 +350,11 @@ def main(argv: list[str] | None = None) -> int:
                 fit_with_oom_step_down(None if from_sys else [name, *rest])
             else:
                 build_cli(None if from_sys else [name, *rest])
-        except HDRLabError as err:
-            print(f"hdrlab {name}: error: {err}", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
+            message = user_error_message(err)
+            if message is None:
+                raise
+            print(f"hdrlab {name}: error: {message}", file=sys.stderr)
             return 2
         return 0
     if name not in SUBCOMMANDS:

@@ -31,7 +31,9 @@ peak) is 11x above the worst real-file value and 20x below the magnitude of sign
 ``strict=True`` rejects any negative value.
 
 All writers are atomic: they write a temporary file in the target folder and ``os.replace``
-it onto the target, so a failure never leaves a half-written or temporary file behind.
+it onto the target, so a failure never leaves a half-written or temporary file behind. The
+written file gets the mode an ordinary ``open`` would give it (``0o666`` less the umask, see
+:func:`default_file_mode`), not the ``0o600`` of :func:`tempfile.mkstemp`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ __all__ = [
     "LDRImage",
     "bradford_adaptation_matrix",
     "chromaticities_to_rec709_matrix",
+    "default_file_mode",
     "exr_header_size",
     "luminance_weights_from_chromaticities",
     "pfm_header_size",
@@ -653,6 +656,20 @@ def _as_hwc(img: torch.Tensor | np.ndarray, path: Path, *, allow_int: bool = Fal
     return arr
 
 
+def default_file_mode() -> int:
+    """The mode a newly created file gets from ``open``: ``0o666`` less the process umask.
+
+    :func:`tempfile.mkstemp` creates ``0o600`` files whatever the umask, so every atomic writer
+    (temporary file + ``os.replace``) ``chmod``s its temporary file to this mode before the rename.
+    The umask can only be read by setting it, so this sets it and restores it at once; the umask is
+    process-wide, so a thread creating a file in between would see ``0``, which is acceptable for
+    the output files this package writes.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Runs ``write(tmp)`` on a temporary file next to ``path`` and moves it onto ``path``."""
     path = Path(path)
@@ -664,6 +681,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path
         write(tmp)
         if os.path.getsize(tmp) == 0:
             raise HDRIOError(f"{path}: the encoder wrote nothing.")
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except HDRIOError:
         _remove(tmp)

@@ -108,3 +108,32 @@ def test_no_clipped_pixels_gives_null(tmp_path, capsys):
     assert out["per_image"]["p"]["psnr_l_clipped"] is None and out["mean"]["psnr_l_clipped"] is None
     assert main([*args, "--json"]) == 0
     assert math.isclose(json.loads(capsys.readouterr().out)["mean"]["psnr_l"], 100.0)
+
+
+def test_table_keeps_full_names_on_a_narrow_terminal(tmp_path, capsys, monkeypatch):
+    """The table is printed at its natural width: no header, stem or value is cut or ellipsised
+    when the terminal (``COLUMNS``) is narrower than the table."""
+    monkeypatch.setenv("COLUMNS", "40")
+    stem = "a_rather_long_image_name_[v2]"  # brackets: a stem is not rich markup
+    gt = _scene(0)
+    write_exr(tmp_path / "g.exr", gt)
+    write_exr(tmp_path / "p.exr", gt.clamp(max=1.0) * 0.8)
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "g.exr").rename(tmp_path / "gt" / f"{stem}.exr")
+    (tmp_path / "p.exr").rename(tmp_path / "pred" / f"{stem}.exr")
+    args = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+            "--metrics", f"{FAST},log2_ratio", "--region", "unclipped"]
+    assert main([*args, "--json"]) == 0
+    mean = json.loads(capsys.readouterr().out)["mean"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    keys = [f"{name}_unclipped" for name in [*FAST.split(","), "log2_ratio"]]
+    assert set(mean) == set(keys)
+    for key in keys:
+        assert key in text, key
+    assert stem in text
+    for value in mean.values():
+        assert f"{value:.4f}" in text
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) > 40  # wider than the terminal, not squeezed

@@ -34,6 +34,14 @@ def test_the_experiment_folder_is_not_empty():
     assert len(EXPERIMENTS) >= 8, [p.name for p in EXPERIMENTS]
 
 
+def test_no_experiment_pins_an_accelerator():
+    """Experiments leave the device to Lightning's default (``auto``: a GPU when there is one);
+    ``--trainer.accelerator`` chooses one for a run."""
+    for path in [*EXPERIMENTS, *sorted((REPO / "experiments" / "overrides").glob("*.yaml"))]:
+        trainer = yaml.safe_load(path.read_text()).get("trainer") or {}
+        assert "accelerator" not in trainer, f"{path.name} pins trainer.accelerator: {trainer['accelerator']}"
+
+
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
 def test_experiment_file(path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = yaml.safe_load(path.read_text())

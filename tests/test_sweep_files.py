@@ -9,6 +9,7 @@ type hints (unknown keys and bad values exit with status 2).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import os
@@ -57,8 +58,8 @@ def parse_fit(parser: Any, argv: list[str]) -> Any:
     try:
         with contextlib.redirect_stderr(err):
             return parser.parse_args(argv)
-    except SystemExit as exc:
-        raise AssertionError(f"CLI rejected {argv}:\n{err.getvalue()[-1500:]}") from exc
+    except (SystemExit, argparse.ArgumentError) as exc:  # hdrlab's parser raises instead of exiting
+        raise AssertionError(f"CLI rejected {argv}:\n{err.getvalue()[-1500:]}{exc}") from exc
     finally:
         os.chdir(cwd)
 

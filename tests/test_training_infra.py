@@ -241,3 +241,33 @@ def test_optimizer_is_configuration_method_default_or_lightningcli_section(tmp_p
     assert estimator_from_config(config).optimizer == "adam"
     config["optimizer"] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.05}}
     assert estimator_from_config(config).optimizer == "sgd"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--config", PLUMBING, "--model.init_args.widht", "0.5"], "Option 'widht' is not accepted"),
+        (["--config", str(REPO / "experiments" / "missing.yaml")], "File does not exist"),
+        (["--config", str(REPO / "experiments" / "le2023_cfnet.yaml"), "--config", TINY,
+          "--model.init_args.merger_loss", "hdr"], "merger_loss='hdr' compares radiance"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(tmp_path, capsys, args, expected):
+    """Bad keys, missing files and errors raised while building the model end in one line (exit 2)."""
+    from hdrlab.cli import main
+
+    code = main(["fit", *args, "--wandb", "disabled", "--run_dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len([ln for ln in err if ln.startswith("hdrlab fit: error:")]) == 1, err
+    assert expected in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_missing_pretrained_trunk_names_the_file_and_the_switch(tmp_path, capsys, monkeypatch):
+    from hdrlab.cli import main
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    code = main(["fit", "--config", str(REPO / "experiments" / "singlehdr.yaml"), "--config", TINY,
+                 "--pretrained_trunks", "true", "--wandb", "disabled", "--run_dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "vgg16-397923af.pth" in err and "--pretrained_trunks false" in err
+    assert "Traceback" not in err and "Namespace(" not in err

@@ -36,7 +36,10 @@ PACKAGES = ("hdrlab", "torch", "torchvision", "lightning", "torchmetrics", "korn
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``;
+    the file gets the umask's mode (:func:`hdrlab.io.default_file_mode`), not ``mkstemp``'s 0600."""
+    from hdrlab.io import default_file_mode
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -44,6 +47,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -52,9 +56,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed (a kill never leaves a torn ``last.ckpt``);
-    loaded with ``weights_only=True`` (a checkpoint cannot run pickled code)."""
+    loaded with ``weights_only=True`` (a checkpoint cannot run pickled code). The checkpoint gets
+    the umask's mode (:func:`hdrlab.io.default_file_mode`), not ``mkstemp``'s 0600."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        from hdrlab.io import default_file_mode
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -63,6 +70,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            os.chmod(tmp, default_file_mode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -169,22 +169,29 @@ def _json_value(v: float) -> float | None:
 
 
 def _print_table(result: dict, keys: list[str]) -> None:
+    """Prints the rich table at its natural width: metric names and values are never cut, wrapped
+    or ellipsised, whatever the terminal width (a narrow terminal wraps the lines itself)."""
     from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title="hdrlab eval")
-    table.add_column("image")
+    table.add_column("image", no_wrap=True)
     for key in keys:
-        table.add_column(key, justify="right")
+        table.add_column(key, justify="right", no_wrap=True)
 
     def fmt(v: float) -> str:
         return "-" if math.isnan(v) else f"{v:.4f}"
 
     for stem, row in result["per_image"].items():
-        table.add_row(stem, *(fmt(row[k]) for k in keys))
+        table.add_row(Text(stem), *(fmt(row[k]) for k in keys))  # Text: a stem is not rich markup
     table.add_section()
     table.add_row("mean", *(fmt(result["mean"][k]) for k in keys), style="bold")
-    Console().print(table)
+    console = Console()
+    natural = Measurement.get(console, console.options.update_width(1 << 16), table).maximum
+    console.width = max(natural, 20)
+    console.print(table)
 
 
 def main(argv: list[str]) -> int:
