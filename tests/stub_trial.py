@@ -1,10 +1,15 @@
 """A stand-in trial program for the offline sweep agent's tests (no torch, starts in ~50 ms).
 
 It behaves like ``hdrlab fit`` as far as the agent can tell: it takes W&B-style ``--key=value``
-parameters plus ``--run_dir DIR`` and ``--ckpt_path=FILE``, trains ``--epochs`` fake epochs of
-``--sleep`` seconds, writes a Lightning-``CSVLogger``-shaped ``metrics.csv`` (columns ``epoch``,
-``step``, ``train/loss``, ``val/score``; train rows leave ``val/score`` blank), a fake
-``checkpoints/last.ckpt`` after every epoch (atomically) and ``summary.json`` on success.
+(or ``--key value``) parameters plus ``--run_dir DIR`` and ``--ckpt_path=FILE``, applied in order
+like LightningCLI (the last one wins); ``--config FILE`` / ``--config=FILE`` applies the YAML
+mapping of FILE at that position, and ``--config={'config': 'FILE', ...}`` (a W&B rendered mapping)
+FILE then the other keys; a config file that does not exist relative to the current directory
+fails the trial with exit code 4, as LightningCLI would. It writes its argv, cwd and parsed
+parameters to ``argv.json``, trains ``--epochs`` fake epochs of ``--sleep`` seconds, writes a
+Lightning-``CSVLogger``-shaped ``metrics.csv`` (columns ``epoch``, ``step``, ``train/loss``,
+``val/score``; train rows leave ``val/score`` blank), a fake ``checkpoints/last.ckpt`` after
+every epoch (atomically) and ``summary.json`` on success.
 Given ``--ckpt_path`` it resumes after the checkpoint's epoch.
 
 Metric: ``val/score = quality * (epoch + 1) + x + 10 * y`` (parameters default to 0, quality 1).
@@ -18,6 +23,7 @@ Environment:
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -43,6 +49,22 @@ def _ledger(line: str) -> None:
             os.close(fd)
 
 
+def _apply_config(params: dict[str, str], value: str) -> None:
+    import yaml
+
+    if value.startswith("{"):
+        mapping = ast.literal_eval(value)
+        if "config" in mapping:
+            _apply_config(params, mapping["config"])
+        params.update({k: str(v) for k, v in mapping.items() if k != "config"})
+        return
+    path = Path(value)
+    if not path.is_file():
+        print(f"stub_trial: config file {value} not found (cwd {Path.cwd()})", flush=True)
+        raise SystemExit(4)
+    params.update({k: str(v) for k, v in (yaml.safe_load(path.read_text()) or {}).items()})
+
+
 def parse(argv: list[str]) -> tuple[dict[str, str], Path, Path | None]:
     params: dict[str, str] = {}
     run_dir: Path | None = None
@@ -54,11 +76,21 @@ def parse(argv: list[str]) -> tuple[dict[str, str], Path, Path | None]:
             run_dir = Path(argv[i + 1])
             i += 2
             continue
+        if arg == "--config":
+            _apply_config(params, argv[i + 1])
+            i += 2
+            continue
         if arg.startswith("--ckpt_path="):
             ckpt = Path(arg.split("=", 1)[1])
+        elif arg.startswith("--config="):
+            _apply_config(params, arg.split("=", 1)[1])
         elif arg.startswith("--") and "=" in arg:
             key, value = arg[2:].split("=", 1)
             params[key] = value
+        elif arg.startswith("--") and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            params[arg[2:]] = argv[i + 1]
+            i += 2
+            continue
         i += 1
     if run_dir is None:
         raise SystemExit("stub_trial: --run_dir is required")
@@ -69,6 +101,7 @@ def main(argv: list[str]) -> int:
     params, run_dir, ckpt = parse(argv)
     trial = os.environ.get("HDRLAB_TRIAL_ID", run_dir.name)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / "argv.json", json.dumps({"argv": argv, "cwd": os.getcwd(), "params": params}))
     epochs = int(params.get("epochs", 3))
     sleep = float(params.get("sleep", 0.1))
     quality = float(params.get("quality", 1.0))

@@ -164,3 +164,23 @@ def test_imports_flow_one_way_and_papers_stay_apart():
         for path in _files(entry):
             named = [m for m in _imports(path) if m + ".py" in paper_of]
             assert not named, f"{path.relative_to(REPO)} names a paper's module: {named}"
+
+
+def test_declarations_are_found_for_short_class_paths_and_legacy_configs_load():
+    """``class_path: TwoStage`` (a short name jsonargparse accepts) still has its file options
+    cleared; a composite config written before ``structural_loss`` moved to the merger still builds."""
+    from hdrlab.methods.build import build_method, without_files
+
+    short = {"class_path": "TwoStage", "init_args": {"generator_ckpt": "/nonexistent.ckpt",
+                                                     "generator": {"class_path": "tests.support.toy_stages.ToyGenerator"},
+                                                     "merger": {"class_path": "tests.support.toy_stages.ToyMerger"}}}
+    assert without_files(short)["init_args"]["generator_ckpt"] is None
+    assert build_method(short, files=False).stride == 8
+    legacy = {"class_path": "hdrlab.methods.TwoStage", "init_args": {
+        "structural_loss": "ssim", "mode": "freeze_generator",
+        "generator": {"class_path": "hdrlab.models.generators.Le2023Generator", "init_args": {"width": 0.125, "levels": 4}},
+        "merger": {"class_path": "hdrlab.models.mergers.CFNetMerger", "init_args": {"width": 0.125}}}}
+    assert build_method(legacy).merger_loss == "own"
+    legacy["init_args"]["structural_loss"] = "mef_ssim"
+    with pytest.raises(Exception, match="merger.init_args.structural_loss"):
+        build_method(legacy)

@@ -531,7 +531,177 @@ def test_sweep_command_chooses_online_or_offline(tmp_path, monkeypatch, ledger):
     monkeypatch.setattr(sweep_cmd, "is_logged_in", lambda: True)
     monkeypatch.setattr(sweep_cmd, "run_online_sweep", lambda spec, **kw: chosen.append(kw) or "id")
     assert sweep_cmd.main([str(DATA / "sweep_grid.yaml"), "--project", "p", "--count", "1"]) == 0
-    assert chosen == [{"project": "p", "entity": None, "count": 1, "workers": 1}]
+    assert chosen == [{"project": "p", "entity": None, "count": 1, "workers": 1, "overrides": None}]
     code = sweep_cmd.main([str(DATA / "sweep_grid.yaml"), "--offline", "--sweep_dir", str(tmp_path / "sw"), "--count", "1", "--poll_interval", "0.05"])
     assert code == 0 and len(chosen) == 1
     assert [t["state"] for t in load_state(tmp_path / "sw" / "state.json")["trials"]] == ["finished"]
+
+
+# ----------------------------------------------------------------------------- trial overrides, paths
+
+
+def make_checkout(root: Path) -> Path:
+    """A miniature repository: sweeps/ov.yaml whose command names experiments/*.yaml relatively."""
+    (root / "sweeps").mkdir(parents=True)
+    (root / "experiments" / "overrides").mkdir(parents=True)
+    (root / "experiments" / "base.yaml").write_text("y: 0.0\nsleep: 0.0\n")
+    (root / "experiments" / "variant.yaml").write_text("y: 0.5\n")
+    (root / "experiments" / "overrides" / "cpu.yaml").write_text("quality: 3.0\n")
+    cfg = stub_config(
+        "grid",
+        {
+            "x": {"values": [1, 2]},
+            "config": {"values": [{"config": "experiments/variant.yaml"}, {"config": "experiments/variant.yaml", "y": 1.0}]},
+            "quality": {"value": 1.0},
+            "epochs": {"value": 1},
+        },
+        name="ov",
+    )
+    cfg["command"] = ["${env}", "${interpreter}", str(STUB), "--config", "experiments/base.yaml", "${args}"]
+    path = root / "sweeps" / "ov.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def test_overrides_come_last_in_every_trial_and_are_kept_on_resume(tmp_path, ledger, monkeypatch, capsys):
+    """From a directory without experiments/: paths resolve, overrides win, resume keeps them, others are refused."""
+    from hdrlab.cli import main as hdrlab_main
+    from hdrlab.commands import sweep as sweep_cmd
+
+    root = tmp_path / "checkout"
+    sweep_file = make_checkout(root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sweep_dir = tmp_path / "sw"
+    base = [str(sweep_file), "--offline", "--sweep_dir", str(sweep_dir), "--poll_interval", "0.05"]
+    typed = ["--config", "experiments/overrides/cpu.yaml", "--epochs", "2"]
+    assert sweep_cmd.main(base + ["--count", "2", "--"] + typed) == 0
+    stored = ["--config", str(root / "experiments" / "overrides" / "cpu.yaml"), "--epochs", "2"]
+    state = load_state(sweep_dir / "state.json")
+    assert state["overrides"] == stored  # absolute: a resume from anywhere finds the same file
+    assert len(state["trials"]) == 2
+
+    # resumed without the overrides (from the repository root this time): the recorded ones are kept
+    monkeypatch.chdir(root)
+    capsys.readouterr()
+    assert sweep_cmd.main(base) == 0
+    assert "trial overrides (recorded in state.json)" in capsys.readouterr().out
+    state = load_state(sweep_dir / "state.json")
+    assert len(state["trials"]) == 4 and all(t["state"] == "finished" for t in state["trials"])
+    for t in state["trials"]:
+        cmd = t["command"]
+        assert cmd[-2:] == ["--run_dir", t["run_dir"]] and cmd[-2 - len(stored) : -2] == stored  # last before the agent's own
+        seen = json.loads((Path(t["run_dir"]) / "argv.json").read_text())
+        assert seen["argv"] == cmd[3:]
+        assert seen["params"]["quality"] == "3.0" and seen["params"]["epochs"] == "2"  # the last word over fixed values
+        # stub metric: quality * epochs + x + 10 y, y from the swept `config` mapping (variant.yaml: 0.5, or 1.0)
+        y = t["params"]["config"].get("y", 0.5)
+        assert t["metric"] == pytest.approx(3.0 * 2 + t["params"]["x"] + 10 * y)
+    first, last = state["trials"][0]["command"], state["trials"][-1]["command"]
+    assert first[first.index("--config") + 1] == str(root / "experiments" / "base.yaml")  # launched from elsewhere
+    assert last[last.index("--config") + 1] == "experiments/base.yaml"  # launched from the root: untouched
+
+    # the same overrides, typed relative to the repository root: accepted, nothing re-runs
+    before = ledger_lines(ledger)
+    assert sweep_cmd.main(base + ["--"] + typed) == 0
+    assert ledger_lines(ledger) == before
+
+    # different overrides: one error line naming both and the fix, nothing runs
+    capsys.readouterr()
+    assert hdrlab_main(["sweep"] + base + ["--", "--epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("hdrlab sweep: error: ")
+    assert f"`-- {' '.join(stored)}`" in err and "`-- --epochs 3`" in err
+    assert "same overrides" in err and "--sweep_dir" in err
+    assert ledger_lines(ledger) == before
+
+
+def test_sweep_from_another_directory_resolves_repository_paths(tmp_path, ledger, monkeypatch):
+    root = tmp_path / "checkout"
+    sweep_file = make_checkout(root)
+    monkeypatch.chdir(tmp_path)  # no experiments/ here
+    spec = load_sweep(sweep_file)
+    state = OfflineSweepAgent(spec, sweep_dir=tmp_path / "sw", count=2, poll_interval=0.05, log=lambda m: None).run()
+    assert [t["state"] for t in state["trials"]] == ["finished", "finished"]  # the stub exits 4 on a missing --config
+    for t in state["trials"]:
+        cmd = t["command"]
+        assert cmd[cmd.index("--config") + 1] == str(root / "experiments" / "base.yaml")
+        rendered = [c for c in cmd if c.startswith("--config={")]
+        assert len(rendered) == 1 and repr(str(root / "experiments" / "variant.yaml")) in rendered[0]
+        assert t["params"]["config"]["config"] == "experiments/variant.yaml"  # state keeps the suggested value
+        assert json.loads((Path(t["run_dir"]) / "argv.json").read_text())["cwd"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "losses.yaml", "stage_combinations.yaml"])
+def test_shipped_sweep_commands_resolve_from_any_directory(tmp_path, monkeypatch, name):
+    """Every --config of every trial command names an existing file, from the root or from elsewhere."""
+    import ast
+
+    spec = load_sweep(REPO / "sweeps" / name)
+    overrides = ["--config", "experiments/overrides/tiny.yaml", "--max_samples", "800"]
+    for cwd in (REPO, tmp_path):
+        monkeypatch.chdir(cwd)
+        agent = OfflineSweepAgent(spec, sweep_dir=tmp_path / "sw", overrides=overrides, log=lambda m: None)
+        for point in grid_points(spec)[:3]:
+            argv = agent.trial_argv(point)
+            assert argv[-4:] == ["--config", str(REPO / "experiments/overrides/tiny.yaml"), "--max_samples", "800"]
+            configs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]
+            configs += [ast.literal_eval(a.split("=", 1)[1])["config"] for a in argv if a.startswith("--config={")]
+            assert configs and all(Path(c).is_file() for c in configs), configs
+            if cwd == REPO:  # from the root nothing in the sweep's own command changes
+                assert argv[:-4] == expand_command(spec.command, point, interpreter=agent.interpreter)
+
+
+def test_overrides_that_would_break_the_sweep_are_refused(tmp_path):
+    from hdrlab.sweep.overrides import check_overrides, split_overrides
+
+    assert split_overrides(["f.yaml", "--offline"]) == (["f.yaml", "--offline"], None)
+    assert split_overrides(["f.yaml", "--", "--a", "--", "b"]) == (["f.yaml"], ["--a", "--", "b"])
+    params = {"x": {"values": [1, 2]}, "lr": {"distribution": "uniform", "min": 0.1, "max": 1.0},
+              "config": {"values": ["a.yaml", "b.yaml"]}, "epochs": {"value": 3}}  # fmt: skip
+    check_overrides(["--epochs", "1", "--config", "c.yaml", "--y=2"], params)  # fixed values and --config: fine
+    for flag in ("--run_dir", "--run_id", "--ckpt_path"):
+        with pytest.raises(ConfigError, match=f"may not set {flag}"):
+            check_overrides([f"{flag}=somewhere"], params)
+    with pytest.raises(ConfigError, match=r"swept axis of s\.yaml \(x: values \[1, 2\]\)"):
+        check_overrides(["--x", "5"], params, source="s.yaml")
+    with pytest.raises(ConfigError, match="lr: distribution uniform"):
+        check_overrides(["--lr=0.5"], params)
+    axis_file = tmp_path / "o.yaml"
+    axis_file.write_text("epochs: 1\nx: 7\n")
+    with pytest.raises(ConfigError, match=f"x \\(via --config {axis_file}\\)"):
+        check_overrides(["--config", str(axis_file)], params)
+    # the shipped pitfall: tiny.yaml sets data.init_args.num_train_scenes, dataset_size.yaml's axis
+    roots = [REPO]
+    tiny = ["--config", "experiments/overrides/tiny.yaml", "--max_samples", "800"]
+    with pytest.raises(ConfigError, match="data.init_args.num_train_scenes"):
+        check_overrides(tiny, load_sweep(REPO / "sweeps/dataset_size.yaml").raw["parameters"], roots=roots)
+    for name in ("stage_combinations", "smoke", "losses", "mask_thresholds", "memory_budgets"):
+        check_overrides(tiny, load_sweep(REPO / f"sweeps/{name}.yaml").raw["parameters"], roots=roots)
+    # the agent checks before taking the sweep dir
+    spec = validate_sweep_config(stub_config("grid", {"x": {"values": [1, 2]}}))
+    with pytest.raises(ConfigError, match="swept axis"):
+        OfflineSweepAgent(spec, sweep_dir=tmp_path / "sw", overrides=["--x=3"])
+    assert not (tmp_path / "sw").exists()
+
+
+def test_online_sweep_gets_the_overrides_in_its_command(monkeypatch, tmp_path):
+    import wandb
+
+    from hdrlab.commands import sweep as sweep_cmd
+
+    sent = {}
+    monkeypatch.setattr(sweep_cmd, "is_logged_in", lambda: True)
+    monkeypatch.setattr(wandb, "sweep", lambda config, project=None, entity=None: sent.setdefault("config", config) and "abc")
+    monkeypatch.setattr(wandb, "agent", lambda sweep_id, **kw: None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("HDRLAB_TORCH_THREADS", "1")
+    monkeypatch.chdir(REPO)
+    assert sweep_cmd.main([str(REPO / "sweeps/stage_combinations.yaml"), "--", "--config",
+                           "experiments/overrides/tiny.yaml", "--max_samples", "800"]) == 0  # fmt: skip
+    original = load_sweep(REPO / "sweeps/stage_combinations.yaml").raw["command"]
+    assert sent["config"]["command"] == original + ["--config", "experiments/overrides/tiny.yaml", "--max_samples", "800"]
+    assert original[-1] == "${args}"  # so they come after the grid values
+    with pytest.raises(ConfigError, match="swept axis"):
+        sweep_cmd.main([str(REPO / "sweeps/stage_combinations.yaml"), "--", "--seed_everything", "3"])

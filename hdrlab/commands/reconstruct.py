@@ -173,13 +173,16 @@ def method_merger(method: Any) -> Any:
     return merger if isinstance(merger, StackMerger) else None
 
 
-def network_multiple(method: Any) -> int:
-    """The padding multiple of the network :func:`reconstruct_image` runs on tiles: the generator's
-    declared stride for generator methods, the method's for direct ones."""
+def network_multiple(method: Any, merger: str = "debevec_known_crf") -> int:
+    """The padding multiple of the photo: the method's declared stride for direct methods and for
+    ``--merger own`` (the lcm of its generator's and merger's), the generator's for the other mergers
+    (which take any size)."""
     from hdrlab.methods.base import module_stride
 
     generator = method_generator(method)
-    return module_stride(generator if generator is not None else method)
+    if generator is None or merger == "own":
+        return module_stride(method)
+    return module_stride(generator)
 
 
 # --------------------------------------------------------------------------- image plumbing
@@ -418,7 +421,7 @@ def main(argv: Sequence[str]) -> int:
         budget = parse_size(args.memory_budget)
     method = load_method(args.ckpt, config=args.config, device=args.device)
     if args.multiple is None:
-        args.multiple = network_multiple(method)
+        args.multiple = network_multiple(method, args.merger)
     if args.multiple < 1:
         raise ConfigError(f"--multiple must be >= 1, got {args.multiple}")
     if args.tile < args.multiple:

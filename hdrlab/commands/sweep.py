@@ -3,7 +3,7 @@
 Usage::
 
     hdrlab sweep sweeps/smoke.yaml [--offline] [--workers N] [--count K] [--project P]
-                 [--entity E] [--retry_failed] [--sweep_dir DIR]
+                 [--entity E] [--retry_failed] [--sweep_dir DIR] [-- TRIAL_ARG ...]
 
 * Logged in to W&B and ``--offline`` not given: the sweep is created on the server and run by
   the standard agent; other machines join with ``wandb agent ENTITY/PROJECT/ID``.
@@ -11,6 +11,18 @@ Usage::
   (default ``runs/sweeps/<sweep name>``); re-running the same command after an interruption
   continues the sweep; trial W&B runs are offline (``wandb sync <run_dir>/wandb/offline-run-*``
   uploads them later) and grouped by the sweep id.
+* ``-- TRIAL_ARG ...`` (trial overrides): appended to every trial's command line after the
+  sweep's own ``command`` (after ``${args}``), so LightningCLI gives them the last word, e.g.
+  ``-- --config experiments/overrides/tiny.yaml --max_samples 800`` runs any sweep at CPU scale.
+  Offline they are recorded in ``state.json``: a re-run without them (or with the same ones)
+  keeps them, one with different ones is refused. Online they are appended to the sweep's
+  ``command`` sent to W&B, so every ``wandb agent`` of the sweep gets them. Overrides setting
+  ``--run_dir`` / ``--run_id`` / ``--ckpt_path`` or a swept axis of the sweep are refused.
+* Offline, relative files in the trial commands (``experiments/x.yaml``) that do not exist
+  relative to the current directory are taken from the checkout holding the sweep file's
+  ``sweeps/`` folder (or the one holding the hdrlab package), so the command works from any
+  directory; online, W&B agents run the command in their own directory: start them from the
+  repository root. (:mod:`hdrlab.sweep.overrides`)
 
 Exit status: 0 when no trial failed, 1 when some failed (listed), 2 on user errors.
 """
@@ -24,11 +36,31 @@ from pathlib import Path
 from hdrlab.sweep.agent import OfflineSweepAgent, summarize_state
 from hdrlab.sweep.config import load_sweep
 from hdrlab.sweep.online import is_logged_in, run_online_sweep
+from hdrlab.sweep.overrides import check_overrides, search_roots, split_overrides
+
+OVERRIDES_HELP = """trial overrides:
+  -- TRIAL_ARG ...      appended to every trial's command after the sweep's own (after ${args}),
+                        so they win over the experiment files and the sweep's fixed values, e.g.
+                        -- --config experiments/overrides/tiny.yaml --max_samples 800
+                        offline: recorded in <sweep_dir>/state.json; re-running without them
+                        keeps them, different ones are refused (use a new --sweep_dir).
+                        online: appended to the sweep's command sent to W&B (all agents get them).
+                        --run_dir/--run_id/--ckpt_path and swept axes of the sweep are refused.
+relative paths:
+  offline, experiments/... files of the trial commands that are not found relative to the
+  current directory are taken from the checkout holding the sweep file's sweeps/ folder (or the
+  hdrlab package), so any directory works; W&B agents (online) need the repository root."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``hdrlab sweep`` argument parser."""
-    p = argparse.ArgumentParser(prog="hdrlab sweep", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="hdrlab sweep",
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s FILE [options] [-- TRIAL_ARG ...]",
+        epilog=OVERRIDES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("file", type=Path, help="W&B sweep YAML (e.g. sweeps/smoke.yaml)")
     p.add_argument("--offline", action="store_true", help="use the local agent even when logged in to W&B")
     p.add_argument("--workers", type=int, default=1, help="trials run concurrently (torch threads = cores // workers)")
@@ -60,10 +92,15 @@ def format_trials_table(state: dict) -> str:
 
 def main(argv: list[str]) -> int:
     """Run ``hdrlab sweep``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    own, overrides = split_overrides(argv)
+    args = build_parser().parse_args(own)
     spec = load_sweep(args.file)
     if not args.offline and is_logged_in():
-        run_online_sweep(spec, project=args.project, entity=args.entity, count=args.count, workers=args.workers)
+        if overrides:
+            check_overrides(overrides, spec.raw.get("parameters") or {}, roots=search_roots(spec.path),
+                            source=f"sweep file {spec.path}")
+        run_online_sweep(spec, project=args.project, entity=args.entity, count=args.count, workers=args.workers,
+                         overrides=overrides or None)
         return 0
     sweep_dir = args.sweep_dir or Path("runs") / "sweeps" / spec.name
     agent = OfflineSweepAgent(
@@ -74,6 +111,7 @@ def main(argv: list[str]) -> int:
         retry_failed=args.retry_failed,
         poll_interval=args.poll_interval,
         project=args.project,
+        overrides=overrides,
     )
     try:
         state = agent.run()

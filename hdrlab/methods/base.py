@@ -52,7 +52,10 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 
 
 def module_stride(module: torch.nn.Module) -> int:
-    """The spatial multiple a module declares (its int ``stride`` attribute), else 1."""
+    """The spatial multiple a module declares (its int ``stride`` attribute), else 1. PyTorch's own
+    layers (``nn.MaxPool2d``, ...) have a ``stride`` of their own meaning and declare nothing."""
+    if type(module).__module__.startswith("torch."):
+        return 1
     stride = getattr(module, "stride", 1)
     return int(stride) if isinstance(stride, int) and not isinstance(stride, bool) and stride >= 1 else 1
 

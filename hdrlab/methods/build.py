@@ -27,14 +27,36 @@ from hdrlab.errors import ConfigError
 __all__ = ["build_method", "declared_file_options", "find_state_prefix", "load_submodule_state", "without_files"]
 
 
+def _subclass_named(name: str) -> type | None:
+    """A loaded subclass of a method, generator or merger base class called ``name`` (jsonargparse
+    accepts such short ``class_path`` values, e.g. ``TwoStage``)."""
+    import hdrlab.methods  # noqa: F401 - registers the shipped classes
+    from hdrlab.methods.base import HDRMethod
+    from hdrlab.models.generators.base import StackGenerator
+    from hdrlab.models.mergers.base import StackMerger
+
+    pending: list[type] = [HDRMethod, StackGenerator, StackMerger]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return cls
+        pending += cls.__subclasses__()
+    return None
+
+
 def declared_file_options(class_path: str) -> tuple[str, ...]:
-    """The ``file_options`` the class at ``class_path`` declares (empty when it declares none or
-    cannot be imported: then jsonargparse reports the bad path when the model is built)."""
+    """The ``file_options`` the class at ``class_path`` (a dotted path, or the short name of a loaded
+    method / generator / merger class) declares; empty when it declares none or cannot be found
+    (then jsonargparse reports the bad path when the model is built)."""
     module_name, _, name = str(class_path).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError):
-        return ()
+    cls: Any = None
+    if module_name:
+        try:
+            cls = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError, ValueError):
+            cls = None
+    if cls is None:
+        cls = _subclass_named(name)
     return tuple(getattr(cls, "file_options", ()) or ())
 
 

@@ -244,6 +244,9 @@ class TwoStage(HDRMethod):
         inverse_display: map a display merger's output back to linear with the batch's inverse CRF
             (``output_domain = "linear"``, HDR metrics); only for display mergers.
         merger_loss: ``auto`` | ``own`` | ``hdr`` | ``ssim`` (``cfnet`` = ``own``), module docstring.
+        structural_loss: accepted so that run configs written before the option moved to the merger
+            load (they hold its default); ``None`` (default) or the merger's own ``structural_loss``
+            value, anything else is an error naming the merger option to set.
         loss_kind: ``l1`` / ``l2`` of the ``hdr`` loss.
         loss_domain: domain of the ``hdr`` loss (``linear``, ``log``, ``mu_law``, ``pu21``).
         loss_mu: mu of the ``mu_law`` domain.
@@ -268,6 +271,7 @@ class TwoStage(HDRMethod):
         loss_kind: Literal["l1", "l2"] = "l1",
         loss_domain: Literal["linear", "log", "mu_law", "pu21"] = "log",
         loss_mu: float = MU_KALANTARI,
+        structural_loss: str | None = None,
         lr: float = 1e-4,
         **kwargs: Any,
     ) -> None:
@@ -308,7 +312,7 @@ class TwoStage(HDRMethod):
         if not merger.preserves_size:
             raise ConfigError(
                 f"TwoStage needs a merger whose output has the input's size, but {merger_name} changes it; "
-                "configure the merger to keep the size (e.g. CFNetMerger same_resolution: true)"
+                "configure the merger to keep the input's size (its same-resolution option)"
             )
 
         # ---- domains
@@ -320,6 +324,11 @@ class TwoStage(HDRMethod):
         self.output_domain = "linear" if (merger.output_domain == "linear" or self.inverse_display) else "display"
 
         # ---- loss
+        if structural_loss is not None and structural_loss != getattr(merger, "structural_loss", None):
+            raise ConfigError(
+                f"TwoStage structural_loss={structural_loss!r} is an option of the merger; set "
+                f"model.init_args.merger.init_args.structural_loss (for a merger that has it) and drop it here"
+            )
         self.merger_loss = self._resolve_loss(merger_loss, merger, trains_generator)
         self._ssim_loss = SSIMLoss(domain="identity", win_size=7, nonnegative=True)
 
@@ -354,6 +363,7 @@ class TwoStage(HDRMethod):
         merger_name = type(merger).__name__
         if name not in MERGER_LOSSES:
             raise ConfigError(f"TwoStage merger_loss={name!r} is unknown; use one of {list(MERGER_LOSSES)}")
+        given = name
         if name == "cfnet":
             name = "own"
         if name == "auto":
@@ -361,7 +371,7 @@ class TwoStage(HDRMethod):
         if name == "own":
             if not merger.has_objective:
                 raise ConfigError(
-                    f"merger_loss='own' needs a merger with its own objective, but {merger_name} has none; "
+                    f"merger_loss={given!r} needs a merger with its own objective, but {merger_name} has none; "
                     f"use {'hdr' if merger.output_domain == 'linear' else 'ssim'!r}"
                 )
             if trains_generator and not merger.objective_supervised:

@@ -4,7 +4,9 @@
   ``command:`` macros like ``wandb agent``;
 * :mod:`hdrlab.sweep.agent` — :class:`OfflineSweepAgent`, a resumable local agent on
   ``sweeps.next_run`` / ``sweeps.stop_runs``;
-* :mod:`hdrlab.sweep.online` — create the sweep on W&B and run standard agents.
+* :mod:`hdrlab.sweep.online` — create the sweep on W&B and run standard agents;
+* :mod:`hdrlab.sweep.overrides` — trial overrides (``hdrlab sweep FILE -- ARGS``) and
+  repository-relative paths in trial commands.
 
 Importing this package does not import torch, wandb or the ``sweeps`` engine.
 """

@@ -7,10 +7,14 @@ login hdrlab runs its own agent loop on the same engine W&B uses, with the same 
   from :func:`sweeps.stop_runs` (hyperband), given :class:`sweeps.SweepRun` objects built with
   the pydantic aliases (``summaryMetrics=``, ``sampledHistory=``; the field names are silently
   dropped by ``sweeps`` 0.2 under pydantic 2);
-* a trial is the sweep's expanded ``command`` (:func:`hdrlab.sweep.config.expand_command`)
-  plus ``--run_dir <sweep_dir>/trials/<id>`` and, when ``<run_dir>/checkpoints/last.ckpt``
-  exists, ``--ckpt_path=<it>``; its metric is read from ``<run_dir>/metrics.csv`` (Lightning
-  ``CSVLogger`` format; offline W&B writes no summary);
+* a trial is the sweep's expanded ``command`` (:func:`hdrlab.sweep.config.expand_command`),
+  then the sweep's trial overrides (``hdrlab sweep FILE -- ARGS``, recorded in ``state.json``;
+  :mod:`hdrlab.sweep.overrides`), then ``--run_dir <sweep_dir>/trials/<id>`` and, when
+  ``<run_dir>/checkpoints/last.ckpt`` exists, ``--ckpt_path=<it>``; repository-relative files in
+  the command (``experiments/x.yaml``) that do not exist relative to the current directory are
+  found under the checkout holding the sweep file (:func:`hdrlab.sweep.overrides.resolve_path`);
+  its metric is read from ``<run_dir>/metrics.csv`` (Lightning ``CSVLogger`` format; offline
+  W&B writes no summary);
 * each trial is a subprocess in its own session / process group with
   ``OMP_NUM_THREADS = HDRLAB_TORCH_THREADS = max(1, cores // workers)``, ``WANDB_MODE``
   (offline unless the environment says otherwise) and ``WANDB_RUN_GROUP = <sweep id>``.
@@ -45,10 +49,18 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from hdrlab.errors import ConfigError, HDRIOError, HDRLabError
 from hdrlab.sweep.config import SweepSpec, expand_command, to_builtin
+from hdrlab.sweep.overrides import (
+    check_overrides,
+    normalize_overrides,
+    resolve_command_items,
+    resolve_config_param,
+    resolve_path,
+    search_roots,
+)
 
 STATE_FORMAT = "hdrlab-sweep-state"
 STATE_VERSION = 1
@@ -422,6 +434,12 @@ class OfflineSweepAgent:
         interpreter: What ``${interpreter}`` expands to (default ``sys.executable``).
         cores: CPU cores shared by the workers (default: CPU affinity of this process).
         log: Progress printer.
+        overrides: Arguments appended to every trial's command after the sweep's own (``hdrlab
+            sweep FILE -- ARGS``). Recorded in ``state.json`` on the first run; a re-run with
+            ``None``/``[]`` keeps the recorded ones, one with different overrides is refused.
+        config_roots: Where repository-relative files of trial commands are looked up when they
+            do not exist relative to the current directory (default:
+            :func:`hdrlab.sweep.overrides.search_roots` of the sweep file).
     """
 
     def __init__(
@@ -439,6 +457,8 @@ class OfflineSweepAgent:
         interpreter: str | None = None,
         cores: int | None = None,
         log: Callable[[str], None] | None = None,
+        overrides: Sequence[str] | None = None,
+        config_roots: Sequence[str | Path] | None = None,
     ) -> None:
         if workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {workers}")
@@ -462,6 +482,16 @@ class OfflineSweepAgent:
         self._history_cache: dict[str, tuple[tuple[float, int], list[dict[str, Any]]]] = {}
         self._exhausted = False
         self._slow_write = float(os.environ.get(SLOW_WRITE_ENV, "0") or 0)
+        self.config_roots = [Path(r) for r in config_roots] if config_roots is not None else search_roots(spec.path)
+        self._given_overrides: list[str] | None = None
+        if overrides:
+            self._given_overrides = normalize_overrides(overrides, self.config_roots)
+            check_overrides(
+                self._given_overrides,
+                spec.raw.get("parameters") or {},
+                roots=self.config_roots,
+                source=f"sweep file {spec.path}" if spec.path else f"sweep {spec.name}",
+            )
 
     # ------------------------------------------------------------------ state
 
@@ -481,6 +511,15 @@ class OfflineSweepAgent:
                     f"sweep dir {self.sweep_dir} was started with a different sweep config than "
                     f"{self.spec.path or 'the given one'}; restore that config or pass a new --sweep_dir"
                 )
+            stored = list(self.state.get("overrides") or [])
+            given = self._given_overrides
+            if given is not None and given != stored:
+                raise ConfigError(
+                    f"sweep dir {self.sweep_dir} was started with the trial overrides {_shown(stored)} but this "
+                    f"command passes {_shown(given)}; re-run with the same overrides after `--` (or none: the "
+                    "recorded ones are kept), or pass a new --sweep_dir for the new overrides"
+                )
+            self.state["overrides"] = stored
             return
         slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in self.spec.name)
         sweep_id = f"{slug}-{uuid.uuid4().hex[:8]}"
@@ -494,6 +533,7 @@ class OfflineSweepAgent:
             "method": self.spec.method,
             "metric": self.spec.engine.get("metric"),
             "config": raw,
+            "overrides": list(self._given_overrides or []),
             "created_at": now_iso(),
             "updated_at": now_iso(),
             "seq": 0,
@@ -504,6 +544,36 @@ class OfflineSweepAgent:
     @property
     def trials(self) -> list[dict[str, Any]]:
         return self.state["trials"]
+
+    @property
+    def overrides(self) -> list[str]:
+        """The trial overrides of this sweep dir (recorded in ``state.json``; before :meth:`run`: the given ones)."""
+        if self.state:
+            return list(self.state.get("overrides") or [])
+        return list(self._given_overrides or [])
+
+    def trial_argv(self, params: Mapping[str, Any], args_json_file: str | Path | None = None) -> list[str]:
+        """A trial's command without the per-trial ``--run_dir`` / ``--ckpt_path``.
+
+        The sweep's ``command`` expanded with ``params`` (repository-relative files resolved,
+        :mod:`hdrlab.sweep.overrides`), then the trial overrides.
+
+        Args:
+            params: The trial's parameters (as suggested; only the rendering is resolved).
+            args_json_file: What ``${args_json_file}`` becomes.
+
+        Returns:
+            The argv list.
+        """
+        program = self.spec.raw.get("program")
+        argv = expand_command(
+            resolve_command_items(self.spec.command, self.config_roots),
+            resolve_config_param(params, self.config_roots),
+            program=resolve_path(str(program), self.config_roots) if program is not None else None,
+            interpreter=self.interpreter,
+            args_json_file=str(args_json_file) if args_json_file is not None else None,
+        )
+        return argv + self.overrides
 
     def _trial(self, trial_id: str) -> dict[str, Any]:
         for trial in self.trials:
@@ -618,15 +688,9 @@ class OfflineSweepAgent:
                 return
             params = trial["params"]
             json_file = run_dir / "args.json"
-            argv = expand_command(
-                self.spec.command,
-                params,
-                program=self.spec.raw.get("program"),
-                interpreter=self.interpreter,
-                args_json_file=str(json_file),
-            )
+            argv = self.trial_argv(params, json_file)
             if "${args_json_file}" in [str(c) for c in self.spec.command]:
-                atomic_write_json(json_file, params)
+                atomic_write_json(json_file, resolve_config_param(params, self.config_roots))
             argv += ["--run_dir", str(run_dir)]
             resumed_from = None
             if files["ckpt"].exists():
@@ -833,6 +897,9 @@ class OfflineSweepAgent:
                 f"[sweep] {self.state['sweep_id']} ({self.spec.method}, {self.workers} worker(s) x "
                 f"{self.threads} thread(s)) in {self.sweep_dir}"
             )
+            if self.overrides:
+                kept = "" if self._given_overrides else " (recorded in state.json)"
+                self.log(f"[sweep] trial overrides{kept}, appended to every trial's command: {' '.join(self.overrides)}")
             previous = _install_signal_handlers(self)
             atexit.register(self.terminate_trials)
             try:
@@ -854,6 +921,11 @@ class OfflineSweepAgent:
                 atexit.unregister(self.terminate_trials)
                 _restore_signal_handlers(previous)
             return self.state
+
+
+def _shown(overrides: Sequence[str]) -> str:
+    """Overrides as the user would type them after ``--`` (``none`` when empty)."""
+    return f"`-- {' '.join(overrides)}`" if overrides else "none"
 
 
 def _signal_group(pgid: int, sig: int) -> None:

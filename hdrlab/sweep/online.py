@@ -12,6 +12,13 @@ resume logic do not apply (W&B re-queues nothing; a killed run stays killed on t
 ``--workers N > 1`` starts N ``wandb agent`` processes on this machine, each with
 ``max(1, cores // N)`` torch threads.
 
+Trial overrides (``hdrlab sweep FILE -- ARGS``) are appended to the sweep's ``command`` in the
+config sent to the server (:func:`sweep_config`), so every agent of the sweep, on this machine
+or another, runs them after ``${args}``. They are sent as typed: W&B agents run the command in
+their own working directory, so relative paths in it (``experiments/x.yaml``) must exist there
+(start ``hdrlab sweep`` / ``wandb agent`` from the repository root); the offline agent's path
+resolution does not apply to W&B agents.
+
 This module is tested against a mocked W&B API only: it cannot be exercised live offline.
 """
 
@@ -21,11 +28,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from hdrlab.errors import ConfigError
 from hdrlab.sweep.agent import threads_per_worker
 from hdrlab.sweep.config import SweepSpec
+from hdrlab.sweep.overrides import missing_relative_paths
 
 _OFFLINE_MODES = ("offline", "dryrun", "disabled")
 
@@ -84,22 +92,39 @@ def scale_out_command(sweep_id: str, *, project: str | None, entity: str | None,
     return argv + [sweep_path(sweep_id, project=project, entity=entity)]
 
 
-def create_sweep(spec: SweepSpec, *, project: str, entity: str | None = None) -> str:
-    """Create the sweep on the W&B server.
+def sweep_config(spec: SweepSpec, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """The config sent to the W&B server: the file as written, trial overrides appended to ``command``.
 
-    The config is sent as written (server-only keys such as ``run_cap`` included).
+    Args:
+        spec: The validated sweep.
+        overrides: Arguments appended to the sweep's ``command`` (W&B's default command when the
+            file has none), after ``${args}``.
+
+    Returns:
+        A new dict (server-only keys such as ``run_cap`` included).
+    """
+    config = dict(spec.raw)
+    if overrides:
+        config["command"] = [*spec.command, *[str(a) for a in overrides]]
+    return config
+
+
+def create_sweep(spec: SweepSpec, *, project: str, entity: str | None = None,
+                 overrides: Sequence[str] | None = None) -> str:
+    """Create the sweep on the W&B server with :func:`sweep_config`.
 
     Args:
         spec: The validated sweep.
         project: W&B project.
         entity: W&B entity (default: the user's default entity).
+        overrides: Trial overrides appended to the sweep's ``command``.
 
     Returns:
         The sweep id.
     """
     import wandb
 
-    return wandb.sweep(dict(spec.raw), project=project, entity=entity)
+    return wandb.sweep(sweep_config(spec, overrides), project=project, entity=entity)
 
 
 def run_online_sweep(
@@ -111,6 +136,7 @@ def run_online_sweep(
     workers: int = 1,
     cores: int | None = None,
     log: Any = None,
+    overrides: Sequence[str] | None = None,
 ) -> str:
     """Create the sweep and run standard W&B agents on this machine.
 
@@ -127,6 +153,7 @@ def run_online_sweep(
         workers: Agents on this machine.
         cores: CPU cores to share (default: this process's affinity).
         log: Progress printer (default ``print``).
+        overrides: Trial overrides appended to the sweep's ``command`` (:func:`sweep_config`).
 
     Returns:
         The sweep id.
@@ -136,7 +163,13 @@ def run_online_sweep(
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     log = log or (lambda msg: print(msg, flush=True))
-    sweep_id = create_sweep(spec, project=project, entity=entity)
+    missing = missing_relative_paths([*spec.command, *(overrides or [])])
+    if missing:
+        log(f"[sweep] note: {', '.join(missing)} do(es) not exist relative to {Path.cwd()}; W&B agents run the "
+            "command in their working directory, so start them from the repository root")
+    sweep_id = create_sweep(spec, project=project, entity=entity, overrides=overrides)
+    if overrides:
+        log(f"[sweep] trial overrides appended to the sweep's command: {' '.join(str(a) for a in overrides)}")
     threads = str(threads_per_worker(workers, cores))
     join = " ".join(scale_out_command(sweep_id, project=project, entity=entity))
     log(f"[sweep] W&B sweep {sweep_path(sweep_id, project=project, entity=entity)} created; more machines join with: {join}")
