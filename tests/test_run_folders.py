@@ -85,3 +85,14 @@ def test_fit_then_test_write_the_folder_of_the_first_config_that_sets_model(tmp_
     _cli("test", *common, "--trainer.limit_test_batches", "1")
     assert (run / "config.yaml").is_file() and (run / "test_per_sample.csv").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["le2023_debevec"]
+
+
+def test_summary_git_sha_is_the_checkouts_whatever_the_working_directory(tmp_path, monkeypatch):
+    import subprocess
+
+    from hdrlab.callbacks.run_artifacts import git_sha
+
+    repo = Path(__file__).resolve().parents[1]
+    expected = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    assert git_sha() == expected and len(expected) == 40

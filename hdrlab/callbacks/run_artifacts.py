@@ -216,12 +216,18 @@ class ImagePanelLogger(L.Callback):
 
 
 def git_sha() -> str:
-    """The current commit of the working directory's repository, or ``"unknown"``."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The commit of the checkout holding the ``hdrlab`` package (whatever the working directory),
+    else of the working directory's repository, or ``"unknown"`` (e.g. an installed package)."""
+    import hdrlab
+
+    for folder in (Path(hdrlab.__file__).resolve().parents[1], None):
+        try:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                 check=True, cwd=folder)
+            return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return "unknown"
 
 
 def package_versions() -> dict[str, str]:
