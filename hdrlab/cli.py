@@ -43,7 +43,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("hdrlab.commands.weights", "list/verify optional pretrained trunks (VGG16/VGG19/AlexNet)"),
     "synth": ("hdrlab.commands.synth", "write procedural HDR scenes (.exr) and a contact sheet"),
     "eval": ("hdrlab.commands.evaluate", "score predicted HDR images against ground truth"),
-    "merge": ("hdrlab.commands.merge", "merge a real bracket (Debevec radiance or Mertens fusion)"),
+    "merge": ("hdrlab.commands.merge", "merge a real bracket (Debevec/Robertson radiance or Mertens fusion)"),
     "demo": ("hdrlab.commands.demo", "the end-to-end demo on the embedded procedural data"),
     "reconstruct": ("hdrlab.commands.reconstruct", "real photos (png/jpg/tif) to HDR .exr plus a preview with a trained checkpoint"),
     "budget": ("hdrlab.commands.budget", "peak training memory of experiments and the plan for --memory_budget (no GPU needed)"),
