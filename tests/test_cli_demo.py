@@ -36,13 +36,18 @@ def test_demo_one_scene_end_to_end(tmp_path, real_hdr_dir, monkeypatch, capsys):
     """The demo on one procedural scene plus the real image: files, table and honest ordering."""
     monkeypatch.setenv("HDRLAB_DATA", str(real_hdr_dir.parent))
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--scenes", "1", "--size", "128", "--no_sweep"]) == 0
+    assert main(["demo", "--out", str(out), "--scenes", "1", "--size", "128", "--no_sweep",
+                 "--learned_samples", "8"]) == 0
     printed = capsys.readouterr().out
-    assert "| debevec |" in printed and "real_" in printed
-    for folder in ("gt", "input", "debevec", "debevec_known_crf", "inverse_crf"):
+    assert "| Debevec (bracket, CRF recovered) |" in printed and "real_" in printed
+    for folder in ("gt", "input", "debevec", "debevec_known_crf", "inverse_crf", "linear_itmo", "le2023_debevec_demo"):
         assert len(list((out / folder).glob("*.exr" if folder != "input" else "*.png"))) == 2
     assert len(list((out / "previews").glob("*_panel.png"))) == 2
-    table = json.loads((out / "results.json").read_text())
+    assert (out / "learned" / "checkpoints" / "last.ckpt").is_file()  # the single-image model the demo trained
+    scores = json.loads((out / "results.json").read_text())
+    assert set(scores["display"]) == {*scores["radiance"], "mertens"}
+    assert all(0 < row["display_psnr"] < 100 for row in scores["display"].values())
+    table = scores["radiance"]
     # merging a +-4 EV bracket recovers clipped regions that a single LDR cannot
     assert table["debevec_known_crf"]["pu21_psnr_clipped"] > table["inverse_crf"]["pu21_psnr_clipped"] + 3.0
     assert table["debevec"]["pu21_psnr_clipped"] > table["inverse_crf"]["pu21_psnr_clipped"] + 3.0

@@ -8,11 +8,20 @@ image is the single-LDR input), then reconstruct with
 * ``debevec``: Debevec & Malik, CRF recovered from the bracket itself (no knowledge of the camera),
 * ``debevec_known_crf``: Debevec merge linearised with the true CRF,
 * ``inverse_crf``: the no-hallucination baseline (the single input through its true inverse CRF),
-* ``mertens``: Mertens exposure fusion (display image, preview only: it is not radiance).
+* ``linear_itmo``: a single-image baseline, the inverse CRF with a linear highlight boost
+  (:class:`hdrlab.methods.LinearITMOBaseline`),
+* ``le2023_debevec_demo``: a learned single-image method trained by the demo itself: the Le2023
+  generator through a known-CRF Debevec merge (``experiments/le2023_debevec.yaml`` with the tiny
+  override, 4 U-Net levels, ev -2 / +2, a few hundred samples; a demo-scale model, not the paper's),
+  its run folder in ``<out>/learned`` (``hdrlab reconstruct`` takes its checkpoint),
+* ``mertens``: Mertens exposure fusion (a display image: scored in the display table only).
 
-Writes ``.exr`` radiance maps, PNG previews and a contact panel per scene, then scores the
-radiance outputs against the ground truth with ``hdrlab eval`` (median scale alignment; the
-clipped region is the input LDR's clip mask) and prints the table.
+The bracket mergers (``debevec*``, ``mertens``) see five exposures; the single-image methods see
+only the ev 0 input. Writes ``.exr`` radiance maps, PNG previews and a labelled contact panel per
+scene, then scores the radiance outputs against the ground truth with ``hdrlab eval`` (median
+scale alignment; the clipped region is the input LDR's clip mask) and every output in the display
+domain (``hdrlab.tonemap.display`` of the median-aligned radiance, or the fusion itself, against
+``display(gt)``), and writes both tables with captions to ``results.md``.
 
 Then (unless ``--no_sweep``) the learned part: ``sweeps/smoke.yaml`` (Le2023 generator at width
 1/8 through a Debevec and a Mertens merger, procedural data, CPU) run by the offline sweep agent
@@ -46,7 +55,18 @@ from hdrlab.errors import ConfigError
 from hdrlab.models.mergers import DebevecMerger, MertensMerger
 
 BRACKET_EV = (-4.0, -2.0, 0.0, 2.0, 4.0)
-RADIANCE_METHODS = ("debevec", "debevec_known_crf", "inverse_crf")
+RADIANCE_METHODS = ("debevec", "debevec_known_crf", "inverse_crf", "linear_itmo", "le2023_debevec_demo")
+#: what each output is, for the tables and panels
+LABELS = {
+    "debevec": "Debevec (bracket, CRF recovered)",
+    "debevec_known_crf": "Debevec (bracket, known CRF)",
+    "inverse_crf": "no hallucination (single image)",
+    "linear_itmo": "linear iTMO (single image)",
+    "le2023_debevec_demo": "Le2023 + Debevec, demo-scale (single image)",
+    "mertens": "Mertens fusion (bracket, display)",
+}
+#: samples seen by the demo's learned single-image model (2 per step at the tiny override)
+LEARNED_SAMPLES = 2000
 EVAL_METRICS = ("psnr_mu", "pu21_psnr", "pu21_ssim")
 #: a real scene with a sun and deep shadows; any file of the folder works
 REAL_CANDIDATES = ("polyhaven_drei/venice_sunset_1k.hdr", "polyhaven_threejs/spruit_sunrise_1k.hdr")
@@ -143,12 +163,73 @@ def run_sweep_part(out: Path, *, trials: int | None = None, workers: int = 1) ->
     return 0 if status == 0 else 1
 
 
-def _panel(images: list[np.ndarray]) -> np.ndarray:
-    gap = np.full((images[0].shape[0], 4, 3), 255, np.uint8)
+def train_learned_model(out: Path, *, samples: int = LEARNED_SAMPLES) -> object | None:
+    """Train the demo's single-image model (module docstring) into ``<out>/learned``; ``None`` when
+    the experiment files are not next to the package (an installed package without the checkout)."""
+    from hdrlab.cli import build_cli
+    from hdrlab.commands.reconstruct import load_method
+
+    sweep_file = find_sweep_file("smoke.yaml")
+    if sweep_file is None:
+        print("[demo] learned single-image model skipped: experiments/ not found next to the package", flush=True)
+        return None
+    root, run_dir = sweep_file.parents[1], (out / "learned").resolve()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        start = time.perf_counter()
+        print(f"[demo] training the demo-scale Le2023 + Debevec model ({samples} samples) into {run_dir}", flush=True)
+        build_cli([
+            "fit", "--config", str(root / "experiments/le2023_debevec.yaml"),
+            "--config", str(root / "experiments/overrides/tiny.yaml"),
+            "--model.init_args.generator.init_args.levels", "4", "--model.init_args.generator.init_args.ev", "[-2.0, 2.0]",
+            "--model.init_args.lr", "3e-3", "--max_samples", str(samples), "--trainer.limit_val_batches", "0",
+            "--trainer.enable_progress_bar", "false", "--wandb", "disabled", "--run_dir", str(run_dir),
+        ])
+        print(f"[demo] trained in {time.perf_counter() - start:.1f} s", flush=True)
+    return load_method(ckpt)
+
+
+def _panel(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
+    """Tiles side by side with a label strip above each (OpenCV text)."""
+    import cv2
+
+    gap = np.full((images[0].shape[0] + 18, 4, 3), 255, np.uint8)
     row = []
-    for img in images:
-        row += [img, gap]
+    for img, label in zip(images, labels):
+        strip = np.full((18, img.shape[1], 3), 255, np.uint8)
+        cv2.putText(strip, label[: max(4, img.shape[1] // 7)], (2, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        row += [np.concatenate([strip, img], axis=0), gap]
     return np.concatenate(row[:-1], axis=1)
+
+
+def display_scores(folders: dict[str, Path], methods: list[str]) -> dict[str, dict[str, float]]:
+    """Display PSNR / SSIM (all and clipped pixels) of each method's outputs against ``display(gt)``."""
+    from hdrlab.metrics.alignment import align_scale
+    from hdrlab.metrics.display import build_display_metrics
+
+    scores: dict[str, dict[str, float]] = {}
+    for method in methods:
+        metrics = build_display_metrics(prefix="")
+        for gt_path in sorted(folders["gt"].glob("*.exr")):
+            gt = io.read_hdr(gt_path)[None]
+            ldr = io.read_ldr(folders["input"] / f"{gt_path.stem}.png").image[None]
+            clip = (ldr.amax(dim=1, keepdim=True) >= 254.5 / 255).float()
+            if method == "mertens":
+                pred = io.read_ldr(folders["mertens"] / f"{gt_path.stem}.png").image[None]
+            else:
+                radiance = io.read_hdr(folders[method] / f"{gt_path.stem}.exr")[None]
+                pred = tonemap.display(align_scale(radiance, gt, mode="median", mask=1.0 - clip))
+            metrics.update(pred.clamp(0, 1), tonemap.display(gt), clip_mask=clip)
+        scores[method] = {k: float(v) for k, v in metrics.compute().items()}
+    return scores
+
+
+def _markdown(table: dict[str, dict[str, float]], caption: str) -> list[str]:
+    columns = list(next(iter(table.values())).keys())
+    lines = [f"**{caption}**", "", "| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    lines += [f"| {LABELS.get(m, m)} | " + " | ".join(f"{v[c]:.2f}" for c in columns) + " |" for m, v in table.items()]
+    return lines
 
 
 def main(argv: list[str]) -> int:
@@ -159,12 +240,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="first procedural scene seed")
     parser.add_argument("--no_real", action="store_true", help="skip the real image from $HDRLAB_DATA")
     parser.add_argument("--no_sweep", action="store_true", help="skip the sweep part (sweeps/smoke.yaml + compare)")
+    parser.add_argument("--no_learned", action="store_true",
+                        help="skip training the demo-scale single-image model (part 1 then has baselines and mergers only)")
+    parser.add_argument("--learned_samples", type=int, default=LEARNED_SAMPLES,
+                        help="samples seen by the demo-scale single-image model")
     parser.add_argument("--sweep_trials", type=int, default=None,
                         help="run at most N trials of sweeps/smoke.yaml (default: all of its grid)")
     parser.add_argument("--sweep_workers", type=int, default=1, help="concurrent sweep trials")
     args = parser.parse_args(argv)
     if args.scenes < 1 or args.size < 32:
         raise ConfigError("hdrlab demo needs --scenes >= 1 and --size >= 32")
+    if args.learned_samples < 2:
+        raise ConfigError(f"hdrlab demo: --learned_samples must be >= 2, got {args.learned_samples} (or --no_learned)")
     if args.sweep_trials is not None and args.sweep_trials < 1:
         raise ConfigError(f"hdrlab demo: --sweep_trials must be >= 1, got {args.sweep_trials} (use --no_sweep to skip)")
 
@@ -184,35 +271,47 @@ def main(argv: list[str]) -> int:
     print(f"[demo] {len(scenes)} scenes ({'incl. ' + real[0] if real else 'procedural only'}), "
           f"{args.size}x{args.size}, bracket ev {list(BRACKET_EV)}", flush=True)
 
+    from hdrlab.methods.baselines import linear_highlight_expansion
+
+    learned = None if args.no_learned else train_learned_model(out, samples=args.learned_samples)
     sampler = CRFSampler(family="mixed", split="test")
     debevec, debevec_known, mertens = DebevecMerger(crf="recover"), DebevecMerger(crf="known"), MertensMerger()
     for i, (name, hdr) in enumerate(scenes):
         crf = sampler.sample(torch.Generator().manual_seed(args.seed * 1000 + i))
         stack = synthesize_stack(hdr[None], list(BRACKET_EV), crf)
         ldr = stack.images[:, stack.reference]
+        luts = {"crf_forward": crf.forward_lut[None], "crf_inverse": crf.inverse_lut[None]}
         with torch.no_grad():
             outputs = {
                 "debevec": debevec(stack)[0],
                 "debevec_known_crf": debevec_known(stack)[0],
                 "inverse_crf": crf.inverse(ldr)[0],
+                "linear_itmo": linear_highlight_expansion(ldr, luts["crf_inverse"])[0],
             }
+            if learned is not None:
+                outputs["le2023_debevec_demo"] = learned.predict_image({"ldr": ldr, **luts})[0]
             fused = mertens(stack)[0]
         io.write_exr(folders["gt"] / f"{name}.exr", hdr)
         io.write_png(folders["input"] / f"{name}.png", ldr[0])
         for method, image in outputs.items():
             io.write_exr(folders[method] / f"{name}.exr", image.clamp_min(0))
         io.write_png(folders["mertens"] / f"{name}.png", fused)
-        previews = [tonemap.to_uint8(ldr[0])] + [
-            tonemap.to_uint8(tonemap.reinhard(x[None])[0]) for x in (hdr, outputs["debevec"], outputs["inverse_crf"])
-        ] + [tonemap.to_uint8(fused), tonemap.to_uint8(tonemap.false_color_log_luminance(hdr[None])[0])]
-        io.write_png(folders["previews"] / f"{name}_panel.png", _panel(previews))
+        shown = {"input (ev 0)": ldr[0], "ground truth": hdr, "Debevec": outputs["debevec"],
+                 "no halluc.": outputs["inverse_crf"], "lin. iTMO": outputs["linear_itmo"]}
+        if "le2023_debevec_demo" in outputs:
+            shown["Le2023 demo"] = outputs["le2023_debevec_demo"]
+        previews = [tonemap.to_uint8(ldr[0])] + [tonemap.to_uint8(tonemap.reinhard(x[None])[0])
+                                                 for x in list(shown.values())[1:]]
+        previews += [tonemap.to_uint8(fused), tonemap.to_uint8(tonemap.false_color_log_luminance(hdr[None])[0])]
+        io.write_png(folders["previews"] / f"{name}_panel.png",
+                     _panel(previews, [*shown, "Mertens", "GT log lum."]))
         clipped = float((ldr.amax(dim=1) >= 254.5 / 255).float().mean())
         print(f"[demo] {i + 1}/{len(scenes)} {name}: {100 * clipped:.1f}% of the input clipped", flush=True)
 
     from hdrlab.commands.evaluate import evaluate_pairs, pair_files
 
     table: dict[str, dict[str, float]] = {}
-    for method in RADIANCE_METHODS:
+    for method in [m for m in RADIANCE_METHODS if any(folders[m].glob("*.exr"))]:
         pairs = pair_files(folders[method], folders["gt"])
         row: dict[str, float] = {}
         for region in ("all", "clipped"):
@@ -220,16 +319,21 @@ def main(argv: list[str]) -> int:
                                     clip_mask_from=folders["input"])
             row.update({k.removeprefix("val/"): v for k, v in result["mean"].items()})
         table[method] = row
-    (out / "results.json").write_text(json.dumps(table, indent=2))
-    columns = list(next(iter(table.values())).keys())
-    lines = ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {m} | " + " | ".join(f"{v[c]:.2f}" for c in columns) + " |" for m, v in table.items()]
+    display_table = display_scores(folders, [*table, "mertens"])
+    (out / "results.json").write_text(json.dumps({"radiance": table, "display": display_table}, indent=2))
+    lines = _markdown(
+        table, f"Radiance outputs, mean over {len(scenes)} scenes (HDR metrics after median scale alignment; "
+        "*_clipped: pixels clipped in the single ev 0 input). Bracket mergers see 5 exposures; single-image "
+        "methods only the input.")
+    lines += [""] + _markdown(
+        display_table, "Every output in the display domain: hdrlab.tonemap.display of the median-aligned "
+        "radiance (or Mertens' fused image itself) against display(ground truth). Mertens renders its own "
+        "tones, not hdrlab.tonemap.display, so its low score measures that difference as much as detail.")
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n[demo] mean over scenes, median-aligned; *_clipped = pixels clipped in the single input")
+    print()
     print("\n".join(lines))
     print(f"\n[demo] done in {time.perf_counter() - start:.1f} s. Outputs in {out}/: gt/, input/, "
-          f"{', '.join(RADIANCE_METHODS)}/ (.exr), mertens/ (display .png), previews/ (panels: input | "
-          f"GT | Debevec | inverse CRF | Mertens | false-colour GT), results.md")
+          f"{', '.join(table)}/ (.exr), mertens/ (display .png), previews/ (labelled panels), results.md")
     if args.no_sweep:
         return 0
     status = run_sweep_part(out, trials=args.sweep_trials, workers=args.sweep_workers)
