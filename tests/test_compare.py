@@ -34,6 +34,7 @@ from hdrlab.sweep.compare import (
     format_table,
     last_finite_metrics,
     mean_std,
+    plot_stage_heatmap,
     read_run,
     score_metric,
     varying_parameters,
@@ -208,9 +209,11 @@ def test_compare_command_writes_report_and_csv_contract(tmp_path: Path, capsys: 
     printed = capsys.readouterr().out
     assert "| data.num_train_scenes | model.loss_domain | n |" in printed and "12 runs, 4 groups, 2 failed" in printed
     for name in ("table.csv", "table.md", "index.html", "metric_vs_data.init_args.num_train_scenes.png",
-                 "preview_grid.png"):
+                 "preview_grid.png", "main_metric_bars.png", "main_metric_bars.pdf", "table_linear.csv",
+                 "config_diff.csv", "curve_train_loss.png", "curve_val_pu21_psnr.png"):
         assert (out / name).is_file(), name
-    assert (out / "stage_heatmap.png").is_file()  # TwoStage runs (one generator x one linear merger)
+    # one generator x one merger: a bar chart of the main metric, no 1x1 heatmap; no display runs
+    assert not (out / "stage_heatmap.png").exists() and not (out / "table_display.csv").exists()
     with (out / "table.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["data.init_args.num_train_scenes", "model.init_args.loss_domain", "n",
@@ -222,7 +225,8 @@ def test_compare_command_writes_report_and_csv_contract(tmp_path: Path, capsys: 
             abs(float(row["val/pu21_psnr_mean"]) - statistics.mean(values)) < 1e-12
         assert abs(float(row["val/pu21_psnr_std"]) - statistics.stdev(values)) < 1e-12
     grid = cv2.imread(str(out / "preview_grid.png"))
-    assert grid is not None and grid.shape[0] > 200  # 10 rows, one per run with previews
+    # rows = scenes (at most 4), one column per group (4 groups, whole panels: no input/reference columns)
+    assert grid is not None and grid.shape[0] > 600 and grid.shape[1] > 600
     html = (out / "index.html").read_text()
     assert "table.csv" in html and "preview_grid.png" in html and "t0004" in html
     assert cli_main(["compare", str(tmp_path / "missing")]) == 2
@@ -255,8 +259,10 @@ def test_two_stage_heatmap_scores_display_mergers_on_display_metric(tmp_path: Pa
     assert by_merger["CFNetMerger"]["val/display_psnr_mean"] == pytest.approx(22.5)
     assert by_merger["CFNetMerger"]["val/display_psnr_std"] == pytest.approx(statistics.stdev([22.0, 23.0]))
     written = write_report(comp, tmp_path / "report")
-    heatmap = tmp_path / "report" / "stage_heatmap.png"
-    assert heatmap in written["plots"]
+    # one generator: no generator x merger heatmap in the report, a bar chart per domain instead
+    assert tmp_path / "report" / "main_metric_bars.png" in written["plots"]
+    assert not (tmp_path / "report" / "stage_heatmap.png").exists()
+    heatmap = plot_stage_heatmap(comp, tmp_path / "stage.png")  # the notebook's call: bar panels
     img = cv2.imread(str(heatmap))
     assert img.shape[1] > img.shape[0] * 1.5  # two panels side by side (linear | display)
 

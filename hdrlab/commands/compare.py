@@ -1,8 +1,10 @@
-"""``hdrlab compare RUN_OR_SWEEP_DIR... [--metric val/pu21_psnr] [-o report_dir]``.
+"""``hdrlab compare RUN_OR_SWEEP_DIR... [--metric val/pu21_psnr] [-o report_dir] [--no_pdf]``.
 
 Reads every run folder (``metrics.csv`` / ``summary.json``) under the given run or sweep folders,
-groups the runs by the parameters that vary between them, and writes ``table.csv``, ``table.md``,
-PNG plots and ``index.html`` (:mod:`hdrlab.sweep.compare`). Prints the table.
+groups the runs by the parameters that vary between them, and writes a report (:mod:`hdrlab.sweep.compare`):
+``index.html`` (one results table per output domain, main-metric chart or heatmap, training curves,
+config differences, previews), ``table.md``, ``table.csv`` and per-domain CSVs, PNG and PDF figures.
+Prints the per-domain tables.
 
 Exit status: 0 (also when some runs failed: they are listed), 2 on user errors.
 """
@@ -13,7 +15,14 @@ import argparse
 from pathlib import Path
 
 from hdrlab.errors import ConfigError
-from hdrlab.sweep.compare import DEFAULT_METRIC, compare_runs, discover_runs, format_table, read_run, write_report
+from hdrlab.sweep.compare import (
+    DEFAULT_METRIC,
+    compare_runs,
+    discover_runs,
+    format_domain_tables,
+    read_run,
+    write_report,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "display methods log val/display_psnr)")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="report folder (default: <first path>/report)")
+    p.add_argument("--no_pdf", action="store_true", help="write the figures as PNG only (no PDF copies)")
     return p
 
 
@@ -37,8 +47,8 @@ def main(argv: list[str]) -> int:
     records = [read_run(p) for p in discover_runs(args.paths)]
     comparison = compare_runs(records, metric=args.metric)
     out = args.output if args.output is not None else args.paths[0] / "report"
-    written = write_report(comparison, out)
-    print(format_table(comparison))
+    written = write_report(comparison, out, pdf=not args.no_pdf)
+    print(format_domain_tables(comparison))
     print(f"\n{len(records)} runs, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
           f"report: {written['html']} (table: {written['csv']})")
     return 0

@@ -26,8 +26,9 @@ domain (``hdrlab.tonemap.display`` of the median-aligned radiance, or the fusion
 Then (unless ``--no_sweep``) the learned part: ``sweeps/smoke.yaml`` (Le2023 generator at width
 1/8 through a Debevec and a Mertens merger, procedural data, CPU) run by the offline sweep agent
 (:class:`hdrlab.sweep.agent.OfflineSweepAgent`, through ``hdrlab sweep --offline``) into
-``<out>/sweep``, then ``hdrlab compare`` into ``<out>/report`` (``table.csv``, ``table.md``,
-plots, ``index.html``). The sweep file and the experiments it names are found next to the
+``<out>/sweep``, then ``hdrlab compare`` into ``<out>/report`` (``index.html``: one results table
+per output domain, the main metric per merger, training curves against samples seen, config
+differences, labelled previews; the tables as ``.md`` / ``.csv``, the figures as PNG / PDF). The sweep file and the experiments it names are found next to the
 ``hdrlab`` package (a source checkout); the trials run with that checkout as working directory.
 An installed package without the checkout skips this part with a message. Re-running the demo
 into the same ``--out`` continues the sweep instead of repeating finished trials.

@@ -15,8 +15,17 @@ ignoring run identity and seeds (:data:`IGNORED_KEYS`). Each group reports ``n``
 group that finished with a finite value of the main metric) and, for every ``val/*`` metric,
 the mean and the sample standard deviation (``ddof = 1``; NaN below two values) over the finite
 values of the finished runs. Runs that did not finish or lack the main metric are listed as
-failures. :func:`write_report` writes ``table.csv`` (the contract the notebooks reproduce),
-``table.md``, PNG plots and ``index.html``.
+failures. :func:`write_table_csv` / :func:`format_table` give that grouped table (``table.csv`` is
+the contract the notebooks reproduce).
+
+:func:`write_report` writes the report (:mod:`hdrlab.report`, ``docs/compare.md``): ``index.html``
+with an embedded stylesheet, one results table per output domain (linear: HDR metrics, display:
+display metrics; metric x region columns, ``mean ± std`` only where n > 1, best per column in
+bold), the main metric per group (a generator x merger heatmap only for grids of more than one
+generator and more than one merger, else bars), training/validation curves against samples
+seen, the config keys that differ between runs, the preview grid; the same tables as Markdown
+and CSV, the figures as PNG and PDF. A run's output domain is read from its logged metrics, so
+no method class (torch) is imported.
 """
 
 from __future__ import annotations
@@ -27,9 +36,10 @@ import importlib
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from hdrlab.errors import HDRIOError
 
@@ -429,46 +439,17 @@ def format_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _numeric_axis(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) and len(set(values)) > 1
-
-
-def plot_metric_vs_axes(comparison: Comparison, folder: str | Path) -> list[Path]:
-    """One PNG per numeric varying parameter: every finished run's score (:func:`score_metric`) and
-    the per-value mean.
+def plot_metric_vs_axes(comparison: Comparison, folder: str | Path, *, pdf: bool = True) -> list[Path]:
+    """One PNG (and PDF) per numeric varying parameter: every finished run's main metric and the
+    per-value mean ± std, linear-output runs (HDR metric) and display-output runs (display
+    metric) in separate panels titled with the metric (:func:`hdrlab.report.figures.metric_vs_axes`).
 
     Returns:
         The written ``metric_vs_<param>.png`` files.
     """
-    import matplotlib
+    from hdrlab.report.figures import metric_vs_axes
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder = Path(folder)
-    good = [r for r in comparison.records if failure_reason(r, comparison.metric) is None]
-    out = []
-    for param in comparison.params:
-        values = [r.config.get(param) for r in good]
-        if not good or not _numeric_axis(values):
-            continue
-        xs = sorted(set(values))
-        ys = [r.metrics[score_metric(r, comparison.metric)] for r in good]
-        means = [mean_std([y for y, v in zip(ys, values) if v == x])[0] for x in xs]
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.scatter(values, ys, s=12, alpha=0.5, label="runs")
-        ax.plot(xs, means, "o-", label="mean")
-        if min(xs) > 0 and max(xs) / min(xs) >= 50:
-            ax.set_xscale("log")
-        ax.set_xlabel(param.replace("init_args.", ""))
-        ax.set_ylabel(comparison.metric)
-        ax.legend()
-        fig.tight_layout()
-        path = folder / f"metric_vs_{re.sub(r'[^A-Za-z0-9_.-]+', '_', param)}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        out.append(path)
-    return out
+    return [f.path for f in metric_vs_axes(comparison, folder, pdf=pdf)]
 
 
 def merger_domain(class_path: str) -> str:
@@ -480,125 +461,238 @@ def merger_domain(class_path: str) -> str:
         return "unknown"
 
 
-def plot_stage_heatmap(comparison: Comparison, path: str | Path) -> Path | None:
-    """Generator x merger heatmap of TwoStage runs, linear and display mergers in separate panels.
+def plot_stage_heatmap(comparison: Comparison, path: str | Path, *, pdf: bool = True) -> Path | None:
+    """Generator x merger figure of TwoStage runs, linear and display mergers in separate panels.
 
-    Linear mergers are scored with the main metric, display mergers with :data:`DISPLAY_METRIC`
-    when the main metric is an HDR metric they do not log. Cells: mean over finished runs.
+    Linear mergers are scored with the main metric (an HDR metric), display mergers with
+    :data:`DISPLAY_METRIC`; a run's domain is read from the metrics it logged. A panel is a heatmap
+    (colour bar naming the metric; cells mean, ± std when n > 1) when it has more than one
+    generator and more than one merger, else a bar chart of its cells with error bars when n > 1
+    (:func:`hdrlab.report.figures.stage_heatmap`).
 
     Returns:
-        The PNG, or ``None`` when no run is a TwoStage run.
+        The PNG, or ``None`` when no run is a finished TwoStage run.
     """
-    import matplotlib
+    from hdrlab.report.figures import stage_heatmap
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = stage_heatmap(comparison, path, pdf=pdf)
+    return None if fig is None else fig.path
 
-    runs = [r for r in comparison.records if str(r.config.get("model.class_path", "")).endswith("TwoStage")
-            and r.finished]
-    if not runs:
-        return None
-    gen_key, mer_key = "model.init_args.generator.class_path", "model.init_args.merger.class_path"
-    panels = []
-    for domain in ("linear", "display"):
-        sel = [r for r in runs if merger_domain(str(r.config.get(mer_key))) == domain]
-        if not sel:
-            continue
-        metric = (comparison.metric if domain == "linear" or any(comparison.metric in r.metrics for r in sel)
-                  else DISPLAY_METRIC)
-        gens = sorted({short_name(r.config.get(gen_key)) for r in sel})
-        mers = sorted({short_name(r.config.get(mer_key)) for r in sel})
-        grid = [[mean_std([r.metrics.get(metric) for r in sel if short_name(r.config.get(gen_key)) == g
-                           and short_name(r.config.get(mer_key)) == m])[0] for m in mers] for g in gens]
-        panels.append((domain, metric, gens, mers, grid))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
-    for ax, (domain, metric, gens, mers, grid) in zip(axes[0], panels):
-        im = ax.imshow(grid, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(mers)), mers, rotation=20)
-        ax.set_yticks(range(len(gens)), gens)
-        ax.set_title(f"{domain} mergers: {metric}")
-        for i, row in enumerate(grid):
-            for j, v in enumerate(row):
-                ax.text(j, i, "-" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", color="w")
-        fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+
+def plot_main_metric_bars(comparison: Comparison, path: str | Path, *, pdf: bool = True) -> Path | None:
+    """Bar chart of the main metric per group (method or grid cell), one panel per output domain
+    (PU21-PSNR for linear outputs, display PSNR for display outputs unless ``comparison.metric``
+    names another metric of that domain); error bars (sample std) where a group has n > 1.
+
+    Returns:
+        The PNG, or ``None`` without any group with a main metric.
+    """
+    from hdrlab.report.figures import main_metric_bars
+
+    fig = main_metric_bars(comparison, path, pdf=pdf)
+    return None if fig is None else fig.path
 
 
 def plot_preview_grid(comparison: Comparison, path: str | Path) -> Path | None:
-    """The same validation scene's latest preview panel of every run, one row per run.
-
-    The scene is the first (sorted) scene present in every run with previews; the panels are
-    :class:`~hdrlab.callbacks.run_artifacts.ImagePanelLogger`'s (input, prediction, ground truth,
-    error, exposure brackets).
-
-    Returns:
-        The PNG, or ``None`` without a scene shared by the runs' previews.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in comparison.records if r.previews]
-    if not runs:
-        return None
-    common = sorted(set.intersection(*(set(r.previews) for r in runs)))
-    if not common:
-        return None
-    scene = common[0]
-    from hdrlab import io
-
-    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 2.2 * len(runs)), squeeze=False)
-    for ax, r in zip(axes[:, 0], runs):
-        img = io.read_ldr(r.previews[scene]).image  # [3, H, W] in [0, 1], display-referred
-        ax.imshow(img.permute(1, 2, 0).numpy())
-        label = ", ".join(f"{p.removesuffix('.class_path').split('.')[-1]}={short_name(r.config.get(p))}"
-                          for p in comparison.params)
-        ax.set_title(f"{r.path.name}: {label}" if label else r.path.name, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"validation scene {scene}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def write_report(comparison: Comparison, folder: str | Path) -> dict[str, Any]:
-    """Write ``table.csv``, ``table.md``, the PNG plots and ``index.html`` into ``folder``.
+    """Validation previews: one row per scene, the input LDR and reference, then one titled column
+    per group (its first run with previews); labelled tiles of equal size, cut from
+    :class:`~hdrlab.callbacks.run_artifacts.ImagePanelLogger`'s latest panels
+    (:func:`hdrlab.report.figures.preview_grid`).
 
     Returns:
-        ``{"csv", "md", "html": Path, "plots": list[Path]}``.
+        The PNG, or ``None`` when no finished run has previews.
     """
+    from hdrlab.report.figures import preview_grid
+
+    fig = preview_grid(comparison, path)
+    return None if fig is None else fig.path
+
+
+def plot_curves(comparison: Comparison, folder: str | Path, *, pdf: bool = True) -> list[Path]:
+    """Training/validation curves against samples seen: ``curve_<quantity>.png`` per quantity
+    (training loss, each domain's main validation metric, learning rate, throughput), one line
+    per run, one colour per group (:mod:`hdrlab.report.curves`).
+
+    Returns:
+        The written PNGs.
+    """
+    return [f.path for f in _curve_figures(comparison, Path(folder), pdf=pdf)]
+
+
+def _curve_figures(comparison: Comparison, folder: Path, *, pdf: bool) -> list[Any]:
+    from hdrlab.report.curves import curve_specs, plot_curve, read_history
+    from hdrlab.report.figures import FigureInfo, domain_main_metric, run_domain
+    from hdrlab.report.tables import group_label, grouped_runs
+
+    runs = []
+    for i, (row, group) in enumerate(zip(comparison.rows, grouped_runs(comparison))):
+        label = group_label(row, comparison.params)
+        seeds = f" ({len(group)} seeds)" if len(group) > 1 else ""
+        for r in group:
+            runs.append((label + seeds, i, False, read_history(r.path / "metrics.csv")))
+    failed = {p for p, _ in comparison.failures}
+    for r in comparison.records:
+        if r.path in failed:
+            runs.append((r.path.name, 0, True, read_history(r.path / "metrics.csv")))
+    val_metrics: list[tuple[str, str]] = []
+    for domain in ("linear", "display"):
+        if any(run_domain(r, comparison.metric) == domain for r in comparison.records
+               if failure_reason(r, comparison.metric) is None):
+            metric = domain_main_metric(domain, comparison.metric)
+            val_metrics.append((metric, f"Validation {metric} ({domain}-output runs)"))
+    figures = []
+    for spec in curve_specs(runs, val_metrics=val_metrics):
+        path = plot_curve(spec, folder / f"curve_{spec.slug}.png", pdf=pdf)
+        figures.append(FigureInfo(path, spec.title, path.with_suffix(".pdf") if pdf else None))
+    return figures
+
+
+def format_domain_tables(comparison: Comparison) -> str:
+    """The results as Markdown: one table per output domain (linear: HDR metrics, display: display
+    metrics; metric x region columns, ``mean ± std`` only where n > 1, best per column in bold),
+    then the failed runs (:mod:`hdrlab.report.tables`)."""
+    from hdrlab.report.tables import metric_label, results_tables, table_markdown
+
+    parts = []
+    for t in results_tables(comparison):
+        main = f" Main metric: {metric_label(t.main_metric)} (`{t.main_metric}`)." if t.main_metric else ""
+        parts.append(f"## {t.title}\n\n{table_markdown(t)}\n\n_{t.note()}{main}_")
+    if not parts:
+        parts.append("_No finished run with a finite validation metric._")
+    if comparison.failures:
+        parts.append(f"Failed runs ({len(comparison.failures)}):\n"
+                     + "\n".join(f"- {path}: {reason}" for path, reason in comparison.failures))
+    return "\n\n".join(parts)
+
+
+def _common_folder(paths: Sequence[Path]) -> str:
+    import os
+
+    if not paths:
+        return "."
+    try:
+        common = Path(os.path.commonpath([str(p) for p in paths]))
+    except ValueError:
+        return str(paths[0].parent)
+    if common.name == "trials" or (common in paths and len(paths) > 1):
+        common = common.parent
+    return str(common)
+
+
+#: File names :func:`write_report` writes besides ``index.html``, ``table.md`` and ``table.csv``
+#: (removed first, so a re-used report folder holds no figure of an earlier report).
+_REPORT_OUTPUTS: tuple[str, ...] = (
+    "stage_heatmap.png", "stage_heatmap.pdf", "main_metric_bars.png", "main_metric_bars.pdf", "preview_grid.png",
+    "curve_*.png", "curve_*.pdf", "metric_vs_*.png", "metric_vs_*.pdf", "table_linear.csv", "table_display.csv",
+    "table_other.csv", "config_diff.csv",
+)
+
+
+def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True) -> dict[str, Any]:
+    """Write the report into ``folder``: ``index.html`` (embedded stylesheet), ``table.md``,
+    ``table.csv`` (the grouped table, :func:`write_table_csv`), ``table_<domain>.csv`` and
+    ``config_diff.csv``, and the figures as PNG (and PDF when ``pdf``).
+
+    The HTML holds one results table per output domain (main metric first, best per column in
+    bold), the main metric per group (a generator x merger heatmap only when the TwoStage grid has
+    more than one generator and more than one merger in a domain, else a bar chart), training and
+    validation curves against samples seen, the config keys that differ between runs, the preview
+    grid and the failed runs.
+
+    Returns:
+        ``{"csv", "md", "html": Path, "plots": list[Path] (PNGs), "pdfs": list[Path],
+        "tables": {name: Path}, "figures": list[FigureInfo]}``.
+    """
+    import datetime
+    import time
+
+    from hdrlab.report import figures as F
+    from hdrlab.report import page as P
+    from hdrlab.report import tables as T
+
+    start = time.perf_counter()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for pattern in _REPORT_OUTPUTS:  # figures/tables of an earlier report in this folder: not stale next to the new
+        for old in folder.glob(pattern):
+            if old.is_file():
+                old.unlink()
     csv_path = write_table_csv(comparison, folder / "table.csv")
-    table = format_table(comparison)
+    tables = T.results_tables(comparison)
+    diff = T.config_differences(comparison.records)
+    table_csvs = T.write_table_csvs(tables, diff, folder)
+
+    main_figs: list[Any] = []
+    panels = F.stage_panels(comparison)
+    if any(p.is_grid for p in panels):
+        main_figs.append(F.stage_heatmap(comparison, folder / "stage_heatmap.png", pdf=pdf))
+    else:
+        main_figs.append(F.main_metric_bars(comparison, folder / "main_metric_bars.png", tables=tables, pdf=pdf))
+    main_figs += F.metric_vs_axes(comparison, folder, pdf=pdf)
+    main_figs = [f for f in main_figs if f is not None]
+    curve_figs = _curve_figures(comparison, folder, pdf=pdf)
+    preview = F.preview_grid(comparison, folder / "preview_grid.png")
+    figures = main_figs + curve_figs + ([preview] if preview is not None else [])
+
+    good = len(comparison.records) - len(comparison.failures)
+    ns = [row["n"] for row in comparison.rows]
+    n_text = "–" if not ns else (str(ns[0]) if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}")
+    source = _common_folder([r.path for r in comparison.records])
+    by = ", ".join(comparison.params) or "nothing (a single group)"
+
+    # ---- table.md
+    md = [f"# hdrlab compare: {source}", "",
+          (f"{len(comparison.records)} runs ({good} finished, {len(comparison.failures)} failed), "
+           f"{len(comparison.rows)} groups by {by}; runs per group (seeds): n = {n_text}."), "",
+          format_domain_tables(comparison), "", "## Config differences", "", T.config_diff_markdown(diff), "",
+          "## Figures", ""]
+    for f in figures:
+        md.append(f"- [{f.title}]({f.path.name})" + (f" ([PDF]({f.pdf.name}))" if f.pdf else ""))
     md_path = folder / "table.md"
-    md_path.write_text(f"# Comparison ({comparison.metric})\n\n{table}\n")
-    plots = plot_metric_vs_axes(comparison, folder)
-    for extra in (plot_stage_heatmap(comparison, folder / "stage_heatmap.png"),
-                  plot_preview_grid(comparison, folder / "preview_grid.png")):
-        if extra is not None:
-            plots.append(extra)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line.strip("|").split("|")) + "</tr>\n"
-        for line in table.split("\n\n")[0].splitlines() if not line.startswith("|---")
-    )
-    failures = "".join(f"<li>{html.escape(str(p))}: {html.escape(r)}</li>" for p, r in comparison.failures)
-    images = "".join(f'<h3>{html.escape(p.stem)}</h3><img src="{html.escape(p.name)}">\n' for p in plots)
+    md_path.write_text("\n".join(md) + "\n")
+
+    # ---- index.html
+    sections = []
+    for t in tables:
+        main = (f"<p>Main metric (reported first, highlighted): <b>{html.escape(T.metric_label(t.main_metric))}</b> "
+                f"(<code>{html.escape(t.main_metric)}</code>, {html.escape(T.direction_text(t.main_metric))}). "
+                f"Rows: groups of runs by <code>{html.escape(by)}</code>.</p>" if t.main_metric else "")
+        sections.append(P.Section(f"results-{t.domain}", t.title,
+                                  main + T.table_html(t) + f"<p class='note'>{html.escape(t.note())}</p>"))
+    if not tables:
+        sections.append(P.Section("results", "Results", "<p>No finished run with a finite validation metric.</p>"))
+    if main_figs:
+        sections.append(P.Section("main-metric", "Main metric per group",
+                                  "\n".join(P.figure_html(f, folder) for f in main_figs)))
+    if curve_figs:
+        x = "samples seen (<code>train/samples_seen</code>)"
+        sections.append(P.Section(
+            "curves", "Training and validation curves",
+            f"<p>Against {x}; one line per run, one colour per group; failed runs dashed grey.</p>"
+            "<div class='figs'>" + "\n".join(P.figure_html(f, folder) for f in curve_figs) + "</div>"))
+    sections.append(P.Section(
+        "config", "Config differences",
+        "<p>Keys of the runs' <code>config.yaml</code> whose values differ (run folders and paths left out, seeds "
+        "kept). Hover a cell for the full value.</p>" + T.config_diff_html(diff)))
+    if preview is not None:
+        sections.append(P.Section("previews", "Validation previews", P.figure_html(preview, folder)))
+    if comparison.failures:
+        items = "".join(f"<li><code>{html.escape(str(p))}</code>: {html.escape(r)}</li>" for p, r in comparison.failures)
+        sections.append(P.Section("failures", f"Failed runs ({len(comparison.failures)})", f"<ul class='failures'>{items}</ul>"))
+    files = [csv_path, md_path] + list(table_csvs.values()) + [p for f in figures for p in (f.path, f.pdf) if p]
+    descr = {"table.csv": "grouped table, every val/* metric (mean, std per group)", "table.md": "tables as Markdown",
+             "config_diff.csv": "config differences"}
+    items = "".join(f"<li><a href='{html.escape(p.name)}'>{html.escape(p.name)}</a>"
+                    + (f" — {html.escape(descr[p.name])}" if p.name in descr else "") + "</li>" for p in files)
+    sections.append(P.Section("files", "Files", f"<ul class='files'>{items}</ul>"))
+    summary = [(str(len(comparison.records)), "runs"), (str(good), "finished"),
+               (str(len(comparison.failures)), "failed"), (str(len(comparison.rows)), "groups"),
+               (n_text, "runs per group (n)")]
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     html_path = folder / "index.html"
-    html_path.write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>hdrlab compare</title></head><body>\n"
-        f"<h1>hdrlab compare: {html.escape(comparison.metric)}</h1>\n"
-        f"<p>{len(comparison.records)} runs, grouped by {html.escape(', '.join(comparison.params) or 'nothing')}; "
-        "mean ± std over seeds. Data: <a href='table.csv'>table.csv</a>, <a href='table.md'>table.md</a>.</p>\n"
-        f"<table border='1'>\n{rows}</table>\n"
-        + (f"<h2>Failed runs</h2><ul>{failures}</ul>\n" if failures else "")
-        + f"<h2>Plots</h2>\n{images}</body></html>\n"
-    )
-    return {"csv": csv_path, "md": md_path, "html": html_path, "plots": plots}
+    html_path.write_text(P.render_page(
+        title="hdrlab compare", meta=f"{source} — grouped by {by} — written {stamp} in "
+                                     f"{time.perf_counter() - start:.1f} s",
+        summary=summary, sections=sections))
+    return {"csv": csv_path, "md": md_path, "html": html_path, "plots": [f.path for f in figures],
+            "pdfs": [f.pdf for f in figures if f.pdf is not None], "tables": table_csvs, "figures": figures}
