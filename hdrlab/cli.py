@@ -50,6 +50,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("hdrlab.commands.compare", "compare runs/sweeps: grouped table (md+csv), plots, index.html"),
     "info": ("hdrlab.commands.info", "trainable parameters per sub-network and FLOPs of an experiment at full size"),
     "sweep": ("hdrlab.commands.sweep", "run a W&B sweep file online (logged in) or with the offline agent"),
+    "recipe": ("hdrlab.commands.recipe", "run a multi-stage training recipe (e.g. SingleHDR's stage-wise training) as chained fits"),
 }
 #: LightningCLI subcommands
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
