@@ -55,6 +55,9 @@ def test_demo_with_one_sweep_trial_end_to_end(tmp_path: Path, monkeypatch: pytes
     assert state["trials"][0]["launches"] == 1
     report = out / "report"
     assert (report / "index.html").is_file() and (report / "table.md").is_file()
+    page = (report / "index.html").read_text()
+    assert "Part 1: single image vs bracket" in page and "no hallucination (single image)" in page
+    assert all((report / src).is_file() for src in __import__("re").findall(r"src='(part1/[^']+)'", page))
     with (report / "table.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["n"] == "1"

@@ -130,8 +130,8 @@ def run_sweep_part(out: Path, *, trials: int | None = None, workers: int = 1) ->
         0 when every trial finished, 1 when some failed (the report lists them), 0 with a
         message when the sweep file is not found (part skipped).
     """
-    from hdrlab.commands import compare as compare_command
     from hdrlab.commands import sweep as sweep_command
+    from hdrlab.sweep.compare import DEFAULT_METRIC, compare_runs, discover_runs, format_domain_tables, read_run, write_report
 
     sweep_file = find_sweep_file("smoke.yaml")
     if sweep_file is None:
@@ -159,7 +159,12 @@ def run_sweep_part(out: Path, *, trials: int | None = None, workers: int = 1) ->
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     print(f"[demo] sweep done in {time.perf_counter() - start:.1f} s wall, {cpu:.1f} s CPU in the trials", flush=True)
     print(f"\n[demo] comparing the sweep's runs into {report_dir}", flush=True)
-    compare_command.main([str(sweep_dir), "-o", str(report_dir)])
+    records = [read_run(p) for p in discover_runs([sweep_dir])]
+    comparison = compare_runs(records, metric=DEFAULT_METRIC)
+    written = write_report(comparison, report_dir, lead_sections=part_one_sections(out, report_dir))
+    print(format_domain_tables(comparison))
+    print(f"\n{len(records)} runs, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
+          f"report: {written['html']} (table: {written['csv']})")
     print(f"[demo] sweep report: {report_dir / 'index.html'}", flush=True)
     return 0 if status == 0 else 1
 
@@ -188,6 +193,49 @@ def train_learned_model(out: Path, *, samples: int = LEARNED_SAMPLES) -> object 
         ])
         print(f"[demo] trained in {time.perf_counter() - start:.1f} s", flush=True)
     return load_method(ckpt)
+
+
+def part_one_sections(out: Path, report_dir: Path) -> list:
+    """Part 1 (``results.json`` and the labelled panels) as report sections, panels copied next to
+    the page; empty when part 1 has not run."""
+    import html
+    import shutil
+
+    from hdrlab.report.page import Section
+
+    results = out / "results.json"
+    if not results.is_file():
+        return []
+    scores = json.loads(results.read_text())
+    captions = {
+        "radiance": "HDR metrics of the radiance outputs after median scale alignment, mean over the scenes; "
+                    "*_clipped: pixels clipped in the single ev 0 input. Bracket mergers see 5 exposures, "
+                    "single-image methods only the input.",
+        "display": "Every output in the display domain: hdrlab.tonemap.display of the median-aligned radiance "
+                   "(Mertens: its fused image) against display(ground truth). Mertens renders its own tones, "
+                   "so its low score measures that difference as much as detail.",
+    }
+    body = []
+    for domain in ("radiance", "display"):
+        table = scores.get(domain) or {}
+        if not table:
+            continue
+        columns = list(next(iter(table.values())))
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        rows = "".join(f"<tr><td>{html.escape(LABELS.get(m, m))}</td>"
+                       + "".join(f"<td>{v[c]:.2f}</td>" for c in columns) + "</tr>" for m, v in table.items())
+        body.append(f"<p>{html.escape(captions[domain])}</p><div class='table-wrap'><table><thead><tr><th>method</th>"
+                    f"{head}</tr></thead><tbody>{rows}</tbody></table></div>")
+    panels = sorted((out / "previews").glob("*_panel.png"))
+    target = report_dir / "part1"
+    target.mkdir(parents=True, exist_ok=True)
+    for panel in panels:
+        shutil.copyfile(panel, target / panel.name)
+        body.append(f"<figure><figcaption>{html.escape(panel.stem.removesuffix('_panel'))}: the input, the ground "
+                    "truth and each method's output (Reinhard previews; tiles labelled), Mertens' fusion and the "
+                    f"ground truth's false-colour log luminance</figcaption><img src='part1/{html.escape(panel.name)}' "
+                    f"alt='{html.escape(panel.stem)}' loading='lazy'></figure>")
+    return [Section("part1", "Part 1: single image vs bracket (demo scenes)", "\n".join(body))]
 
 
 def _panel(images: list[np.ndarray], labels: list[str]) -> np.ndarray:

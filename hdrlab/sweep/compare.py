@@ -588,7 +588,8 @@ _REPORT_OUTPUTS: tuple[str, ...] = (
 )
 
 
-def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True) -> dict[str, Any]:
+def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True,
+                 lead_sections: Sequence[Any] = ()) -> dict[str, Any]:
     """Write the report into ``folder``: ``index.html`` (embedded stylesheet), ``table.md``,
     ``table.csv`` (the grouped table, :func:`write_table_csv`), ``table_<domain>.csv`` and
     ``config_diff.csv``, and the figures as PNG (and PDF when ``pdf``).
@@ -597,7 +598,8 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
     bold), the main metric per group (a generator x merger heatmap only when the TwoStage grid has
     more than one generator and more than one merger in a domain, else a bar chart), training and
     validation curves against samples seen, the config keys that differ between runs, the preview
-    grid and the failed runs.
+    grid and the failed runs. ``lead_sections`` (:class:`hdrlab.report.page.Section`) come first
+    (e.g. the demo's single-image results); images they reference must lie in ``folder``.
 
     Returns:
         ``{"csv", "md", "html": Path, "plots": list[Path] (PNGs), "pdfs": list[Path],
@@ -652,7 +654,7 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
     md_path.write_text("\n".join(md) + "\n")
 
     # ---- index.html
-    sections = []
+    sections = list(lead_sections)
     for t in tables:
         main = (f"<p>Main metric (reported first, highlighted): <b>{html.escape(T.metric_label(t.main_metric))}</b> "
                 f"(<code>{html.escape(t.main_metric)}</code>, {html.escape(T.direction_text(t.main_metric))}). "
