@@ -92,8 +92,9 @@ def _wrap(text: str, width: int = 22) -> str:
 
 
 def _bar_panel(ax: Any, labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
-               counts: Sequence[int], metric: str, title: str) -> None:
-    """Horizontal bars (one per label) with error bars where ``count > 1``, values written at the bars."""
+               counts: Sequence[int], metric: str, title: str, ylabel: str = "group") -> None:
+    """Horizontal bars (one per label) with error bars where ``count > 1``, values written at the bars;
+    the x axis names the metric (unit, direction), the y axis what a bar is (``ylabel``)."""
     import numpy as np
 
     y = np.arange(len(labels))
@@ -113,6 +114,7 @@ def _bar_panel(ax: Any, labels: Sequence[str], means: Sequence[float], stds: Seq
     ax.set_xlim(min(0.0, min(vals, default=0.0) * 1.1), span * 1.45)
     direction = direction_text(metric)
     ax.set_xlabel(f"{metric_label(metric, unit=True)}" + (f" ({direction})" if direction else ""))
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
 
@@ -146,7 +148,7 @@ def main_metric_bars(comparison: Comparison, path: str | Path, *, tables: Sequen
         title = f"{t.domain} outputs: {metric} — {what}"
         titles.append(f"{t.domain}: {metric}")
         _bar_panel(ax, [", ".join(x) for x in t.labels], [c.mean for c in cells], [c.std for c in cells],
-                   [c.count for c in cells], metric, title)
+                   [c.count for c in cells], metric, title, ylabel=", ".join(t.label_headers))
     fig.tight_layout()
     return save_figure(fig, path, "Main metric per group — " + "; ".join(titles), pdf=pdf)
 
@@ -248,7 +250,8 @@ def stage_heatmap(comparison: Comparison, path: str | Path, *, pdf: bool = True)
             flat = [(p.mean[i][j], p.std[i][j], p.count[i][j]) for i in range(len(p.generators))
                     for j in range(len(p.mergers))]
             title = f"{p.domain} mergers: {p.metric}"
-            _bar_panel(ax, labels, [f[0] for f in flat], [f[1] for f in flat], [f[2] for f in flat], p.metric, title)
+            _bar_panel(ax, labels, [f[0] for f in flat], [f[1] for f in flat], [f[2] for f in flat], p.metric, title,
+                       ylabel="generator + merger")
         ax.set_title(title, fontsize=10)
         titles.append(title)
     fig.tight_layout()
