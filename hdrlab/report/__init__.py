@@ -7,6 +7,8 @@
   for real grids), metric against numeric parameters, the validation preview grid;
 * :mod:`hdrlab.report.curves` — training and validation curves against samples seen, read from
   each run's ``metrics.csv``;
+* :mod:`hdrlab.report.scenes` — per-scene test results (``test_per_sample.csv``) against named
+  reference runs (``--reference``): win counts, mean paired differences with t-intervals;
 * :mod:`hdrlab.report.page` — the self-contained ``index.html`` (embedded stylesheet).
 
 Importing these modules imports neither torch nor matplotlib (matplotlib is imported when a figure

@@ -584,12 +584,12 @@ def _common_folder(paths: Sequence[Path]) -> str:
 _REPORT_OUTPUTS: tuple[str, ...] = (
     "stage_heatmap.png", "stage_heatmap.pdf", "main_metric_bars.png", "main_metric_bars.pdf", "preview_grid.png",
     "curve_*.png", "curve_*.pdf", "metric_vs_*.png", "metric_vs_*.pdf", "table_linear.csv", "table_display.csv",
-    "table_other.csv", "config_diff.csv",
+    "table_other.csv", "config_diff.csv", "per_scene.csv", "per_scene.md", "scene_diff_*.png", "scene_diff_*.pdf",
 )
 
 
 def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True,
-                 lead_sections: Sequence[Any] = ()) -> dict[str, Any]:
+                 lead_sections: Sequence[Any] = (), scenes: Any = None) -> dict[str, Any]:
     """Write the report into ``folder``: ``index.html`` (embedded stylesheet), ``table.md``,
     ``table.csv`` (the grouped table, :func:`write_table_csv`), ``table_<domain>.csv`` and
     ``config_diff.csv``, and the figures as PNG (and PDF when ``pdf``).
@@ -598,7 +598,10 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
     bold), the main metric per group (a generator x merger heatmap only when the TwoStage grid has
     more than one generator and more than one merger in a domain, else a bar chart), training and
     validation curves against samples seen, the config keys that differ between runs, the preview
-    grid and the failed runs. ``lead_sections`` (:class:`hdrlab.report.page.Section`) come first
+    grid and the failed runs. ``scenes`` (a :class:`hdrlab.report.scenes.SceneComparison`, ``None``
+    for none) adds the section "Per-scene wins against references" after the results tables, with
+    ``per_scene.csv``, ``per_scene.md`` and ``scene_diff_<metric>.png``. ``lead_sections``
+    (:class:`hdrlab.report.page.Section`) come first
     (e.g. the demo's single-image results); images they reference must lie in ``folder``.
 
     Returns:
@@ -634,7 +637,12 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
     main_figs = [f for f in main_figs if f is not None]
     curve_figs = _curve_figures(comparison, folder, pdf=pdf)
     preview = F.preview_grid(comparison, folder / "preview_grid.png")
-    figures = main_figs + curve_figs + ([preview] if preview is not None else [])
+    scene_section, scene_files, scene_figs = None, [], []
+    if scenes is not None:
+        from hdrlab.report.scenes import write_scene_outputs
+
+        scene_section, scene_files, scene_figs = write_scene_outputs(scenes, folder, pdf=pdf)
+    figures = main_figs + scene_figs + curve_figs + ([preview] if preview is not None else [])
 
     good = len(comparison.records) - len(comparison.failures)
     ns = [row["n"] for row in comparison.rows]
@@ -663,6 +671,8 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
                                   main + T.table_html(t) + f"<p class='note'>{html.escape(t.note())}</p>"))
     if not tables:
         sections.append(P.Section("results", "Results", "<p>No finished run with a finite validation metric.</p>"))
+    if scene_section is not None:
+        sections.append(scene_section)
     if main_figs:
         sections.append(P.Section("main-metric", "Main metric per group",
                                   "\n".join(P.figure_html(f, folder) for f in main_figs)))
@@ -681,9 +691,12 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
     if comparison.failures:
         items = "".join(f"<li><code>{html.escape(str(p))}</code>: {html.escape(r)}</li>" for p, r in comparison.failures)
         sections.append(P.Section("failures", f"Failed runs ({len(comparison.failures)})", f"<ul class='failures'>{items}</ul>"))
-    files = [csv_path, md_path] + list(table_csvs.values()) + [p for f in figures for p in (f.path, f.pdf) if p]
+    files = [csv_path, md_path] + list(table_csvs.values())
+    files += [p for p in scene_files if p.suffix in (".csv", ".md")]
+    files += [p for f in figures for p in (f.path, f.pdf) if p]
     descr = {"table.csv": "grouped table, every val/* metric (mean, std per group)", "table.md": "tables as Markdown",
-             "config_diff.csv": "config differences"}
+             "config_diff.csv": "config differences", "per_scene.csv": "per-scene test values, runs and references",
+             "per_scene.md": "per-scene wins and values as Markdown"}
     items = "".join(f"<li><a href='{html.escape(p.name)}'>{html.escape(p.name)}</a>"
                     + (f" — {html.escape(descr[p.name])}" if p.name in descr else "") + "</li>" for p in files)
     sections.append(P.Section("files", "Files", f"<ul class='files'>{items}</ul>"))
