@@ -123,9 +123,8 @@ def optimizer_name(method: Any) -> str:
 def _section_optimizer_name(section: Any) -> str:
     """The estimator's optimizer name of a LightningCLI ``optimizer:`` section (``class_path`` or a bare name)."""
     path = section.get("class_path") if isinstance(section, Mapping) else str(section)
-    names = {"adamw": "adamw", "adam": "adam", "sgd": "sgd"}
-    name = names.get(str(path).rsplit(".", 1)[-1].lower())
-    if name is None:
+    name = str(path).rsplit(".", 1)[-1].lower()
+    if name not in ("adam", "adamw", "sgd"):
         raise ConfigError(f"optimizer {path!r} is not modelled by the memory estimator; use Adam, AdamW or SGD")
     return name
 

@@ -100,11 +100,11 @@ def find_sweep_file(name: str = "smoke.yaml") -> Path | None:
         The absolute path, or ``None`` when the package is not inside a checkout that ships
         ``sweeps/<name>`` and ``experiments/`` (e.g. installed into site-packages).
     """
-    import hdrlab
+    from hdrlab.sweep.overrides import checkout_root
 
-    root = Path(hdrlab.__file__).resolve().parents[1]
-    path = root / "sweeps" / name
-    return path if path.is_file() and (root / "experiments").is_dir() else None
+    root = checkout_root()
+    path = None if root is None else root / "sweeps" / name
+    return path if path is not None and path.is_file() and (root / "experiments").is_dir() else None
 
 
 def _sweep_heartbeat(state_path: Path, stop: threading.Event, start: float, every: float = 30.0) -> None:
@@ -175,11 +175,13 @@ def train_learned_model(out: Path, *, samples: int = LEARNED_SAMPLES) -> object 
     from hdrlab.cli import build_cli
     from hdrlab.commands.reconstruct import load_method
 
-    sweep_file = find_sweep_file("smoke.yaml")
-    if sweep_file is None:
+    from hdrlab.sweep.overrides import checkout_root
+
+    root = checkout_root()
+    if root is None or not (root / "experiments").is_dir():
         print("[demo] learned single-image model skipped: experiments/ not found next to the package", flush=True)
         return None
-    root, run_dir = sweep_file.parents[1], (out / "learned").resolve()
+    run_dir = (out / "learned").resolve()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         start = time.perf_counter()

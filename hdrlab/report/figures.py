@@ -171,6 +171,21 @@ class StagePanel:
         return len(self.generators) > 1 and len(self.mergers) > 1
 
 
+def domain_groups(runs: Sequence[Any], metric: str) -> list[tuple[str, str, list[Any]]]:
+    """``(domain, main metric, runs)`` per output domain present (linear first): each domain's main
+    metric (:func:`domain_main_metric`), or the first run's score metric when no run logged it."""
+    groups = []
+    for domain in ("linear", "display"):
+        sel = [r for r in runs if run_domain(r, metric) == domain]
+        if not sel:
+            continue
+        main = domain_main_metric(domain, metric)
+        if not any(main in r.metrics for r in sel):
+            main = score_metric(sel[0], metric) or main
+        groups.append((domain, main, sel))
+    return groups
+
+
 def stage_panels(comparison: Comparison) -> list[StagePanel]:
     """The generator x merger grids of the finished TwoStage runs, per output domain (linear first).
 
@@ -178,13 +193,7 @@ def stage_panels(comparison: Comparison) -> list[StagePanel]:
     runs = [r for r in comparison.records if str(r.config.get("model.class_path", "")).endswith("TwoStage")
             and failure_reason(r, comparison.metric) is None]
     panels = []
-    for domain in ("linear", "display"):
-        sel = [r for r in runs if run_domain(r, comparison.metric) == domain]
-        if not sel:
-            continue
-        metric = domain_main_metric(domain, comparison.metric)
-        if not any(metric in r.metrics for r in sel):
-            metric = score_metric(sel[0], comparison.metric) or metric
+    for domain, metric, sel in domain_groups(runs, comparison.metric):
         gens = sorted({short_name(r.config.get(GEN_KEY)) for r in sel})
         mers = sorted({short_name(r.config.get(MER_KEY)) for r in sel})
         mean, std, count = [], [], []
@@ -278,13 +287,7 @@ def metric_vs_axes(comparison: Comparison, folder: str | Path, *, pdf: bool = Tr
         if not good or not _numeric_axis(values):
             continue
         panels = []
-        for domain in ("linear", "display"):
-            sel = [r for r in good if run_domain(r, comparison.metric) == domain]
-            if not sel:
-                continue
-            metric = domain_main_metric(domain, comparison.metric)
-            if not any(metric in r.metrics for r in sel):
-                metric = score_metric(sel[0], comparison.metric) or metric
+        for domain, metric, sel in domain_groups(good, comparison.metric):
             sel = [r for r in sel if metric in r.metrics]
             if sel:
                 panels.append((domain, metric, sel))

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from hdrlab.errors import ConfigError
+from hdrlab.sweep.compare import flatten_config
 
 #: Flags the agent sets per trial; an override may not set them.
 RESERVED_FLAGS: tuple[str, ...] = ("--run_dir", "--run_id", "--ckpt_path")
@@ -192,18 +193,6 @@ def normalize_overrides(overrides: Sequence[str], roots: Iterable[Path], cwd: st
     return [str(_map_item(str(item), absolute)) for item in overrides]
 
 
-def flatten_mapping(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Dotted keys of a nested mapping (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_mapping(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def _config_keys(value: str, roots: list[Path]) -> dict[str, Any]:
     """Dotted keys set by one ``--config`` value (a file or YAML text); ``{}`` when unreadable."""
     path = Path(resolve_path(value, roots))
@@ -212,7 +201,7 @@ def _config_keys(value: str, roots: list[Path]) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except (OSError, yaml.YAMLError):
         return {}
-    return flatten_mapping(data) if isinstance(data, Mapping) else {}
+    return flatten_config(data) if isinstance(data, Mapping) else {}
 
 
 def override_keys(overrides: Sequence[str], roots: Iterable[Path] = ()) -> dict[str, str]:
