@@ -9,7 +9,8 @@
   overrides it, ``--run_dir`` overrides the whole path):
   ``config.yaml``, ``metrics.csv``, ``checkpoints/last.ckpt``, ``wandb/``, ``previews/``,
   ``summary.json`` (``hdrlab test`` adds ``test_per_sample.csv``: one row of metrics per test
-  image). Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
+  image; with ``--save_test_outputs true`` also ``test_outputs/``: each test image's prediction,
+  input and reference, :mod:`hdrlab.callbacks.per_sample_metrics`). Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
   ``--keep_best_by val/<metric>`` also keeps ``checkpoints/best.ckpt``, the checkpoint with the
   best value of that validation metric (``--keep_best_mode max|min``).
 * Optimisation: each method's official optimizer is its default (``model.init_args.optimizer``,
@@ -146,6 +147,10 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                      "precision, activation checkpointing, accumulation and patch before training")
             parser.add_argument("--activation_checkpointing", type=bool, default=False,
                                 help="set by the memory-budget plan (recorded in config.yaml)")
+            parser.add_argument("--save_test_outputs", type=bool, default=False,
+                                help="test only: also write each test image's prediction (<name>.exr, as scored), "
+                                     "input (<name>_input.png) and reference (<name>_reference.exr) into "
+                                     "<run_dir>/test_outputs/")
 
         def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
             # the --config entries, read from the command line: under parser_mode="omegaconf+"
@@ -236,7 +241,8 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
             if self.subcommand == "test":
                 from hdrlab.callbacks.per_sample_metrics import PerSampleMetrics
 
-                callbacks.append(PerSampleMetrics(str(run_dir / "test_per_sample.csv")))
+                callbacks.append(PerSampleMetrics(str(run_dir / "test_per_sample.csv"),
+                                                  save_outputs=bool(cfg.get("save_test_outputs", False))))
             if sys.stdout.isatty():
                 callbacks.append(RichProgressBar())
             extra_callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]

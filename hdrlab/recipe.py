@@ -22,6 +22,13 @@ Format::
           model.init_args.stage: joint
           model.init_args.stage_checkpoints: {dequantization: "${stage:dequantization.last}"}
 
+* ``run``: ``fit`` (default: one ``hdrlab fit``) or ``test`` (one ``hdrlab test`` of the held-out
+  test split into the stage folder: ``test_per_sample.csv``, scored by ``hdrlab compare --test``).
+  A test stage scores ``ckpt`` (a path or ``${stage:NAME.last|best}`` of an earlier fit stage) or,
+  without one, the model as its config builds it at the run's seed (a learned method's *untrained
+  self*); it has no ``share`` and no ``keep_best``, and a total ``--max_samples`` is split over the
+  fit stages only (a recipe of test stages alone ignores it). Held-out comparison recipes:
+  ``experiments/recipes/heldout/`` (``sweeps/heldout.yaml``).
 * ``args``: fit options as dotted keys without the leading ``--``; each becomes ``--key value``
   (strings as written, booleans ``true``/``false``, ``null``, numbers, mappings and lists as
   JSON). Options the recipe manages itself are refused there (:data:`MANAGED_OPTIONS`).
@@ -45,10 +52,15 @@ Their relative file paths are taken relative to the current directory, else the 
 ``--run_dir``, ``--run_id``, ``--runs_root``, ``--experiment``, ``--ckpt_path``, ``--keep_best_by``
 and ``--keep_best_mode`` are refused there (the recipe sets them per stage).
 
-Budget rule (:func:`split_budget`). A ``--max_samples N`` among the overrides is the budget of the
-*whole* recipe, not passed through as-is: stage ``i`` gets ``N * share_i / sum(shares)`` samples,
+Test stage command: ``test --config C ... <args> <overrides> --run_dir <run_dir>/<stage>
+[--ckpt_path CKPT]`` (no ``--max_samples``). A test stage whose ``summary.json`` says ``finished``
+is skipped on a re-run like a fit stage; an unfinished one runs again from the start.
+
+Budget rule (:func:`split_budget`). A ``--max_samples N`` among the overrides (the last one when
+given several times) is the budget of the *whole* recipe, not passed through as-is: fit stage ``i``
+gets ``N * share_i / sum(shares)`` samples,
 rounded to whole samples by largest remainder (ties to the earlier stage) so the parts add up to
-exactly ``N``. Either every stage has a ``share`` or none has; without shares the stages get equal
+exactly ``N``. Either every fit stage has a ``share`` or none has; without shares the fit stages get equal
 parts. Every part must be at least 1 sample. A stage stops at the first step that reaches its part
 (``hdrlab fit --max_samples``), so it may overshoot by less than one batch. Without a total
 ``--max_samples`` every stage trains for what its own options say (``trainer.max_steps``).
@@ -107,7 +119,9 @@ __all__ = [
 ]
 
 RECIPE_KEYS: tuple[str, ...] = ("name", "description", "stages")
-STAGE_KEYS: tuple[str, ...] = ("name", "description", "config", "share", "args", "keep_best")
+STAGE_KEYS: tuple[str, ...] = ("name", "description", "run", "config", "share", "args", "keep_best", "ckpt")
+#: what a stage runs: ``hdrlab fit`` (trains) or ``hdrlab test`` (scores the held-out test split)
+STAGE_RUNS: tuple[str, ...] = ("fit", "test")
 KEEP_BEST_KEYS: tuple[str, ...] = ("by", "mode")
 #: fit options a recipe sets per stage: refused in a stage's ``args`` (with where to say it instead)
 #: and, except ``max_samples`` and ``config``, among the overrides
@@ -153,6 +167,13 @@ class RecipeStage:
     args: dict[str, Any]
     keep_best: KeepBest | None
     references: tuple[tuple[str, str], ...] = ()
+    run: str = "fit"
+    ckpt: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        """Whether the stage is a fit (takes a part of the budget) rather than a test."""
+        return self.run == "fit"
 
 
 @dataclass(frozen=True)
@@ -167,8 +188,8 @@ class Recipe:
 
     @property
     def shares(self) -> list[float]:
-        """Each stage's share (1 when the recipe gives none)."""
-        return [1.0 if s.share is None else float(s.share) for s in self.stages]
+        """Each fit stage's share (1 when the recipe gives none), in order; test stages have none."""
+        return [1.0 if s.share is None else float(s.share) for s in self.stages if s.trains]
 
     def stage(self, name: str) -> RecipeStage:
         return next(s for s in self.stages if s.name == name)
@@ -298,6 +319,20 @@ def parse_recipe(data: Any, *, path: str | Path | None = None, root: str | Path 
         if not isinstance(entry.get("description") or "", str):
             raise ConfigError(f"{label}: description must be text")
 
+        run = entry.get("run", "fit")
+        if run not in STAGE_RUNS:
+            raise ConfigError(f"{label}: run {run!r} must be fit (train) or test (score the test split)")
+        if run == "test":
+            for key, why in (("share", "a test takes no part of the training budget"),
+                             ("keep_best", "a test keeps no checkpoint")):
+                if entry.get(key) is not None:
+                    raise ConfigError(f"{label}: a test stage has no {key} ({why}); remove it")
+        ckpt = entry.get("ckpt")
+        if ckpt is not None and (run != "test" or not isinstance(ckpt, str) or not ckpt):
+            raise ConfigError(f"{label}: ckpt is the checkpoint a test stage scores (a path or "
+                              "${stage:NAME.last}); " + ("give it as text" if run == "test" else
+                                                         "a fit stage starts from earlier stages through its args"))
+
         config = entry.get("config")
         config_list = [config] if isinstance(config, str) else config
         if not isinstance(config_list, list) or not config_list or not all(isinstance(c, str) and c for c in config_list):
@@ -340,7 +375,7 @@ def parse_recipe(data: Any, *, path: str | Path | None = None, root: str | Path 
             keep_best = KeepBest(by=by, mode=mode)
 
         references = []
-        for inner in _placeholders(dict(args)):
+        for inner in _placeholders([dict(args), ckpt]):
             ref, _, kind = inner.rpartition(".")
             text = "${stage:" + inner + "}"
             if not ref or kind not in CHECKPOINT_FILES:
@@ -354,24 +389,28 @@ def parse_recipe(data: Any, *, path: str | Path | None = None, root: str | Path 
                                       "stages run in order, so refer only to earlier stages")
                 raise ConfigError(f"{label}: placeholder {text} refers to an unknown stage '{ref}' "
                                   f"(stages before it: {', '.join(seen) or 'none'})")
+            if not stages[seen.index(ref)].trains:
+                raise ConfigError(f"{label}: placeholder {text} refers to the test stage '{ref}', which writes no "
+                                  "checkpoint; refer to a fit stage")
             if kind == "best" and stages[seen.index(ref)].keep_best is None:
                 raise ConfigError(f"{label}: placeholder {text} needs stage '{ref}' to keep its best checkpoint "
                                   "(keep_best: {by: METRIC, mode: max|min}); or use .last")
             references.append((ref, kind))
-        if sum(text.count("${stage:") for text in _strings(dict(args))) != len(references):
-            raise ConfigError(f"{label}: malformed ${{stage:...}} placeholder in args (missing '}}'?)")
+        if sum(text.count("${stage:") for text in _strings([dict(args), ckpt])) != len(references):
+            raise ConfigError(f"{label}: malformed ${{stage:...}} placeholder in args or ckpt (missing '}}'?)")
 
         stages.append(RecipeStage(
             name=sname, config=tuple(absolute), config_as_written=tuple(config_list),
             share=None if share is None else float(share), args=dict(args), keep_best=keep_best,
-            references=tuple(references),
+            references=tuple(references), run=run, ckpt=ckpt,
         ))
         seen.append(sname)
 
-    with_share = [s.name for s in stages if s.share is not None]
-    if with_share and len(with_share) != len(stages):
-        missing = [s.name for s in stages if s.share is None]
-        raise ConfigError(f"{where}: give every stage a share or none (stages without one: {', '.join(missing)})")
+    fits = [s for s in stages if s.trains]
+    with_share = [s.name for s in fits if s.share is not None]
+    if with_share and len(with_share) != len(fits):
+        missing = [s.name for s in fits if s.share is None]
+        raise ConfigError(f"{where}: give every fit stage a share or none (stages without one: {', '.join(missing)})")
     return Recipe(name=name, stages=tuple(stages), root=base, path=None if path is None else Path(path),
                   description=description)
 
@@ -416,7 +455,8 @@ def _flag(token: str) -> tuple[str, str | None] | None:
 
 
 def parse_overrides(overrides: Sequence[str], roots: Sequence[Path] = ()) -> tuple[list[str], int | None]:
-    """The overrides to append to every stage, and the recipe's total ``--max_samples`` (or None).
+    """The overrides to append to every stage, and the recipe's total ``--max_samples`` (or None;
+    the last one when given several times, as for ``hdrlab fit``).
 
     Relative file paths become absolute (relative to the current directory, else under ``roots``:
     :func:`hdrlab.sweep.overrides.normalize_overrides`).
@@ -441,8 +481,6 @@ def parse_overrides(overrides: Sequence[str], roots: Sequence[Path] = ()) -> tup
                 if i + 1 >= len(tokens):
                     raise ConfigError("override --max_samples needs a value (the total samples of the recipe)")
                 value, i = tokens[i + 1], i + 1
-            if total is not None:
-                raise ConfigError("override --max_samples is given twice; give the recipe's total once")
             try:
                 total = int(value)
             except ValueError:
@@ -499,11 +537,14 @@ def resolve_placeholders(value: Any, folders: Mapping[str, Path], *, stage: str 
 
 def fit_argv(stage: RecipeStage, folder: Path, *, overrides: Sequence[str] = (), max_samples: int | None = None,
              resume: bool = False, folders: Mapping[str, Path] | None = None) -> list[str]:
-    """The ``hdrlab fit`` arguments of a stage (module docstring for the order).
+    """The ``hdrlab fit`` (``hdrlab test`` for a test stage) arguments of a stage (module docstring
+    for the order).
 
     Args:
         folders: stage name -> run folder, to resolve placeholders (None: leave them as written).
     """
+    if not stage.trains:
+        return test_argv(stage, folder, overrides=overrides, folders=folders)
     argv = ["fit"]
     for config in stage.config:
         argv += ["--config", config]
@@ -519,6 +560,30 @@ def fit_argv(stage: RecipeStage, folder: Path, *, overrides: Sequence[str] = (),
     argv += ["--run_dir", str(folder)]
     if resume:
         argv += ["--ckpt_path", "last"]
+    return argv
+
+
+def test_argv(stage: RecipeStage, folder: Path, *, overrides: Sequence[str] = (),
+              folders: Mapping[str, Path] | None = None) -> list[str]:
+    """The ``hdrlab test`` arguments of a test stage::
+
+        test --config C ... <args> <overrides> --run_dir <run_dir>/<stage> [--ckpt_path CKPT]
+
+    Without ``ckpt`` the test scores the model as the config builds it (its initial weights for
+    the run's seed: a learned method's *untrained self*).
+    """
+    argv = ["test"]
+    for config in stage.config:
+        argv += ["--config", config]
+    for key, value in stage.args.items():
+        if folders is not None:
+            value = resolve_placeholders(value, folders, stage=stage.name)
+        argv += [f"--{key}", _option_value(value)]
+    argv += list(overrides)
+    argv += ["--run_dir", str(folder)]
+    if stage.ckpt is not None:
+        ckpt = stage.ckpt if folders is None else resolve_placeholders(stage.ckpt, folders, stage=stage.name)
+        argv += ["--ckpt_path", ckpt]
     return argv
 
 
@@ -545,6 +610,8 @@ def _stage_record(recipe: Recipe, stage: RecipeStage, overrides: Sequence[str], 
     record = {
         "recipe": recipe.name,
         "stage": stage.name,
+        "run": stage.run,
+        "ckpt": stage.ckpt,
         "config": list(stage.config_as_written),
         "args": stage.args,
         "keep_best": None if stage.keep_best is None else {"by": stage.keep_best.by, "mode": stage.keep_best.mode},
@@ -567,15 +634,16 @@ def plan_run(recipe: Recipe, run_dir: str | Path, overrides: Sequence[str] = (),
             or not by a recipe.
     """
     run_dir = Path(run_dir).resolve()
-    parts: list[int | None] = (split_budget(total_samples, recipe.shares) if total_samples is not None
-                               else [None] * len(recipe.stages))
+    fit_parts = iter(split_budget(total_samples, recipe.shares) if total_samples is not None and recipe.shares
+                     else [None] * len(recipe.shares))  # a recipe of test stages only ignores a budget
+    parts = [next(fit_parts) if stage.trains else None for stage in recipe.stages]
     plans = []
     for stage, part in zip(recipe.stages, parts):
         folder = run_dir / stage.name
         record = _stage_record(recipe, stage, overrides, part)
         if stage_finished(folder):
             action = "skip"
-        elif (folder / CHECKPOINT_FILES["last"]).is_file():
+        elif stage.trains and (folder / CHECKPOINT_FILES["last"]).is_file():
             action = "resume"
         else:
             action = "start"  # also a folder whose fit failed before its first checkpoint: started afresh
@@ -601,15 +669,19 @@ def _finish_wandb() -> None:
 
 
 def default_fit(argv: list[str]) -> None:
-    """Run one ``hdrlab fit`` in this process (with the ``--memory_budget`` out-of-memory step-down),
-    exactly as ``hdrlab fit ARGV`` typed in a shell: ``sys.argv`` is the stage's command line while
-    it runs (LightningCLI reads it; ``summary.json`` records it as the stage's ``argv``)."""
-    from hdrlab.cli import fit_with_oom_step_down
+    """Run one ``hdrlab fit`` (with the ``--memory_budget`` out-of-memory step-down) or, for
+    ``argv[0] == "test"``, one ``hdrlab test`` in this process, exactly as ``hdrlab ARGV`` typed in a
+    shell: ``sys.argv`` is the stage's command line while it runs (LightningCLI reads it;
+    ``summary.json`` records it as the stage's ``argv``)."""
+    from hdrlab.cli import build_cli, fit_with_oom_step_down
 
     saved = sys.argv
     sys.argv = [saved[0] if saved else "hdrlab", *argv]
     try:
-        fit_with_oom_step_down(None)
+        if argv[0] == "test":
+            build_cli(None)
+        else:
+            fit_with_oom_step_down(None)
     finally:
         sys.argv = saved
         _finish_wandb()

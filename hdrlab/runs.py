@@ -12,15 +12,25 @@ command line, because under ``parser_mode="omegaconf+"`` jsonargparse drops its 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
-__all__ = ["DEFAULT_EXPERIMENT", "config_args", "experiment_name"]
+__all__ = ["DEFAULT_EXPERIMENT", "TEST_OUTPUTS_FOLDER", "config_args", "experiment_name", "output_stem"]
 
 #: The experiment name when no config file names one.
 DEFAULT_EXPERIMENT = "default"
+#: Folder of a run with the per-image test outputs (``hdrlab test --save_test_outputs true``).
+TEST_OUTPUTS_FOLDER = "test_outputs"
+
+
+def output_stem(name: str) -> str:
+    """File stem of a scene name in ``test_outputs/``: every character outside ``[A-Za-z0-9._-]``
+    becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(name)) or "_"
 
 
 def _sets_model(path: Path) -> bool:

@@ -43,6 +43,10 @@ def test_demo_one_scene_end_to_end(tmp_path, real_hdr_dir, monkeypatch, capsys):
     for folder in ("gt", "input", "debevec", "debevec_known_crf", "inverse_crf", "linear_itmo", "le2023_debevec_demo"):
         assert len(list((out / folder).glob("*.exr" if folder != "input" else "*.png"))) == 2
     assert len(list((out / "previews").glob("*_panel.png"))) == 2
+    # one labelled comparison figure for the procedural scene and one for the real scene
+    comparisons = sorted(p.name for p in (out / "previews").glob("*_comparison.png"))
+    assert len(comparisons) == 2 and comparisons[0].startswith("real_") and comparisons[1] == "scene_0000_comparison.png"
+    assert "comparison figures (" in printed
     assert (out / "learned" / "checkpoints" / "last.ckpt").is_file()  # the single-image model the demo trained
     scores = json.loads((out / "results.json").read_text())
     assert set(scores["display"]) == {*scores["radiance"], "mertens"}

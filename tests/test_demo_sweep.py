@@ -58,6 +58,8 @@ def test_demo_with_one_sweep_trial_end_to_end(tmp_path: Path, monkeypatch: pytes
     page = (report / "index.html").read_text()
     assert "Part 1: single image vs bracket" in page and "no hallucination (single image)" in page
     assert all((report / src).is_file() for src in __import__("re").findall(r"src='(part1/[^']+)'", page))
+    assert (out / "previews" / "scene_0000_comparison.png").is_file()
+    assert "src='part1/scene_0000_comparison.png'" in page and "|log2(Y_output / Y_truth)|" in page
     with (report / "table.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 1 and rows[0]["n"] == "1"

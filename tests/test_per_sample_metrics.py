@@ -4,16 +4,18 @@ held-out splits are pinned: identical for every experiment seed."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from hdrlab import tonemap
-from hdrlab.methods.baselines import inverse_crf
+from hdrlab import io, tonemap
+from hdrlab.callbacks.per_sample_metrics import output_stem
 from hdrlab.cli import build_cli
 from hdrlab.data import ProceduralDataModule
+from hdrlab.methods.baselines import inverse_crf
 from hdrlab.metrics.alignment import align_scale
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -75,3 +77,47 @@ def test_held_out_splits_do_not_depend_on_the_experiment_seed():
         assert torch.equal(a["ldr"], b["ldr"]) and torch.equal(a["hdr"], b["hdr"])
     a, b = first(0, "train"), first(7, "train")
     assert not torch.equal(a["ldr"], b["ldr"])  # the seed still keys the training randomness
+
+
+@pytest.mark.parametrize(("experiment", "domain"), [("baseline_inverse_crf", "linear"), ("le2023_mertens", "display")])
+def test_save_test_outputs_writes_prediction_input_and_reference_per_image(tmp_path, experiment, domain):
+    run = tmp_path / experiment
+    build_cli(["test", "--config", str(REPO / "experiments" / f"{experiment}.yaml"), "--config", TINY,
+               "--data.init_args.num_test_scenes", "2", "--wandb", "disabled", "--run_dir", str(run),
+               "--save_test_outputs", "true"])
+    folder = run / "test_outputs"
+    names = [r["name"] for r in _rows(run / "test_per_sample.csv")]
+    manifest = json.loads((folder / "outputs.json").read_text())
+    assert manifest["domain"] == domain and manifest["align"] == "median"
+    assert manifest["scenes"] == {name: name for name in names}  # procedural names are file-safe
+
+    dm = ProceduralDataModule(num_test_scenes=2, patch_size=64, batch_size=2)
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["name"] == names
+    for i, name in enumerate(names):
+        pred = io.read_hdr(folder / f"{name}.exr")
+        ldr = io.read_ldr(folder / f"{name}_input.png").image
+        reference = io.read_hdr(folder / f"{name}_reference.exr")
+        assert pred.shape == ldr.shape == reference.shape == batch["hdr"][i].shape
+        assert torch.equal(ldr, batch["ldr"][i])  # 8-bit codes round-trip exactly
+        assert torch.allclose(reference, batch["hdr"][i])  # float32 EXR is lossless
+        if domain == "linear":
+            # the raw (unaligned) prediction: the no-hallucination baseline is the inverse CRF of the input
+            assert torch.allclose(pred, inverse_crf(batch["ldr"][i:i + 1], batch["crf_inverse"][i:i + 1])[0], atol=1e-6)
+        else:
+            assert 0.0 <= float(pred.min()) and float(pred.max()) <= 1.0
+    assert not list(folder.glob(".*"))  # no temporary file left behind
+
+
+def test_test_outputs_are_off_by_default(tmp_path):
+    run = tmp_path / "baseline"
+    build_cli(["test", "--config", str(REPO / "experiments" / "baseline_inverse_crf.yaml"), "--config", TINY,
+               "--data.init_args.num_test_scenes", "1", "--wandb", "disabled", "--run_dir", str(run)])
+    assert (run / "test_per_sample.csv").is_file() and not (run / "test_outputs").exists()
+
+
+def test_output_stem_makes_scene_names_file_safe():
+    assert output_stem("procedural_00000001") == "procedural_00000001"
+    assert output_stem("sub/dir/img 1.hdr") == "sub_dir_img_1.hdr"
+    assert output_stem("x/a.png|y/b.png") == "x_a.png_y_b.png"

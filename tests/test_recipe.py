@@ -30,7 +30,7 @@ from hdrlab.recipe import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "experiments" / "recipes").glob("*.yaml"))
+RECIPES = sorted((REPO / "experiments" / "recipes").rglob("*.yaml"))
 SINGLEHDR_RECIPE = REPO / "experiments" / "recipes" / "singlehdr_stagewise.yaml"
 #: CPU-sized overrides for every stage (config path relative to the repository: found from any directory)
 TINY = ["--config", "experiments/overrides/tiny.yaml", "--trainer.limit_val_batches", "1", "--wandb", "disabled",
@@ -73,7 +73,8 @@ def test_shipped_recipe_validates(path: Path, tmp_path: Path, capsys: pytest.Cap
     assert main(["recipe", str(path), "--runs_root", str(tmp_path / "runs"), "--run_id", "r", "--dry_run",
                  "--", *TINY, "--max_samples", "1000"]) == 0
     out = capsys.readouterr().out
-    assert out.count(": start\n") == len(recipe.stages) and "--max_samples" in out
+    assert out.count(": start\n") == len(recipe.stages)
+    assert ("--max_samples" in out) == any(s.trains for s in recipe.stages)  # test stages take no budget
     assert not (tmp_path / "runs").exists()
 
 
@@ -116,13 +117,21 @@ INVALID = {
                        "config file experiments/nope.yaml not found"),
     "managed_arg": (_mutate(lambda d: d["stages"][0]["args"].update(max_samples=10)), "args may not set max_samples"),
     "dashed_arg": (_mutate(lambda d: d["stages"][0]["args"].update({"--trainer.max_steps": 5})), "without the leading"),
-    "mixed_shares": (_mutate(lambda d: d["stages"][1].pop("share")), "give every stage a share or none"),
+    "mixed_shares": (_mutate(lambda d: d["stages"][1].pop("share")), "give every fit stage a share or none"),
     "bad_share": (_mutate(lambda d: d["stages"][1].update(share=-1)), "share -1 must be a positive number"),
     "bad_keep_best": (_mutate(lambda d: d["stages"][0].update(keep_best={"by": "val/x", "mode": "up"})),
                       "keep_best mode 'up'"),
     "no_stages": ({"name": "toy", "stages": []}, "'stages' must be a non-empty list"),
     "bad_name": (_mutate(lambda d: d["stages"][0].update(name="a/b")), "must be a folder name"),
     "not_yaml": ("stages: [\n", "not valid YAML"),
+    "bad_run": (_mutate(lambda d: d["stages"][0].update(run="train")), "run 'train' must be fit"),
+    "test_with_share": (_mutate(lambda d: d["stages"][1].update(run="test")), "a test stage has no share"),
+    "ckpt_on_fit": (_mutate(lambda d: d["stages"][0].update(ckpt="x.ckpt")), "a fit stage starts from earlier"),
+    "ckpt_later_stage": (_mutate(lambda d: d["stages"].insert(0, {"name": "t", "run": "test", "config": "experiments/singlehdr.yaml",
+                                                                   "ckpt": "${stage:a.last}"})), "later stage 'a'"),
+    "ref_to_test_stage": (_mutate(lambda d: (d["stages"].insert(1, {"name": "t", "run": "test", "config": "experiments/singlehdr.yaml"}),
+                                             d["stages"][2]["args"].update(x="${stage:t.last}"))),
+                          "refers to the test stage 't', which writes no checkpoint"),
 }
 
 
@@ -143,7 +152,6 @@ def test_invalid_recipe_is_one_error_line_and_writes_nothing(case, tmp_path, cap
     (["--run_dir", "x"], "override --run_dir is not allowed"),
     (["--ckpt_path=last"], "override --ckpt_path is not allowed"),
     (["--keep_best_by", "val/x"], "use the stage's keep_best"),
-    (["--max_samples", "8", "--max_samples", "9"], "given twice"),
     (["--max_samples", "lots"], "must be a whole number"),
     (["--max_samples", "3"], "too small to give every stage at least one sample"),
 ])
@@ -344,3 +352,36 @@ def test_a_trained_stage_folder_not_made_by_a_recipe_is_refused(tmp_path, capsys
     assert main(["recipe", str(path), "--run_dir", str(tmp_path / "run"), "--", *TINY]) == 2
     assert "not made by hdrlab recipe" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["a"]
+
+
+def test_test_stages_take_no_budget_and_run_hdrlab_test(tmp_path):
+    """A ``run: test`` stage: no part of the budget, ``hdrlab test`` with the stage's checkpoint
+    (none: the untrained model), the seed of ``--seed`` before the other overrides."""
+    from hdrlab.commands.recipe import parse_invocation
+
+    data = copy.deepcopy(BASE)
+    data["stages"] += [{"name": "scored", "run": "test", "config": "experiments/singlehdr.yaml",
+                        "args": {"model.init_args.stage": "joint"}, "ckpt": "${stage:b.last}"},
+                       {"name": "untrained", "run": "test", "config": "experiments/singlehdr.yaml"}]
+    path = _write(tmp_path, data)
+    run = parse_invocation([str(path), "--seed", "3", "--run_dir", str(tmp_path / "r"), "--max_samples", "40"])
+    assert run.fit_args[:4] == ["--seed_everything", "3", "--data.init_args.seed", "3"] and run.total == 40
+    plans = plan_run(run.recipe, run.run_dir, run.fit_args, run.total)
+    assert [p.max_samples for p in plans] == [30, 10, None, None]
+    folders = {p.stage.name: p.folder for p in plans}
+    (folders["b"] / "checkpoints").mkdir(parents=True)
+    (folders["b"] / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    argv = fit_argv(plans[2].stage, plans[2].folder, overrides=run.fit_args, folders=folders)
+    assert argv[0] == "test" and "--max_samples" not in argv
+    assert argv[-4:] == ["--run_dir", str(folders["scored"]), "--ckpt_path", str(folders["b"] / "checkpoints" / "last.ckpt")]
+    untrained = fit_argv(plans[3].stage, plans[3].folder, overrides=run.fit_args, folders=folders)
+    assert "--ckpt_path" not in untrained and untrained[-2:] == ["--run_dir", str(folders["untrained"])]
+    # the form a sweep trial runs: --recipe, unknown options as fit arguments, the last --max_samples wins
+    trial = parse_invocation([f"--recipe={path}", "--seed=1", "--max_samples=8000", "--config",
+                              "experiments/overrides/tiny.yaml", "--max_samples", "20", "--run_dir", str(tmp_path / "t")])
+    assert trial.total == 20 and trial.run_dir == (tmp_path / "t").resolve()
+    assert trial.fit_args[4] == "--config" and trial.fit_args[5].endswith("experiments/overrides/tiny.yaml")
+    # a recipe of test stages only ignores a budget
+    only = _write(tmp_path, {"name": "base", "stages": [data["stages"][3]]}, "base.yaml")
+    run = parse_invocation([str(only), "--run_dir", str(tmp_path / "b"), "--max_samples", "40"])
+    assert [p.max_samples for p in plan_run(run.recipe, run.run_dir, run.fit_args, run.total)] == [None]

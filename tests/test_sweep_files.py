@@ -23,8 +23,14 @@ from hdrlab.sweep.config import expand_command, grid_points, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
-EXPECTED = {"losses", "mask_thresholds", "dataset_size", "stage_combinations", "smoke"}
+EXPECTED = {"losses", "mask_thresholds", "dataset_size", "stage_combinations", "smoke", "heldout"}
 PREFIX = ["/usr/bin/env", "python", "-m", "hdrlab", "fit", "--config"]
+#: sweeps whose trials run a recipe (``hdrlab recipe ${args}``) instead of one fit
+RECIPE_COMMAND = ["${env}", "${interpreter}", "-m", "hdrlab", "recipe", "${args}"]
+
+
+def _is_recipe_sweep(spec: Any) -> bool:
+    return [str(c) for c in spec.command] == RECIPE_COMMAND
 
 
 class _Captured(Exception):
@@ -73,6 +79,10 @@ def test_sweep_file_validates_and_uses_the_module_command(path: Path) -> None:
     spec = load_sweep(path)  # sweeps.SweepConfig + a dry-run next_run (raises ConfigError)
     assert spec.method == "grid"
     command = [str(c) for c in spec.command]
+    if _is_recipe_sweep(spec):
+        for recipe in spec.raw["parameters"]["recipe"]["values"]:
+            assert recipe.startswith("experiments/recipes/") and (REPO / recipe).is_file()
+        return
     if "config" in spec.raw["parameters"]:
         # the experiment is a sweep value (sweeps/losses.yaml, tests/test_losses_sweep.py); the fixed
         # --config holds shared settings only
@@ -96,10 +106,13 @@ def _get(cfg: Any, key: str) -> Any:
 
 
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
-def test_every_grid_point_parses_through_the_cli(path: Path, cli_parser: Any) -> None:
+def test_every_grid_point_parses_through_the_cli(path: Path, cli_parser: Any, tmp_path: Path) -> None:
     spec = load_sweep(path)
     points = grid_points(spec)
     assert len(points) >= 2
+    if _is_recipe_sweep(spec):
+        _check_recipe_points(spec, points, cli_parser, tmp_path)
+        return
     for point in points:
         cfg = parse_fit(cli_parser, _argv(spec, point))
         for key, value in point.items():
@@ -109,12 +122,42 @@ def test_every_grid_point_parses_through_the_cli(path: Path, cli_parser: Any) ->
             assert got == value or (isinstance(value, list) and list(got) == value), (path.stem, key, got, value)
 
 
+def _check_recipe_points(spec: Any, points: list[dict[str, Any]], cli_parser: Any, tmp_path: Path) -> None:
+    """Each grid point as ``hdrlab recipe`` reads it (plus the agent's ``--run_dir``): every stage's
+    fit / test command parses through the CLI with the point's seed and the stage's budget part
+    (``${stage:...}`` placeholders resolved to empty stand-in checkpoint files)."""
+    from hdrlab.commands.recipe import parse_invocation
+    from hdrlab.recipe import fit_argv, plan_run
+
+    for point in points:
+        argv = expand_command(spec.command, point, interpreter="python", environ={})
+        assert argv[:5] == ["/usr/bin/env", "python", "-m", "hdrlab", "recipe"]
+        run = parse_invocation([*argv[5:], "--run_dir", str(tmp_path / f"{Path(point['recipe']).stem}_s{point['seed']}")])
+        assert run.recipe.path is not None and str(run.recipe.path).endswith(point["recipe"])
+        plans = plan_run(run.recipe, run.run_dir, run.fit_args, run.total)
+        folders = {p.stage.name: p.folder for p in plans}
+        for plan in plans:
+            if plan.stage.trains:
+                (plan.folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+                for name in ("last.ckpt", "best.ckpt"):
+                    (plan.folder / "checkpoints" / name).touch()
+        fits = [p for p in plans if p.stage.trains]
+        assert sum(p.max_samples for p in fits) == (point["max_samples"] if fits else 0)
+        for plan in plans:
+            stage_argv = fit_argv(plan.stage, plan.folder, overrides=run.fit_args, max_samples=plan.max_samples,
+                                  folders=folders)
+            cfg = parse_fit(cli_parser, stage_argv)[stage_argv[0]]
+            assert cfg.seed_everything == point["seed"] and cfg.data.init_args.seed == point["seed"]
+            assert cfg.data.init_args.num_test_scenes == 20 and cfg.data.init_args.scene_size == 128
+
+
 def test_grid_sizes_and_axes() -> None:
     sizes = {p.stem: len(grid_points(load_sweep(p))) for p in SWEEP_FILES}
     assert sizes["losses"] == 26 * 2  # variants x seeds (tests/test_losses_sweep.py)
     assert sizes["mask_thresholds"] == 6 * 2
     assert sizes["dataset_size"] == 4 * 3
     assert sizes["smoke"] == 2
+    assert sizes["heldout"] == 6 * 2  # recipes x seeds
     taus = sorted({p["model.init_args.clip_threshold"] for p in grid_points(load_sweep(REPO / "sweeps/mask_thresholds.yaml"))})
     assert taus == [0.80, 0.85, 0.88, 0.90, 0.95, 0.98]
     size_points = grid_points(load_sweep(REPO / "sweeps/dataset_size.yaml"))

@@ -271,3 +271,16 @@ def test_missing_pretrained_trunk_names_the_file_and_the_switch(tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and "vgg16-397923af.pth" in err and "--pretrained_trunks false" in err
     assert "Traceback" not in err and "Namespace(" not in err
+
+
+def test_fractional_lr_milestones_scale_with_the_sample_budget(tmp_path):
+    """``lr_milestones`` in (0, 1) are fractions of the planned steps: with ``--max_samples`` the
+    budget over the batch size (here 24 samples / batch 2 = 12 steps: 0.25 -> step 3, 0.5 -> 6)."""
+    cli = build_cli(["fit", *BASE, "--run_dir", str(tmp_path / "a"), "--max_samples", "24", "--trainer.max_steps", "100",
+                     "--model.init_args.lr_milestones", "[0.25, 0.5]", "--model.init_args.lr_gamma", "0.5"])
+    scheduler = cli.trainer.lr_scheduler_configs[0].scheduler
+    assert sorted(scheduler.milestones) == [3, 6] and cli.trainer.global_step == 12
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(cli.model.lr * 0.25)
+    with pytest.raises(Exception, match="neither a step"):
+        build_cli(["fit", *BASE, "--run_dir", str(tmp_path / "b"), "--trainer.max_steps", "1",
+                   "--model.init_args.lr_milestones", "[1.5]"])

@@ -19,12 +19,27 @@
 
 A value is empty when the image has no pixel in the region. The file is written atomically at the
 end of the test epoch (a killed run leaves no half-written table).
+
+With ``save_outputs=True`` (``hdrlab test --save_test_outputs true``) it also writes, per test image,
+into ``<folder of path>/test_outputs/`` (:data:`OUTPUTS_FOLDER`):
+
+- ``<stem>.exr``: the method's prediction as it is scored, before any alignment: linear radiance for
+  ``linear`` methods, the display image in ``[0, 1]`` for ``display`` methods (float32; NaN / Inf
+  replaced by 0 / the float32 maximum and negatives clamped to 0, as EXR writing requires);
+- ``<stem>_input.png``: the LDR input (8-bit, display values as given to the method);
+- ``<stem>_reference.exr``: the ground-truth linear HDR (float32);
+
+and at the end of the epoch ``outputs.json`` (``outputs.rank<r>.json`` on rank ``r > 0``):
+``{"domain": "linear" | "display", "align": <the method's scale alignment>, "scenes": {name: stem}}``.
+``stem`` is the scene name with every character outside ``[A-Za-z0-9._-]`` replaced by ``_``
+(:func:`output_stem`). Every file is written atomically (:mod:`hdrlab.io` writers).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 from pathlib import Path
@@ -34,11 +49,38 @@ import lightning as L
 import torch
 
 from hdrlab import tonemap
+from hdrlab.callbacks.run_artifacts import atomic_write_text
 from hdrlab.metrics.alignment import align_scale
 from hdrlab.metrics.bias import Log2Ratio
 from hdrlab.metrics.display import build_display_metrics
+from hdrlab.runs import TEST_OUTPUTS_FOLDER, output_stem
 
-__all__ = ["PerSampleMetrics", "per_sample_values"]
+__all__ = ["OUTPUTS_FOLDER", "PerSampleMetrics", "output_stem", "per_sample_values", "save_sample_outputs"]
+
+#: folder (next to ``test_per_sample.csv``) of the per-image outputs written with ``save_outputs=True``
+OUTPUTS_FOLDER = TEST_OUTPUTS_FOLDER
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def save_sample_outputs(folder: Path, stem: str, pred: torch.Tensor, ldr: torch.Tensor, hdr: torch.Tensor) -> None:
+    """Write one test image's prediction, input and reference into ``folder`` (module docstring).
+
+    Args:
+        folder: existing output folder.
+        stem: file stem (:func:`output_stem`).
+        pred: ``[3, H, W]`` prediction in the method's output domain (linear radiance or display ``[0, 1]``).
+        ldr: ``[3, H, W]`` LDR input, display values in ``[0, 1]``.
+        hdr: ``[3, H, W]`` ground-truth linear HDR, ``>= 0``.
+    """
+    from hdrlab import io as hdr_io
+
+    def finite(x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().float().cpu()
+        return torch.nan_to_num(x, nan=0.0, posinf=_FLOAT32_MAX, neginf=0.0).clamp_min(0.0)
+
+    hdr_io.write_exr(folder / f"{stem}.exr", finite(pred))
+    hdr_io.write_png(folder / f"{stem}_input.png", finite(ldr).clamp_max(1.0))
+    hdr_io.write_exr(folder / f"{stem}_reference.exr", finite(hdr))
 
 
 def per_sample_values(collection: Any, pred: torch.Tensor, target: torch.Tensor,
@@ -60,7 +102,7 @@ def per_sample_values(collection: Any, pred: torch.Tensor, target: torch.Tensor,
         collection.reset()
         collection.update(pred[i:i + 1], target[i:i + 1], clip_mask=clip_mask[i:i + 1])
         values = collection.compute()
-        rows.append({key[len(prefix):] if key.startswith(prefix) else key: float(v) for key, v in values.items()})
+        rows.append({key.removeprefix(prefix): float(v) for key, v in values.items()})
     collection.reset()
     return rows
 
@@ -70,10 +112,15 @@ class PerSampleMetrics(L.Callback):
 
     Args:
         path: CSV file written at the end of the test epoch.
+        save_outputs: also write each image's prediction, input and reference into
+            ``<folder of path>/test_outputs/`` (module docstring).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, save_outputs: bool = False) -> None:
         self.path = Path(path)
+        self.save_outputs = bool(save_outputs)
+        self.outputs_dir = self.path.parent / OUTPUTS_FOLDER
+        self._stems: dict[str, str] = {}
         self._rows: list[dict[str, Any]] = []
         self._own: Any = None
         self._display: Any = None
@@ -81,6 +128,7 @@ class PerSampleMetrics(L.Callback):
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
+        self._stems = {}
         self._own = pl_module.build_metric_collection("").to(pl_module.device)
         self._display = (build_display_metrics(prefix="").to(pl_module.device)
                          if pl_module.output_domain == "linear" else None)
@@ -106,13 +154,24 @@ class PerSampleMetrics(L.Callback):
         fractions = clip_mask.float().mean(dim=(1, 2, 3)).tolist()
         for name, fraction, row in zip(names, fractions, rows):
             self._rows.append({"name": name, "clipped_fraction": fraction, **row})
+        if self.save_outputs:
+            self.outputs_dir.mkdir(parents=True, exist_ok=True)
+            for i, name in enumerate(names):
+                stem = self._stems[str(name)] = output_stem(name)
+                save_sample_outputs(self.outputs_dir, stem, pred[i], batch["ldr"][i], batch["hdr"][i])
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._rows:
             return
+        rank = trainer.global_rank if trainer.world_size > 1 else 0
+        if self.save_outputs and self._stems:
+            manifest = {"domain": pl_module.output_domain, "align": getattr(pl_module, "align", "median"),
+                        "scenes": self._stems}
+            name = "outputs.json" if rank == 0 else f"outputs.rank{rank}.json"
+            atomic_write_text(self.outputs_dir / name, json.dumps(manifest, indent=2) + "\n")
         path = self.path
-        if trainer.world_size > 1 and trainer.global_rank > 0:
-            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        if rank > 0:
+            path = path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
         columns = list(self._rows[0])
         for row in self._rows[1:]:
             columns += [key for key in row if key not in columns]

@@ -1,4 +1,4 @@
-"""``hdrlab compare RUN_OR_SWEEP_DIR... [--metric val/pu21_psnr] [-o report_dir] [--no_pdf] [--reference NAME=RUN_DIR ...]``.
+"""``hdrlab compare RUN_OR_SWEEP_DIR... [--test] [--metric M] [-o report_dir] [--no_pdf] [--reference NAME=TARGET ...]``.
 
 Reads every run folder (``metrics.csv`` / ``summary.json``) under the given run or sweep folders,
 groups the runs by the parameters that vary between them, and writes a report (:mod:`hdrlab.sweep.compare`):
@@ -6,6 +6,13 @@ groups the runs by the parameters that vary between them, and writes a report (:
 config differences, previews), ``table.md``, ``table.csv`` and per-domain CSVs, PNG and PDF figures.
 Prints the per-domain tables. ``--reference NAME=RUN_DIR`` (repeatable) compares every run's
 ``test_per_sample.csv`` scene by scene with that reference run's (:mod:`hdrlab.report.scenes`).
+
+``--test`` compares held-out test scores instead of validation metrics (:mod:`hdrlab.report.testruns`):
+every folder holding ``test_per_sample.csv`` is a run, labelled ``<recipe>/<stage>`` when a recipe's
+test stage made it; rows are labels, repeats over seeds give ``mean ± std``, every value carries its
+95 % interval over the scenes; ``--reference`` then also takes ``@STAGE`` (the same recipe run's test
+stage, e.g. ``untrained_self=@untrained``) and a run label (``no_hallucination=baseline_inverse_crf``,
+matched by seed).
 
 Exit status: 0 (also when some runs failed: they are listed), 2 on user errors.
 """
@@ -17,6 +24,14 @@ from pathlib import Path
 
 from hdrlab.errors import ConfigError
 from hdrlab.report.scenes import compare_scenes, load_references, parse_reference
+from hdrlab.report.testruns import (
+    TEST_METRIC,
+    compare_test_scenes,
+    discover_test_runs,
+    read_test_runs,
+    test_records,
+    training_curves,
+)
 from hdrlab.sweep.compare import (
     DEFAULT_METRIC,
     compare_runs,
@@ -31,33 +46,43 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``hdrlab compare`` argument parser."""
     p = argparse.ArgumentParser(prog="hdrlab compare", description=__doc__.split("\n\n")[1].replace("\n", " "))
     p.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders (trials/*) or runs roots")
-    p.add_argument("--metric", default=DEFAULT_METRIC,
-                   help=f"main metric: runs without a finite value count as failed (default {DEFAULT_METRIC}; "
-                        "display methods log val/display_psnr)")
+    p.add_argument("--test", action="store_true",
+                   help="compare held-out test scores (test_per_sample.csv of hdrlab test or a recipe's test stages) "
+                        "instead of validation metrics")
+    p.add_argument("--metric", default=None,
+                   help=f"main metric: runs without a finite value count as failed (default {DEFAULT_METRIC}, with "
+                        f"--test {TEST_METRIC}; display methods log val/display_psnr, test/display_psnr)")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="report folder (default: <first path>/report)")
     p.add_argument("--no_pdf", action="store_true", help="write the figures as PNG only (no PDF copies)")
-    p.add_argument("--reference", action="append", default=[], metavar="NAME=RUN_DIR",
-                   help="a named reference run folder holding test_per_sample.csv (repeatable): per-scene wins, "
-                        "mean paired differences with 95%% t-intervals, per_scene.csv")
+    p.add_argument("--reference", action="append", default=[], metavar="NAME=TARGET",
+                   help="a named reference, a run folder holding test_per_sample.csv (with --test also @STAGE or a "
+                        "run label) (repeatable): per-scene wins, mean paired differences with 95%% t-intervals, "
+                        "per_scene.csv")
     return p
 
 
 def main(argv: list[str]) -> int:
     """Run ``hdrlab compare``; see the module docstring."""
     args = build_parser().parse_args(argv)
-    if not args.metric.startswith("val/"):
-        raise ConfigError(f"--metric {args.metric!r}: compare reads validation metrics; use a val/* name "
-                          f"such as {DEFAULT_METRIC} or val/display_psnr")
+    prefix = "test/" if args.test else "val/"
+    metric = args.metric or (TEST_METRIC if args.test else DEFAULT_METRIC)
+    if not metric.startswith(prefix):
+        raise ConfigError(f"--metric {metric!r}: compare{' --test' if args.test else ''} reads "
+                          f"{'test' if args.test else 'validation'} metrics; use a {prefix}* name such as "
+                          f"{prefix}pu21_psnr or {prefix}display_psnr")
     references: dict[str, Path] = {}
     for text in args.reference:
         name, path = parse_reference(text)
         if name in references:
             raise ConfigError(f"--reference {name} given twice; give each reference a distinct NAME")
         references[name] = path
+    if args.test:
+        return _main_test(args, metric, {name: text.partition("=")[2].strip() for name, text in
+                                         zip(references, args.reference)})
     ref_tables = load_references(references)  # before reading the runs: a missing CSV fails at once
     records = [read_run(p) for p in discover_runs(args.paths)]
-    comparison = compare_runs(records, metric=args.metric)
+    comparison = compare_runs(records, metric=metric)
     scenes = compare_scenes([r.path for r in records], ref_tables)  # mismatched scenes: ConfigError, nothing written
     out = args.output if args.output is not None else args.paths[0] / "report"
     written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes)
@@ -65,3 +90,48 @@ def main(argv: list[str]) -> int:
     print(f"\n{len(records)} runs, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
           f"report: {written['html']} (table: {written['csv']})")
     return 0
+
+
+def _main_test(args: argparse.Namespace, metric: str, references: dict[str, str]) -> int:
+    """``hdrlab compare --test``: test runs, their per-scene wins, one report."""
+    folders = discover_test_runs(args.paths)
+    runs = read_test_runs(folders)
+    scenes = compare_test_scenes(runs, references)  # unresolvable references / mismatched scenes: nothing written
+    comparison = compare_runs(test_records(runs), metric=metric)
+    out = args.output if args.output is not None else args.paths[0] / "report"
+    figures = _scene_figure_section(runs, out, pdf=not args.no_pdf)
+    written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes, curves=training_curves(args.paths),
+                           extra_sections=figures)
+    print(format_domain_tables(comparison))
+    print(f"\n{len(runs)} test runs, {len(comparison.rows)} rows, {len(comparison.failures)} failed; "
+          f"report: {written['html']} (table: {written['csv']})")
+    return 0
+
+
+def _scene_figure_section(runs: list, out: Path, *, pdf: bool) -> list:
+    """The report section of per-scene figures (:mod:`hdrlab.report.scene_figure`) from the test runs
+    that saved their outputs (``hdrlab test --save_test_outputs true``): one column per row label
+    (its first seed), the most clipped scenes; no section when no run saved outputs."""
+    from hdrlab.report import page as P
+    from hdrlab.report.scene_figure import scene_figures_from_runs
+    from hdrlab.runs import TEST_OUTPUTS_FOLDER
+
+    first: dict[str, Path] = {}
+    for run in sorted(runs, key=lambda r: (str(r.seed), str(r.path))):
+        if (run.path / TEST_OUTPUTS_FOLDER).is_dir():
+            first.setdefault(run.label, run.path)
+    if not first:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("scene_*.png"), *out.glob("scene_*.pdf")]:
+        if not old.name.startswith("scene_diff_"):
+            old.unlink()
+    figures = scene_figures_from_runs(sorted(first.items()), out, pdf=pdf)
+    if not figures:
+        return []
+    text = ("<p>The most clipped test scenes, one titled column per method (its first seed; runs tested with "
+            "<code>--save_test_outputs true</code>). Rows: the display rendering after median scale alignment with "
+            "the zoom box, the zoomed crop of the largest clipped region, false-colour log10 luminance "
+            "(one colour bar), and the error |log2(prediction / reference)| of the luminance in stops.</p>")
+    body = text + "<div class='figs'>" + "\n".join(P.figure_html(f, out) for f in figures) + "</div>"
+    return [P.Section("scene-figures", f"Per-scene figures ({len(figures)} scenes)", body)]

@@ -18,7 +18,9 @@ image is the single-LDR input), then reconstruct with
 
 The bracket mergers (``debevec*``, ``mertens``) see five exposures; the single-image methods see
 only the ev 0 input. Writes ``.exr`` radiance maps, PNG previews and a labelled contact panel per
-scene, then scores the radiance outputs against the ground truth with ``hdrlab eval`` (median
+scene, a comparison figure (:func:`hdrlab.report.scene_figure.scene_figure`:
+``previews/<scene>_comparison.png``) for the procedural scene with the largest clipped fraction and
+for the real scene, then scores the radiance outputs against the ground truth with ``hdrlab eval`` (median
 scale alignment; the clipped region is the input LDR's clip mask) and every output in the display
 domain (``hdrlab.tonemap.display`` of the median-aligned radiance, or the fusion itself, against
 ``display(gt)``), and writes both tables with captions to ``results.md``.
@@ -66,6 +68,20 @@ LABELS = {
     "le2023_debevec_demo": "Le2023 + Debevec, demo-scale (single image)",
     "mertens": "Mertens fusion (bracket, display)",
 }
+#: columns of the comparison figures: output -> column title
+COMPARISON_COLUMNS = {
+    "inverse_crf": "no hallucination (inverse CRF)",
+    "linear_itmo": "linear iTMO",
+    "le2023_debevec_demo": "Le2023 + Debevec (demo-scale)",
+    "debevec": "Debevec (bracket, CRF recovered)",
+}
+COMPARISON_CAPTION = (
+    "Rows: (1) hdrlab.tonemap.display of each radiance output after median scale alignment to the ground "
+    "truth (fitted on the pixels not clipped in the input; the input as it is), the red box marking the zoom; "
+    "(2) the zoom on the largest clipped region of the input; (3) log10 luminance, one colour scale for all "
+    "columns; (4) per-pixel error |log2(Y_output / Y_truth)| of the luminance in stops, one colour scale, with its "
+    "mean over all and over the clipped pixels. Single-image methods see only the ev 0 input, Debevec the "
+    "whole bracket.")
 #: samples seen by the demo's learned single-image model (2 per step at the tiny override)
 LEARNED_SAMPLES = 2000
 EVAL_METRICS = ("psnr_mu", "pu21_psnr", "pu21_ssim")
@@ -237,6 +253,12 @@ def part_one_sections(out: Path, report_dir: Path) -> list:
                     "truth and each method's output (Reinhard previews; tiles labelled), Mertens' fusion and the "
                     f"ground truth's false-colour log luminance</figcaption><img src='part1/{html.escape(panel.name)}' "
                     f"alt='{html.escape(panel.stem)}' loading='lazy'></figure>")
+    for figure in sorted((out / "previews").glob("*_comparison.png")):
+        shutil.copyfile(figure, target / figure.name)
+        scene = figure.stem.removesuffix("_comparison")
+        body.append(f"<figure><figcaption>{html.escape(scene)}, compared in detail. {html.escape(COMPARISON_CAPTION)}"
+                    f"</figcaption><img src='part1/{html.escape(figure.name)}' alt='{html.escape(figure.stem)}' "
+                    "loading='lazy'></figure>")
     return [Section("part1", "Part 1: single image vs bracket (demo scenes)", "\n".join(body))]
 
 
@@ -252,6 +274,35 @@ def _panel(images: list[np.ndarray], labels: list[str]) -> np.ndarray:
                     cv2.LINE_AA)
         row += [np.concatenate([strip, img], axis=0), gap]
     return np.concatenate(row[:-1], axis=1)
+
+
+def comparison_figures(candidates: list[dict], folder: Path, *, real: str | None) -> list[Path]:
+    """Draw :func:`hdrlab.report.scene_figure.scene_figure` for at most two scenes: the procedural
+    scene with the largest clipped fraction and the real scene ``real`` (when given).
+
+    Args:
+        candidates: one dict per scene with ``name``, ``clipped`` (fraction), ``ldr`` (``[3, H, W]``
+            display values in ``[0, 1]``), ``hdr`` (``[3, H, W]`` linear ground truth) and ``outputs``
+            (output name -> ``[3, H, W]`` linear radiance).
+        folder: where ``<scene>_comparison.png`` goes.
+        real: the real scene's name, or ``None``.
+
+    Returns:
+        The written PNGs.
+    """
+    from hdrlab.report.scene_figure import scene_figure
+
+    procedural = [c for c in candidates if c["name"] != real]
+    chosen = [max(procedural, key=lambda c: c["clipped"])] if procedural else []
+    chosen += [c for c in candidates if c["name"] == real]
+    written = []
+    for scene in chosen:
+        predictions = {title: scene["outputs"][key] for key, title in COMPARISON_COLUMNS.items()
+                       if key in scene["outputs"]}
+        info = scene_figure(scene["name"], input_ldr=scene["ldr"], reference=scene["hdr"], predictions=predictions,
+                            path=folder / f"{scene['name']}_comparison.png", pdf=False)
+        written.append(info.path)
+    return written
 
 
 def display_scores(folders: dict[str, Path], methods: list[str]) -> dict[str, dict[str, float]]:
@@ -325,6 +376,7 @@ def main(argv: list[str]) -> int:
     from hdrlab.methods.baselines import linear_highlight_expansion
 
     learned = None if args.no_learned else train_learned_model(out, samples=args.learned_samples)
+    candidates: list[dict] = []  # per scene: what the comparison figures need
     sampler = CRFSampler(family="mixed", split="test")
     debevec, debevec_known, mertens = DebevecMerger(crf="recover"), DebevecMerger(crf="known"), MertensMerger()
     for i, (name, hdr) in enumerate(scenes):
@@ -357,7 +409,13 @@ def main(argv: list[str]) -> int:
         io.write_png(folders["previews"] / f"{name}_panel.png",
                      _panel(previews, [*shown, "Mertens", "GT log lum."]))
         clipped = float((ldr.amax(dim=1) >= 254.5 / 255).float().mean())
+        candidates.append({"name": name, "clipped": clipped, "ldr": ldr[0], "hdr": hdr,
+                           "outputs": {k: outputs[k].clamp_min(0) for k in COMPARISON_COLUMNS if k in outputs}})
         print(f"[demo] {i + 1}/{len(scenes)} {name}: {100 * clipped:.1f}% of the input clipped", flush=True)
+    figures_start = time.perf_counter()
+    figures = comparison_figures(candidates, folders["previews"], real=None if real is None else real[0])
+    print(f"[demo] comparison figures ({', '.join(p.name for p in figures)}) in "
+          f"{time.perf_counter() - figures_start:.1f} s", flush=True)
 
     from hdrlab.commands.evaluate import evaluate_pairs, pair_files
 
@@ -384,7 +442,8 @@ def main(argv: list[str]) -> int:
     print()
     print("\n".join(lines))
     print(f"\n[demo] done in {time.perf_counter() - start:.1f} s. Outputs in {out}/: gt/, input/, "
-          f"{', '.join(table)}/ (.exr), mertens/ (display .png), previews/ (labelled panels), results.md")
+          f"{', '.join(table)}/ (.exr), mertens/ (display .png), previews/ (labelled panels and "
+          "comparison figures), results.md")
     if args.no_sweep:
         return 0
     status = run_sweep_part(out, trials=args.sweep_trials, workers=args.sweep_workers)

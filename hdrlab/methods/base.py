@@ -69,8 +69,10 @@ class HDRMethod(L.LightningModule, ABC):
         lr: learning rate.
         betas: Adam betas.
         weight_decay: weight decay.
-        lr_milestones: optimizer steps at which the learning rate is multiplied by ``lr_gamma``
-            (empty: constant learning rate).
+        lr_milestones: when the learning rate is multiplied by ``lr_gamma`` (empty: constant
+            learning rate): whole numbers are optimizer steps; fractions in (0, 1) are fractions
+            of the fit's planned steps (:meth:`planned_steps`, rounded to the nearest step), so a
+            schedule scales with a ``--max_samples`` budget (e.g. ``[0.2, 0.4, 0.6, 0.8]``).
         lr_gamma: multiplicative decay at each milestone.
         metrics: HDR metric names for linear-domain methods (see :data:`hdrlab.metrics.METRICS`).
         align: scale alignment of the HDR metrics (``none`` / ``median`` / ``lsq_log``).
@@ -90,7 +92,7 @@ class HDRMethod(L.LightningModule, ABC):
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
-        lr_milestones: Sequence[int] = (),
+        lr_milestones: Sequence[int | float] = (),
         lr_gamma: float = 0.5,
         metrics: Sequence[str] = ("psnr_mu", "psnr_l", "pu21_psnr", "pu21_ssim"),
         align: str = "median",
@@ -106,6 +108,11 @@ class HDRMethod(L.LightningModule, ABC):
         self.lr = float(lr)
         self.betas = tuple(betas)
         self.weight_decay = float(weight_decay)
+        for milestone in lr_milestones:
+            whole = isinstance(milestone, int) and not isinstance(milestone, bool) and milestone >= 0
+            if not (whole or (isinstance(milestone, float) and 0.0 < milestone < 1.0)):
+                raise ConfigError(f"{type(self).__name__}.lr_milestones: {milestone!r} is neither a step (whole "
+                                  "number >= 0) nor a fraction of the planned steps in (0, 1)")
         self.lr_milestones = list(lr_milestones)
         self.lr_gamma = float(lr_gamma)
         self.metric_names = list(metrics)
@@ -265,8 +272,43 @@ class HDRMethod(L.LightningModule, ABC):
         """
         if not self.lr_milestones:
             return None
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.lr_milestones, gamma=self.lr_gamma)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=self.milestone_steps(), gamma=self.lr_gamma)
         return {"scheduler": scheduler, "interval": "step"}
+
+    def milestone_steps(self) -> list[int]:
+        """``lr_milestones`` as optimizer steps: fractions become ``round(f * planned_steps())``."""
+        if all(isinstance(m, int) for m in self.lr_milestones):
+            return [int(m) for m in self.lr_milestones]
+        planned = self.planned_steps()
+        return [m if isinstance(m, int) else round(m * planned) for m in self.lr_milestones]
+
+    def planned_steps(self) -> int:
+        """Optimizer steps the current fit will take.
+
+        With a sample budget (``hdrlab fit --max_samples``, the
+        :class:`~hdrlab.callbacks.run_artifacts.SampleBudget` callback): ``ceil(max_samples /
+        (batch_size * accumulate_grad_batches * world_size))``, the data module's ``batch_size``,
+        at most ``trainer.max_steps`` when that is set; otherwise Lightning's
+        ``trainer.estimated_stepping_batches``.
+
+        Raises:
+            ConfigError: no finite number of steps is known (no budget, no ``max_steps``, no epochs).
+        """
+        import math
+
+        from hdrlab.callbacks.run_artifacts import SampleBudget
+
+        trainer = self.trainer
+        budget = next((c for c in trainer.callbacks if isinstance(c, SampleBudget)), None)
+        batch = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule is not None else None
+        if budget is not None and isinstance(batch, int) and batch > 0:
+            steps = math.ceil(budget.max_samples / (batch * trainer.accumulate_grad_batches * trainer.world_size))
+            return min(steps, trainer.max_steps) if trainer.max_steps > 0 else steps
+        steps = trainer.estimated_stepping_batches
+        if not math.isfinite(steps):
+            raise ConfigError(f"{type(self).__name__}.lr_milestones holds fractions of the planned steps, but the fit "
+                              "has no finite length: give --max_samples, trainer.max_steps or trainer.max_epochs")
+        return int(steps)
 
     def configure_optimizers(self) -> Any:
         """:meth:`build_optimizer` over the trainable parameters, with :meth:`scheduler_config`."""

@@ -9,8 +9,11 @@
   each run's ``metrics.csv``;
 * :mod:`hdrlab.report.scenes` — per-scene test results (``test_per_sample.csv``) against named
   reference runs (``--reference``): win counts, mean paired differences with t-intervals;
+* :mod:`hdrlab.report.scene_figure` — one labelled comparison figure per test scene (tone-mapped
+  outputs, a zoom on the largest clipped region, log10 luminance and error maps with shared colour
+  bars), drawn from runs' ``test_outputs/`` (``hdrlab test --save_test_outputs true``);
 * :mod:`hdrlab.report.page` — the self-contained ``index.html`` (embedded stylesheet).
 
 Importing these modules imports neither torch nor matplotlib (matplotlib is imported when a figure
-is drawn); the user guide is ``docs/compare.md``.
+is drawn, torch when a scene figure is drawn); the user guide is ``docs/compare.md``.
 """

@@ -310,8 +310,9 @@ def _fmt(value: float) -> str:
 
 def per_scene_rows(comp: SceneComparison) -> tuple[list[str], list[list[str]]]:
     """The long per-scene table: ``scene, metric``, then one column per reference and per run."""
-    header = ["scene", "metric"] + [f"reference:{r.label}" for r in comp.references] + [r.label for r in comp.runs]
-    tables = comp.references + comp.runs
+    fixed = [r for r in comp.references if r.values]  # references resolved per run are among the runs
+    header = ["scene", "metric"] + [f"reference:{r.label}" for r in fixed] + [r.label for r in comp.runs]
+    tables = fixed + comp.runs
     rows = []
     for metric in comp.metrics:
         for scene in comp.scenes:
@@ -366,11 +367,17 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _paired_runs(comp: SceneComparison, metric: str) -> list[SceneTable]:
+    """The runs paired with at least one reference on ``metric`` (a reference run itself, or a run
+    for which no reference resolves, has no row in the wins tables)."""
+    return [r for r in comp.runs if any((r.label, ref.label, metric) in comp.paired for ref in comp.references)]
+
+
 def wins_markdown(comp: SceneComparison, metric: str) -> str:
     """Run x reference table of ``wins / n (ties)`` and ``mean diff [95 % CI]`` for one metric."""
     header = ["run"] + [h for r in comp.references for h in (f"wins vs {r.label}", f"Δ vs {r.label} [95% CI]")]
     lines = ["| " + " | ".join(_md(h) for h in header) + " |", "|---|" + "--:|" * (len(header) - 1)]
-    for run in comp.runs:
+    for run in _paired_runs(comp, metric):
         cells = [_md(run.label)]
         for ref in comp.references:
             p = comp.paired.get((run.label, ref.label, metric))
@@ -387,7 +394,7 @@ def wins_html(comp: SceneComparison, metric: str) -> str:
     sub = "".join("<th scope='col' class='num region'>wins / n (ties)</th>"
                   "<th scope='col' class='num region'>mean Δ [95% CI]</th>" for _ in comp.references)
     body = []
-    for run in comp.runs:
+    for run in _paired_runs(comp, metric):
         tds = f"<th scope='row'>{esc(run.label)}</th>"
         for ref in comp.references:
             p = comp.paired.get((run.label, ref.label, metric))
@@ -401,9 +408,10 @@ def wins_html(comp: SceneComparison, metric: str) -> str:
 def per_scene_html(comp: SceneComparison, metric: str) -> str:
     """Scene x (references, runs) values of one metric, as HTML."""
     esc = html.escape
-    tables = comp.references + comp.runs
+    fixed = [r for r in comp.references if r.values]  # references resolved per run are among the runs
+    tables = fixed + comp.runs
     head = "<th scope='col'>scene</th>" + "".join(
-        f"<th scope='col' class='num'>{esc(('ref: ' if i < len(comp.references) else '') + t.label)}</th>"
+        f"<th scope='col' class='num'>{esc(('ref: ' if i < len(fixed) else '') + t.label)}</th>"
         for i, t in enumerate(tables))
     body = "\n".join(
         f"<tr><th scope='row'>{esc(s)}</th>"
@@ -442,7 +450,9 @@ def write_scene_outputs(comp: SceneComparison, folder: str | Path, *, pdf: bool 
     md_path.write_text("\n".join(md) + "\n")
 
     figures = [paired_figure(comp, m, folder / f"scene_diff_{m}.png", pdf=pdf) for m in comp.figure_metrics()]
-    refs = ", ".join(f"<code>{esc(r.label)}</code> ({esc(str(r.path))})" for r in comp.references)
+    refs = ", ".join(f"<code>{esc(r.label)}</code> ({esc(str(r.path))})" if r.values else
+                     f"<code>{esc(r.label)}</code> (<code>{esc(str(r.path))}</code>, resolved per run)"
+                     for r in comp.references)
     body = [(f"<p>Each run's <code>{PER_SAMPLE}</code> against the references {refs}, scene by scene "
             f"({len(comp.scenes)} test scenes, matched by name). <b>wins / n (ties)</b>: scenes where the run is "
             "better than the reference, by the metric's direction; ties (equal values) apart. <b>mean Δ</b>: mean "

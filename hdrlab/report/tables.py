@@ -181,23 +181,43 @@ def _order_key(name: str, main: str | None) -> tuple:
 
 @dataclass
 class Cell:
-    """One table cell: mean and sample std over the group's finite values, and their count."""
+    """One table cell: mean and sample std over the group's finite values, and their count; for
+    metrics averaged over test scenes also the 95 % t-interval over the scenes (``low``, ``high``)."""
 
     mean: float
     std: float
     count: int
+    low: float = math.nan
+    high: float = math.nan
 
     @property
     def finite(self) -> bool:
         return math.isfinite(self.mean)
 
     def text(self, digits: int = 3) -> str:
-        """``mean ± std`` when ``count > 1``, the value when ``count == 1``, ``—`` without a value."""
+        """``mean ± std`` when ``count > 1``, the value when ``count == 1``, ``—`` without a value;
+        followed by ``[low, high]`` when the cell has a scene interval."""
         if not self.finite:
             return "—"
+        text = f"{self.mean:.{digits}f}"
         if self.count > 1 and math.isfinite(self.std):
-            return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
-        return f"{self.mean:.{digits}f}"
+            text += f" ± {self.std:.{digits}f}"
+        if math.isfinite(self.low) and math.isfinite(self.high):
+            text += f" [{self.low:.{max(digits - 1, 1)}f}, {self.high:.{max(digits - 1, 1)}f}]"
+        return text
+
+
+def scene_interval(runs: Sequence[RunRecord], metric: str) -> tuple[float, float]:
+    """95 % t-interval over the scenes of the per-scene values averaged over ``runs`` (seeds), from
+    :attr:`RunRecord.scenes`; NaN unless every run has per-scene values and two scenes have one."""
+    from hdrlab.report.scenes import mean_ci
+
+    if not runs or not all(metric in r.scenes for r in runs):
+        return math.nan, math.nan
+    common = set.intersection(*(set(r.scenes[metric]) for r in runs))
+    values = [sum(r.scenes[metric][s] for r in runs) / len(runs) for s in sorted(common)]
+    _, low, high = mean_ci(values)
+    return low, high
 
 
 @dataclass
@@ -252,6 +272,9 @@ class ResultsTable:
                     "a cell with a single finite value shows that value")
         else:
             what = "n = 1 for every row: each cell is a single run's value (no std)"
+        if any(math.isfinite(c.low) for row in self.cells for c in row.values()):
+            what += ("; each value is a mean over the test scenes, [a, b] its 95% Student-t interval over the "
+                     "scenes (per-scene values averaged over the seeds)")
         return f"{what}; ↑ higher is better, ↓ lower is better, →0 zero is best; bold: best in column."
 
 
@@ -276,12 +299,15 @@ def results_tables(comparison: Comparison) -> list[ResultsTable]:
         for i in rows:
             row_cells = {}
             for m in names:
-                values = [r.metrics[m] for r in groups[i] if _finite(r.metrics.get(m))]
-                mean, std = mean_std(values)
-                row_cells[m] = Cell(mean, std, len(values))
+                finite = [r for r in groups[i] if _finite(r.metrics.get(m))]
+                mean, std = mean_std([r.metrics[m] for r in finite])
+                row_cells[m] = Cell(mean, std, len(finite), *scene_interval(finite, m))
             cells.append(row_cells)
         columns = [m for m in names if any(c[m].finite for c in cells)]
-        main = comparison.metric if comparison.metric in columns else DOMAIN_MAIN_METRICS.get(domain)
+        prefix = comparison.metric.split("/", 1)[0] + "/" if "/" in comparison.metric else "val/"
+        default = DOMAIN_MAIN_METRICS.get(domain)
+        main = comparison.metric if comparison.metric in columns else (
+            prefix + default.split("/", 1)[1] if default else None)
         columns.sort(key=lambda m: _order_key(m, main))
         main = main if main in columns else None
         params = list(comparison.params)
@@ -402,13 +428,16 @@ def write_table_csvs(tables: Sequence[ResultsTable], diff: ConfigDiff, folder: s
         with path.open("w", newline="") as f:
             w = csv.writer(f)
             header = (list(t.params) or ["runs"]) + ["n"]
+            scene_ci = any(math.isfinite(c.low) for row in t.cells for c in row.values())
             for c in t.columns:
-                header += [f"{c}_mean", f"{c}_std", f"{c}_n"]
+                header += [f"{c}_mean", f"{c}_std", f"{c}_n"] + ([f"{c}_ci_low", f"{c}_ci_high"] if scene_ci else [])
             w.writerow(header)
             for labels, n, cells in zip(t.labels, t.n, t.cells):
                 row: list[Any] = list(labels) + [n]
                 for c in t.columns:
                     row += [repr(cells[c].mean), repr(cells[c].std), cells[c].count]
+                    if scene_ci:
+                        row += [repr(cells[c].low), repr(cells[c].high)]
                 w.writerow(row)
         out[t.domain] = path
     path = folder / "config_diff.csv"

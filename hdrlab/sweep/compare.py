@@ -46,7 +46,7 @@ from hdrlab.errors import HDRIOError
 #: Config keys (last dotted component) that identify a run rather than configure it.
 IGNORED_KEYS: frozenset[str] = frozenset(
     {"run_dir", "run_id", "seed_everything", "seed", "config", "runs_root", "experiment", "ckpt_path",
-     "default_root_dir", "wandb"}
+     "default_root_dir", "wandb", "save_test_outputs"}
 )
 #: The default metric of ``hdrlab compare``.
 DEFAULT_METRIC = "val/pu21_psnr"
@@ -65,6 +65,9 @@ class RunRecord:
         metrics: ``val/*`` name -> last finite value.
         status: ``summary.json`` status, ``"unknown"`` without a summary.
         seed: ``seed_everything`` (or the summary's seed), ``None`` when unknown.
+        previews: Scene name -> latest validation preview PNG.
+        scenes: Metric -> scene -> value, for metrics that are means over test scenes
+            (:mod:`hdrlab.report.testruns`); empty for validation metrics.
     """
 
     path: Path
@@ -73,6 +76,7 @@ class RunRecord:
     status: str
     seed: Any = None
     previews: dict[str, Path] = field(default_factory=dict)
+    scenes: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -350,9 +354,11 @@ def score_metric(record: RunRecord, metric: str) -> str | None:
     """
     if metric in record.metrics:
         return metric
-    if DISPLAY_METRIC in record.metrics and not any(
-            k.startswith("val/") and not k.startswith("val/display") and k != "val/loss" for k in record.metrics):
-        return DISPLAY_METRIC
+    prefix = metric.split("/", 1)[0] + "/" if "/" in metric else "val/"
+    display = prefix + DISPLAY_METRIC.split("/", 1)[1]
+    if display in record.metrics and not any(
+            k.startswith(prefix) and not k.startswith(prefix + "display") and k != prefix + "loss" for k in record.metrics):
+        return display
     return None
 
 
@@ -361,7 +367,8 @@ def failure_reason(record: RunRecord, metric: str) -> str | None:
     if not record.finished:
         return f"status {record.status!r}"
     if score_metric(record, metric) is None:
-        return f"no finite {metric}" + ("" if metric == DISPLAY_METRIC else f" (nor {DISPLAY_METRIC} of a display output)")
+        display = metric.split("/", 1)[0] + "/display_psnr" if "/" in metric else DISPLAY_METRIC
+        return f"no finite {metric}" + ("" if metric == display else f" (nor {display} of a display output)")
     return None
 
 
@@ -520,8 +527,8 @@ def plot_curves(comparison: Comparison, folder: str | Path, *, pdf: bool = True)
 
 
 def _curve_figures(comparison: Comparison, folder: Path, *, pdf: bool) -> list[Any]:
-    from hdrlab.report.curves import curve_specs, plot_curve, read_history
-    from hdrlab.report.figures import FigureInfo, domain_main_metric, run_domain
+    from hdrlab.report.curves import read_history
+    from hdrlab.report.figures import domain_main_metric, run_domain
     from hdrlab.report.tables import group_label, grouped_runs
 
     runs = []
@@ -540,6 +547,15 @@ def _curve_figures(comparison: Comparison, folder: Path, *, pdf: bool) -> list[A
                if failure_reason(r, comparison.metric) is None):
             metric = domain_main_metric(domain, comparison.metric)
             val_metrics.append((metric, f"Validation {metric} ({domain}-output runs)"))
+    return curve_figures(runs, val_metrics, folder, pdf=pdf)
+
+
+def curve_figures(runs: Sequence[tuple[str, int, bool, Any]], val_metrics: Sequence[tuple[str, str]],
+                  folder: Path, *, pdf: bool) -> list[Any]:
+    """Plot :func:`hdrlab.report.curves.curve_specs` of ``runs`` into ``folder/curve_<quantity>.png``."""
+    from hdrlab.report.curves import curve_specs, plot_curve
+    from hdrlab.report.figures import FigureInfo
+
     figures = []
     for spec in curve_specs(runs, val_metrics=val_metrics):
         path = plot_curve(spec, folder / f"curve_{spec.slug}.png", pdf=pdf)
@@ -589,7 +605,9 @@ _REPORT_OUTPUTS: tuple[str, ...] = (
 
 
 def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True,
-                 lead_sections: Sequence[Any] = (), scenes: Any = None) -> dict[str, Any]:
+                 lead_sections: Sequence[Any] = (), scenes: Any = None,
+                 curves: tuple[Sequence[Any], Sequence[tuple[str, str]]] | None = None,
+                 extra_sections: Sequence[Any] = ()) -> dict[str, Any]:
     """Write the report into ``folder``: ``index.html`` (embedded stylesheet), ``table.md``,
     ``table.csv`` (the grouped table, :func:`write_table_csv`), ``table_<domain>.csv`` and
     ``config_diff.csv``, and the figures as PNG (and PDF when ``pdf``).
@@ -602,7 +620,10 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
     for none) adds the section "Per-scene wins against references" after the results tables, with
     ``per_scene.csv``, ``per_scene.md`` and ``scene_diff_<metric>.png``. ``lead_sections``
     (:class:`hdrlab.report.page.Section`) come first
-    (e.g. the demo's single-image results); images they reference must lie in ``folder``.
+    (e.g. the demo's single-image results), ``extra_sections`` after the per-scene wins; images
+    they reference must lie in ``folder``. ``curves`` (``(runs, val_metrics)`` of
+    :func:`curve_figures`) replaces the curves of the compared runs (test runs have none: the
+    curves of the runs that trained them).
 
     Returns:
         ``{"csv", "md", "html": Path, "plots": list[Path] (PNGs), "pdfs": list[Path],
@@ -635,7 +656,8 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
         main_figs.append(F.main_metric_bars(comparison, folder / "main_metric_bars.png", tables=tables, pdf=pdf))
     main_figs += F.metric_vs_axes(comparison, folder, pdf=pdf)
     main_figs = [f for f in main_figs if f is not None]
-    curve_figs = _curve_figures(comparison, folder, pdf=pdf)
+    curve_figs = (_curve_figures(comparison, folder, pdf=pdf) if curves is None
+                  else curve_figures(curves[0], curves[1], folder, pdf=pdf))
     preview = F.preview_grid(comparison, folder / "preview_grid.png")
     scene_section, scene_files, scene_figs = None, [], []
     if scenes is not None:
@@ -673,6 +695,7 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
         sections.append(P.Section("results", "Results", "<p>No finished run with a finite validation metric.</p>"))
     if scene_section is not None:
         sections.append(scene_section)
+    sections += list(extra_sections)
     if main_figs:
         sections.append(P.Section("main-metric", "Main metric per group",
                                   "\n".join(P.figure_html(f, folder) for f in main_figs)))
