@@ -99,3 +99,10 @@ def test_reference_errors_are_one_line(sweep: Path, tmp_path: Path, capsys) -> N
     empty.mkdir()
     assert main(["compare", str(empty), "--test"]) == 2
     assert "holds no test_per_sample.csv" in capsys.readouterr().err
+
+
+def test_validation_compare_leaves_test_runs_out(sweep: Path, tmp_path: Path, capsys) -> None:
+    """Without --test, test runs are not failed fits: a folder of test runs only is one error line."""
+    assert main(["compare", str(sweep), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds only test runs (6); compare them with --test" in err[0]

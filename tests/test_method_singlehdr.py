@@ -340,7 +340,8 @@ def test_joint_stage_objective_decreases_on_one_scene():
 
 
 @pytest.mark.parametrize("stage", ["joint", "hallucination"])
-def test_experiment_yaml_fast_dev_run(tmp_path, stage):
+def test_experiment_yaml_fast_dev_run(tmp_path, stage, recwarn):
+    """The experiment file trains each stage; stage 4 (joint) from scratch warns and names the recipe."""
     from hdrlab.cli import build_cli
 
     build_cli([
@@ -349,3 +350,5 @@ def test_experiment_yaml_fast_dev_run(tmp_path, stage):
         "--model.init_args.stage", stage, "--trainer.fast_dev_run", "true",
         "--wandb", "disabled", "--run_dir", str(tmp_path / "run"),
     ])  # fmt: skip
+    warned = [str(w.message) for w in recwarn if "singlehdr_stagewise.yaml" in str(w.message)]
+    assert len(warned) == (1 if stage == "joint" else 0), warned

@@ -38,6 +38,7 @@ from hdrlab.sweep.compare import (
     discover_runs,
     format_domain_tables,
     read_run,
+    read_summary,
     write_report,
 )
 
@@ -81,13 +82,19 @@ def main(argv: list[str]) -> int:
         return _main_test(args, metric, {name: text.partition("=")[2].strip() for name, text in
                                          zip(references, args.reference)})
     ref_tables = load_references(references)  # before reading the runs: a missing CSV fails at once
-    records = [read_run(p) for p in discover_runs(args.paths)]
+    found = discover_runs(args.paths)
+    tests = [p for p in found if read_summary(p).get("stage") == "test"]  # scored by --test, not failed fits
+    records = [read_run(p) for p in found if p not in tests]
+    if not records:
+        raise ConfigError(f"{', '.join(str(p) for p in args.paths)} holds only test runs ({len(tests)}); "
+                          "compare them with --test")
     comparison = compare_runs(records, metric=metric)
     scenes = compare_scenes([r.path for r in records], ref_tables)  # mismatched scenes: ConfigError, nothing written
     out = args.output if args.output is not None else args.paths[0] / "report"
     written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes)
     print(format_domain_tables(comparison))
-    print(f"\n{len(records)} runs, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
+    skipped = f" ({len(tests)} test runs left out: compare them with --test)" if tests else ""
+    print(f"\n{len(records)} runs{skipped}, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
           f"report: {written['html']} (table: {written['csv']})")
     return 0
 

@@ -223,6 +223,20 @@ class SingleHDRMethod(HDRMethod):
             sub.requires_grad_(name in self.trainable_subnets)
         if stage_checkpoints:
             self.load_subnetworks(stage_checkpoints)
+        self._joint_from_scratch = stage == "joint" and not stage_checkpoints
+
+    def on_fit_start(self) -> None:
+        """Warn once when stage 4 (joint) starts from scratch: the official training is stage-wise,
+        and on procedural scenes the stage-4 loss alone collapses to an all-zero output."""
+        super().on_fit_start()
+        if self._joint_from_scratch and self.trainer.ckpt_path is None:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                "SingleHDR stage 'joint' is training all four sub-networks from scratch; this is the official "
+                "fine-tuning stage, and from scratch on procedural scenes it collapses to an all-zero output. "
+                "Train stage-wise instead: hdrlab recipe experiments/recipes/singlehdr_stagewise.yaml "
+                "(or pass model.init_args.stage_checkpoints)")
 
     # ------------------------------------------------------------------ structure
     def subnetworks(self) -> dict[str, nn.Module]:
