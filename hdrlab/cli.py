@@ -52,6 +52,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("hdrlab.commands.info", "trainable parameters per sub-network and FLOPs of an experiment at full size"),
     "sweep": ("hdrlab.commands.sweep", "run a W&B sweep file online (logged in) or with the offline agent"),
     "recipe": ("hdrlab.commands.recipe", "run a multi-stage training recipe (e.g. SingleHDR's stage-wise training) as chained fits"),
+    "import-weights": ("hdrlab.commands.import_weights", "convert an official pretrained release (CEVR, ...) into an hdrlab checkpoint"),
 }
 #: LightningCLI subcommands
 TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")

@@ -62,6 +62,12 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
         "VGG16 IMAGENET1K_V1: perceptual (VGG) losses",
         "https://download.pytorch.org/models/vgg16-397923af.pth",
     ),
+    "vgg16_bn": KnownWeights(
+        "vgg16_bn",
+        "vgg16_bn-6c64b313.pth",
+        "VGG16-BN IMAGENET1K_V1: CEVR encoder",
+        "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth",
+    ),
     "vgg19": KnownWeights(
         "vgg19",
         "vgg19-dcbb9e9d.pth",

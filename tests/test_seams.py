@@ -121,6 +121,11 @@ PAPERS = {
     "singlehdr": ("models/direct/singlehdr.py", "losses/singlehdr.py", "methods/singlehdr.py"),
     "le2023": ("models/generators/le2023_multiexposure.py", "losses/le2023.py", "methods/le2023_multiexposure.py"),
     "cfnet": ("models/mergers/cfnet.py", "losses/cfnet.py", "methods/cfnet.py"),
+    "drtmo": ("models/generators/drtmo.py", "losses/drtmo.py", "methods/drtmo.py"),
+    "deep_recursive": ("models/generators/deep_recursive.py", "losses/deep_recursive.py", "methods/deep_recursive.py"),
+    "cevr": ("models/generators/cevr.py", "losses/cevr.py", "methods/cevr.py"),
+    "kim2021": ("models/generators/kim2021.py", "losses/kim2021.py", "methods/kim2021.py",
+                "models/mergers/kim_synthesis.py"),
 }
 #: consumers that must read declarations, never name a paper's module
 GENERIC = ("methods/base.py", "methods/two_stage.py", "methods/build.py", "budget", "commands/info.py",

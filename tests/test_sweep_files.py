@@ -23,7 +23,7 @@ from hdrlab.sweep.config import expand_command, grid_points, load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
-EXPECTED = {"losses", "mask_thresholds", "dataset_size", "stage_combinations", "smoke", "heldout"}
+EXPECTED = {"losses", "mask_thresholds", "dataset_size", "stage_combinations", "smoke", "heldout", "seed_combinations"}
 PREFIX = ["/usr/bin/env", "python", "-m", "hdrlab", "fit", "--config"]
 #: sweeps whose trials run a recipe (``hdrlab recipe ${args}``) instead of one fit
 RECIPE_COMMAND = ["${env}", "${interpreter}", "-m", "hdrlab", "recipe", "${args}"]
@@ -87,7 +87,8 @@ def test_sweep_file_validates_and_uses_the_module_command(path: Path) -> None:
         # the experiment is a sweep value (sweeps/losses.yaml, tests/test_losses_sweep.py); the fixed
         # --config holds shared settings only
         for variant in spec.raw["parameters"]["config"]["values"]:
-            assert variant["config"].startswith("experiments/") and (REPO / variant["config"]).is_file()
+            if "config" in variant:  # a variant naming its experiment (losses.yaml); else overrides of the fixed one
+                assert variant["config"].startswith("experiments/") and (REPO / variant["config"]).is_file()
     assert command[:7] == ["${env}", "${interpreter}", "-m", "hdrlab", "fit", "--config", command[6]]
     assert command[6].startswith("experiments/") and (REPO / command[6]).is_file()
     assert command[-1] == "${args}"
@@ -205,6 +206,34 @@ def test_stage_combinations_build_as_two_stage_models(cli_parser: Any) -> None:
         assert isinstance(model, TwoStage)
         assert type(model.merger).__name__ == point["model.init_args.merger"].rsplit(".", 1)[1]
         assert model.mode == "freeze_merger"
+
+
+def test_seed_combinations_build_the_seed_pairings(cli_parser: Any) -> None:
+    """Each seed pairing of sweeps/seed_combinations.yaml builds the TwoStage of exactly that
+    generator and merger (tiny width; built, not trained)."""
+    from jsonargparse import ArgumentParser
+
+    from hdrlab.methods import HDRMethod, TwoStage
+
+    spec = load_sweep(REPO / "sweeps/seed_combinations.yaml")
+    model_parser = ArgumentParser(exit_on_error=False)
+    model_parser.add_subclass_arguments(HDRMethod, "model")
+    pairs = set()
+    for point in grid_points(spec):
+        cfg = parse_fit(cli_parser, _argv(spec, point) + ["--width=0.125"])
+        model_cfg = cfg.fit.model.as_dict()
+        for part in ("generator", "merger"):
+            if "width" in model_cfg["init_args"][part].get("init_args", {}):
+                model_cfg["init_args"][part]["init_args"]["width"] = 0.125
+        model = model_parser.instantiate_classes(model_parser.parse_object({"model": model_cfg})).model
+        assert isinstance(model, TwoStage) and model.mode == "freeze_merger"
+        variant = point["config"]
+        assert type(model.generator).__name__ == variant["model.init_args.generator"].rsplit(".", 1)[1]
+        assert type(model.merger).__name__ == variant["model.init_args.merger"].rsplit(".", 1)[1]
+        pairs.add((type(model.generator).__name__, type(model.merger).__name__))
+    assert pairs == {(g, m) for g in ("Le2023Generator", "Kim2021Generator")
+                     for m in ("DebevecMerger", "KimSynthesisMerger")} | {
+        ("DrTMOGenerator", "CFNetMerger"), ("DrTMOGenerator", "MertensMerger")}
 
 
 @pytest.mark.parametrize(

@@ -10,3 +10,7 @@ from hdrlab.methods.two_stage import TwoStage
 from hdrlab.methods.baselines import InverseCRFBaseline, LinearITMOBaseline
 from hdrlab.methods.cfnet import CFNetMethod
 from hdrlab.methods.singlehdr import SingleHDRMethod
+from hdrlab.methods.cevr import CEVRMethod
+from hdrlab.methods.deep_recursive import DeepRecursiveMethod
+from hdrlab.methods.drtmo import DrTMOMethod
+from hdrlab.methods.kim2021 import Kim2021Method

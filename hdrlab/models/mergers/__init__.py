@@ -16,6 +16,7 @@ from hdrlab.models.mergers.debevec import (
     merge_debevec,
     recover_response_debevec,
 )
+from hdrlab.models.mergers.kim_synthesis import KimSynthesisMerger
 from hdrlab.models.mergers.mertens import (
     MertensMerger,
     collapse_laplacian_pyramid,
@@ -29,6 +30,7 @@ from hdrlab.models.mergers.mertens import (
 )
 
 __all__ = [
+    "KimSynthesisMerger",
     "CFNet",
     "CFNetMerger",
     "DebevecMerger",
