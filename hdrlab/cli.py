@@ -60,9 +60,9 @@ TRAINER_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 def _usage() -> str:
     lines = ["usage: hdrlab <subcommand> [options]", "", "training (LightningCLI; --help for options):"]
-    lines += [f"  {name:<10} {name} a method: --config experiments/<x>.yaml [--key value ...]" for name in TRAINER_SUBCOMMANDS]
+    lines += [f"  {name:<14} {name} a method: --config experiments/<x>.yaml [--key value ...]" for name in TRAINER_SUBCOMMANDS]
     lines += ["", "utilities:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run 'hdrlab <subcommand> --help' for the options of one subcommand."]
     return "\n".join(lines)
 

@@ -75,6 +75,9 @@ class OfficialFormat:
     tensor_to_hdrlab: Callable[[str, torch.Tensor], torch.Tensor] = _identity_tensor
     tensor_to_official: Callable[[str, torch.Tensor], torch.Tensor] = _identity_tensor
     reader: Callable[[Path], State] = field(default=lambda path: read_official_state(path))
+    #: hdrlab key endings that a method may leave out depending on its options (e.g. BatchNorm
+    #: running statistics under ``track_running_stats=False``): dropped when the target lacks them
+    optional: tuple[str, ...] = ()
 
     def _hdrlab_key(self, key: str, index: int) -> str | None:
         try:
@@ -131,15 +134,21 @@ class OfficialFormat:
 
 
 def check_against(fmt: OfficialFormat, converted: Mapping[str, torch.Tensor],
-                  target: Mapping[str, torch.Tensor], *, hint: str = "") -> None:
+                  target: Mapping[str, torch.Tensor], *, hint: str = "") -> State:
     """Check converted tensors against the state dict of the hdrlab method they go into.
 
-    Every converted key must exist in ``target`` with the same shape, and every ``target`` key
-    under the format's prefixes must be converted.
+    Every converted key must exist in ``target`` with the same shape (keys ending in one of
+    ``fmt.optional`` that ``target`` lacks are dropped), and every ``target`` key under the
+    format's prefixes must be converted.
+
+    Returns:
+        The converted tensors that go into ``target``.
 
     Raises:
         ConfigError: one line naming the first offending official key and the expected shape.
     """
+    converted = {k: v for k, v in converted.items()
+                 if k in target or not (fmt.optional and k.endswith(fmt.optional))}
     for key in sorted(converted):
         if key not in target:
             raise ConfigError(f"{fmt.title} {fmt.official_name(key)} has no counterpart in {fmt.method_class} "
@@ -152,6 +161,7 @@ def check_against(fmt: OfficialFormat, converted: Mapping[str, torch.Tensor],
         if key.startswith(fmt.prefixes) and key not in converted:
             raise ConfigError(f"{fmt.title} {fmt.official_name(key)} is missing (expected shape "
                               f"{tuple(target[key].shape)}); give the complete official file")
+    return converted
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -245,8 +255,60 @@ CEVR = OfficialFormat(
     to_official=_cevr_to_official,
 )
 
+# ----------------------------------------------------------------------------- Deep Recursive HDRI
+#: official ``model.Generator`` blocks -> :class:`~hdrlab.models.generators.deep_recursive.DeepRecursiveUNet`
+#: (``ConvBlock``: ``conv``, ``bn``, ``act``; ``Upsample2xBlock``: ``upsample.1`` is that ConvBlock)
+_DR_ENCODERS = ("input_conv", "conv1", "conv2", "conv3", "conv4")
+_DR_DECODERS = ("deconv4", "deconv5", "deconv6", "deconv7", "output_deconv")
+_DR_BLOCK = re.compile(r"(\w+?)\.(?:upsample\.1\.)?(conv|bn|act)\.(\w+)")
+
+
+def _deep_recursive_to_hdrlab(key: str) -> str:
+    """Official ``Generator`` key -> ``DeepRecursiveUNet`` key (``input_conv`` has no BatchNorm)."""
+    if key == "output.conv.weight":
+        return "head.weight"
+    m = _DR_BLOCK.fullmatch(key)
+    if m is None:
+        raise KeyError(key)
+    block, part, name = m[1], m[2], m[3]
+    nested = ".upsample.1." in key
+    if block in _DR_ENCODERS and not nested:
+        index = _DR_ENCODERS.index(block)
+        slots = {"conv": 0, "act": 1} if index == 0 else {"conv": 0, "bn": 1, "act": 2}
+        if part not in slots:
+            raise KeyError(key)
+        return f"encoders.{index}.{slots[part]}.{name}"
+    if block in _DR_DECODERS and nested:
+        return f"decoders.{_DR_DECODERS.index(block)}.{ {'conv': 1, 'bn': 2, 'act': 3}[part]}.{name}"
+    raise KeyError(key)
+
+
+def _deep_recursive_to_official(key: str) -> str:
+    if key == "head.weight":
+        return "output.conv.weight"
+    group, index, slot, name = key.split(".", 3)
+    if group == "encoders":
+        part = ("conv", "act")[int(slot)] if index == "0" else ("conv", "bn", "act")[int(slot)]
+        return f"{_DR_ENCODERS[int(index)]}.{part}.{name}"
+    return f"{_DR_DECODERS[int(index)]}.upsample.1.{('', 'conv', 'bn', 'act')[int(slot)]}.{name}"
+
+
+DEEP_RECURSIVE = OfficialFormat(
+    name="deep_recursive",
+    title="Deep Recursive HDRI",
+    method_class="hdrlab.methods.deep_recursive.DeepRecursiveMethod",
+    experiment="experiments/deep_recursive.yaml",
+    files=("stop-up generator (<model>_stopup_G_param*.pkl)", "stop-down generator (<model>_stopdown_G_param*.pkl)"),
+    prefixes=("generator.up.", "generator.down."),
+    to_hdrlab=_deep_recursive_to_hdrlab,
+    to_official=_deep_recursive_to_official,
+    # the official checkpoints carry BatchNorm running statistics that its test never uses (it
+    # normalises by the batch); hdrlab's batch_statistics=True holds none, so they are dropped then
+    optional=("running_mean", "running_var", "num_batches_tracked"),
+)
+
 #: the official formats by ``hdrlab import-weights`` method name
-FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR,)}
+FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE)}
 
 
 def official_format(name: str) -> OfficialFormat:

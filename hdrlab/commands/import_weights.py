@@ -10,6 +10,11 @@
 * ``cevr``: the two CEVR networks, in this order: the increase-EV (B) model
   ``CEVR_NormNoAffine_Maps_GN_Bmodel/inc/final_model.pth`` and the decrease-EV (D) model
   ``CEVR_NormNoAffine_Maps_GN_Dmodel/dec/final_model.pth`` -> :class:`hdrlab.methods.cevr.CEVRMethod`.
+* ``deep_recursive``: the two Deep Recursive HDRI generators, stop-up then stop-down
+  (``<model>_stopup_G_param*.pkl``, ``<model>_stopdown_G_param*.pkl``, ``torch.save`` of their
+  ``state_dict``) -> :class:`hdrlab.methods.deep_recursive.DeepRecursiveMethod`; the BatchNorm running
+  statistics they carry are dropped under the official ``batch_statistics: true`` (the official test
+  normalises by the batch), kept with ``batch_statistics: false``.
 
 The method is built from the experiment config (default ``experiments/<method>.yaml`` in the
 working folder; later ``--config`` files override earlier ones, e.g. ``experiments/overrides/tiny.yaml``)
@@ -128,7 +133,7 @@ def import_weights(method: str, files: list[str | Path], output: str | Path, *,
     converted = fmt.convert([fmt.reader(Path(f)) for f in files])
     hint = (f" at width={width:g}; official releases need width 1" if width != 1 else
             "; the file is not the official release (or it was saved at another width: pass --width)")
-    check_against(fmt, converted, target, hint=hint)
+    converted = check_against(fmt, converted, target, hint=hint)
     state = {k: (converted[k] if k in converted else v).detach().clone().contiguous() for k, v in target.items()}
     checkpoint: dict[str, Any] = {
         "state_dict": state,
