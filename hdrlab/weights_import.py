@@ -19,6 +19,7 @@ modules through the mapping (``hdrlab import-weights`` builds the method and che
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ __all__ = [
     "OfficialFormat",
     "check_against",
     "official_format",
+    "read_npz_state",
     "read_official_state",
 ]
 
@@ -57,8 +59,10 @@ class OfficialFormat:
         files: what each official file is, in command-line order.
         prefixes: hdrlab ``state_dict`` prefix each file's network goes under (same order as ``files``).
         to_hdrlab: official key -> hdrlab key below the prefix (``None``: a known official tensor the
-            hdrlab network does not hold, dropped); raises ``KeyError`` for an unknown key.
-        to_official: hdrlab key below the prefix -> official key (the inverse of ``to_hdrlab``).
+            hdrlab network does not hold, dropped); raises ``KeyError`` for an unknown key. One map for
+            every file, or a tuple of one map per file (releases whose networks differ, e.g. Kim 2021).
+        to_official: hdrlab key below the prefix -> official key (the inverse of ``to_hdrlab``); one
+            map, or one per file as ``to_hdrlab``.
         tensor_to_hdrlab: ``(official key, tensor) -> tensor`` (identity for most formats).
         tensor_to_official: ``(hdrlab key below the prefix, tensor) -> tensor``, inverse of the above.
         reader: reads one official file into a flat ``{key: tensor}``.
@@ -70,8 +74,8 @@ class OfficialFormat:
     experiment: str
     files: tuple[str, ...]
     prefixes: tuple[str, ...]
-    to_hdrlab: KeyMap
-    to_official: Callable[[str], str]
+    to_hdrlab: KeyMap | tuple[KeyMap, ...]
+    to_official: Callable[[str], str] | tuple[Callable[[str], str], ...]
     tensor_to_hdrlab: Callable[[str, torch.Tensor], torch.Tensor] = _identity_tensor
     tensor_to_official: Callable[[str, torch.Tensor], torch.Tensor] = _identity_tensor
     reader: Callable[[Path], State] = field(default=lambda path: read_official_state(path))
@@ -79,9 +83,17 @@ class OfficialFormat:
     #: running statistics under ``track_running_stats=False``): dropped when the target lacks them
     optional: tuple[str, ...] = ()
 
+    def key_to_hdrlab(self, key: str, index: int) -> str | None:
+        """Official key of file ``index`` -> hdrlab key below its prefix (``KeyError``: unknown key)."""
+        return (self.to_hdrlab[index] if isinstance(self.to_hdrlab, tuple) else self.to_hdrlab)(key)
+
+    def key_to_official(self, key: str, index: int) -> str:
+        """hdrlab key below prefix ``index`` -> official key of that file."""
+        return (self.to_official[index] if isinstance(self.to_official, tuple) else self.to_official)(key)
+
     def _hdrlab_key(self, key: str, index: int) -> str | None:
         try:
-            return self.to_hdrlab(key)
+            return self.key_to_hdrlab(key, index)
         except KeyError:
             raise ConfigError(
                 f"{self.title} {self.files[index]} holds {key!r}, which the {self.title} network has no "
@@ -121,7 +133,7 @@ class OfficialFormat:
             for index, prefix in enumerate(self.prefixes):
                 if key.startswith(prefix):
                     rel = key[len(prefix):]
-                    out[index][self.to_official(rel)] = self.tensor_to_official(rel, tensor)
+                    out[index][self.key_to_official(rel, index)] = self.tensor_to_official(rel, tensor)
                     break
         return out
 
@@ -129,7 +141,7 @@ class OfficialFormat:
         """``"<file>: <official key>"`` of an hdrlab key (for messages)."""
         for index, prefix in enumerate(self.prefixes):
             if hdrlab_key.startswith(prefix):
-                return f"{self.files[index]}: {self.to_official(hdrlab_key[len(prefix):])!r}"
+                return f"{self.files[index]}: {self.key_to_official(hdrlab_key[len(prefix):], index)!r}"
         return repr(hdrlab_key)
 
 
@@ -193,13 +205,7 @@ def read_official_state(path: str | Path) -> State:
     if not path.is_file():
         raise HDRIOError(f"{path} does not exist; give the path of the official weights file")
     if path.suffix.lower() == ".npz":
-        import numpy as np
-
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: torch.from_numpy(np.array(data[k])) for k in data.files}
-        except (OSError, ValueError) as err:
-            raise HDRIOError(f"{path} is not a readable NumPy .npz file ({err})") from err
+        return read_npz_state(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
@@ -207,6 +213,31 @@ def read_official_state(path: str | Path) -> State:
         raise HDRIOError(f"{path} is not a PyTorch weights file readable without running its code ({first[:200]}); "
                          "save its state_dict() with torch.save and give that file") from err
     return _flat_tensors(obj, path)
+
+
+def read_npz_state(path: str | Path) -> State:
+    """Read a NumPy ``.npz`` archive (whatever its suffix, e.g. Chainer's ``serializers.save_npz``
+    files named ``*.chainer``) into ``{key: tensor}``; nothing in it is unpickled.
+
+    Raises:
+        HDRIOError: the file is missing, not an ``.npz`` archive, or empty.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise HDRIOError(f"{path} does not exist; give the path of the official weights file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an archive")
+            state = {k: torch.from_numpy(np.array(data[k])) for k in data.files}
+    except (OSError, ValueError) as err:
+        raise HDRIOError(f"{path} is not a readable NumPy .npz archive ({err}); give the official weights "
+                         "file (Chainer serializers.save_npz)") from err
+    if not state:
+        raise HDRIOError(f"{path} holds no arrays; give the official weights file")
+    return state
 
 
 # ----------------------------------------------------------------------------- CEVR
@@ -307,8 +338,232 @@ DEEP_RECURSIVE = OfficialFormat(
     optional=("running_mean", "running_var", "num_batches_tracked"),
 )
 
+# ----------------------------------------------------------------------------- Kim et al. 2021
+#: official ``Generator_up/down``, ``Structure_up/down``, ``CombineNet_up/down`` (``model/*.py``):
+#: ``init_layers = Sequential(ConvBlock)``, ``down_layers = Sequential(DoubleBlock, pool, ...)``
+#: (blocks at even indices), ``up_layers = Sequential(Upsample, DoubleBlock, ...)`` (blocks at odd
+#: indices), ``inter_layers`` a ``Recurrent_unit`` (``gru_block``, ``conv_block``) or, in
+#: ``CombineNet``, ``Sequential(ConvBlock)``; ``ConvBlock``: ``conv``, ``norm`` (CIN:
+#: ``batch_InstanceNorm2d.inns.<style>``). hdrlab: :class:`~hdrlab.models.generators.kim2021.KimGlobalNet`,
+#: :class:`~hdrlab.models.generators.kim2021.KimStructureNet`, :class:`~hdrlab.models.generators.kim2021.KimRefineNet`
+_KIM_BLOCK = re.compile(r"(down|up)_layers\.(\d+)\.(conv[12])\.(.+)")
+_KIM_CONV = re.compile(r"conv\.(weight|bias)|norm\.(?:inns\.(\d+)\.)?(weight|bias)")
+#: per network: official head name -> hdrlab name
+_KIM_HEADS = {"global": {"out_conv": "head"}, "structure": {"out_conv": "out_conv", "final_conv": "final"},
+              "refine": {"out_conv": "head"}}
+
+
+def _kim_conv_block(rest: str, key: str) -> str:
+    """``ConvBlock`` tail (``conv.weight``, ``norm.inns.2.bias``, ``norm.weight``) -> hdrlab ``KimConvBlock`` tail."""
+    m = _KIM_CONV.fullmatch(rest)
+    if m is None:
+        raise KeyError(key)
+    if m[1]:
+        return rest
+    return f"norm.norms.{m[2]}.{m[3]}" if m[2] is not None else f"norm.{m[3]}"
+
+
+def _kim_to_hdrlab(key: str, *, net: str) -> str:
+    """Official key of one Kim 2021 network (``net``: ``global``, ``structure``, ``refine``) -> hdrlab key."""
+    if key.startswith("init_layers.0."):
+        return "init." + _kim_conv_block(key[len("init_layers.0."):], key)
+    if m := _KIM_BLOCK.fullmatch(key):
+        index = int(m[2])
+        if (index % 2) != (m[1] == "up"):
+            raise KeyError(key)  # pools / upsamplings hold no tensors
+        return f"{m[1]}.{index // 2}.{m[3]}.{_kim_conv_block(m[4], key)}"
+    if net == "refine":
+        if key.startswith("inter_layers.0."):
+            return "middle." + _kim_conv_block(key[len("inter_layers.0."):], key)
+    elif m := re.fullmatch(r"inter_layers\.gru_block\.(reset_gate|update_gate|out_gate)\.(weight|bias)", key):
+        return f"middle.gru.{m[1]}.{m[2]}"
+    elif m := re.fullmatch(r"inter_layers\.conv_block\.(conv[12])\.(.+)", key):
+        return f"middle.block.{m[1]}.{_kim_conv_block(m[2], key)}"
+    head, _, rest = key.partition(".")
+    if head in _KIM_HEADS[net]:
+        return f"{_KIM_HEADS[net][head]}.{_kim_conv_block(rest, key)}"
+    raise KeyError(key)
+
+
+def _kim_conv_official(rest: str) -> str:
+    m = re.fullmatch(r"norm\.norms\.(\d+)\.(weight|bias)", rest)
+    return f"norm.inns.{m[1]}.{m[2]}" if m else rest
+
+
+def _kim_to_official(key: str, *, net: str) -> str:
+    part, _, rest = key.partition(".")
+    if part == "init":
+        return f"init_layers.0.{_kim_conv_official(rest)}"
+    if part in ("down", "up"):
+        index, conv, tail = rest.split(".", 2)
+        return f"{part}_layers.{2 * int(index) + (part == 'up')}.{conv}.{_kim_conv_official(tail)}"
+    if part == "middle":
+        if net == "refine":
+            return f"inter_layers.0.{_kim_conv_official(rest)}"
+        sub, _, tail = rest.partition(".")
+        if sub == "gru":
+            return f"inter_layers.gru_block.{tail}"
+        conv, _, tail = tail.partition(".")
+        return f"inter_layers.conv_block.{conv}.{_kim_conv_official(tail)}"
+    official = {v: k for k, v in _KIM_HEADS[net].items()}
+    return f"{official[part]}.{_kim_conv_official(rest)}"
+
+
+_KIM_NETS = ("global", "global", "structure", "structure", "refine", "refine")
+
+KIM2021 = OfficialFormat(
+    name="kim2021",
+    title="Kim 2021",
+    method_class="hdrlab.methods.kim2021.Kim2021Method",
+    experiment="experiments/kim2021.yaml",
+    files=("global up network (<step>-gu.ckpt)", "global down network (<step>-gd.ckpt)",
+           "structure up network (<step>-su.ckpt)", "structure down network (<step>-sd.ckpt)",
+           "refinement up network (<step>-cbu.ckpt)", "refinement down network (<step>-cbd.ckpt)"),
+    prefixes=("generator.net.up.global_net.", "generator.net.down.global_net.",
+              "generator.net.up.structure_net.", "generator.net.down.structure_net.",
+              "generator.net.up.refine_net.", "generator.net.down.refine_net."),
+    to_hdrlab=tuple(functools.partial(_kim_to_hdrlab, net=net) for net in _KIM_NETS),
+    to_official=tuple(functools.partial(_kim_to_official, net=net) for net in _KIM_NETS),
+)
+
+# ----------------------------------------------------------------------------- DrTMO
+#: official Chainer ``CNNAE3D512`` (``network.py``) -> :class:`~hdrlab.models.generators.drtmo.DrTMONet`
+#: at the official ``levels=9``: ``c0..c8`` (Convolution2D ``W`` ``(out, in, kh, kw)``, ``b``),
+#: ``bnc1..bnc8``, ``dc00, dc0..dc7`` (DeconvolutionND ``W`` ``(in, out, kd, kh, kw)``, the layout of
+#: ``ConvTranspose3d``), ``bndc00, bndc0..bndc6``; BatchNormalization ``gamma``, ``beta`` and the
+#: persistent ``avg_mean``, ``avg_var``, ``N`` (batches seen)
+_DRTMO_BN = {"gamma": "weight", "beta": "bias", "avg_mean": "running_mean", "avg_var": "running_var",
+             "N": "num_batches_tracked"}
+_DRTMO_KEY = re.compile(r"(c|bnc|dc|bndc)(00|\d)/(\w+)")
+#: the first encoder layer reads and the last decoder layer writes colour channels: BGR officially
+_DRTMO_COLOUR = {"c0/W": 1, "dc7/W": 1, "dc7/b": 0}
+_DRTMO_COLOUR_HDRLAB = {"convs.0.weight": 1, "deconvs.8.weight": 1, "deconvs.8.bias": 0}
+
+
+def _drtmo_to_hdrlab(key: str) -> str:
+    """Official ``CNNAE3D512`` key (``c3/W``, ``bndc00/avg_var``) -> ``DrTMONet`` key (``levels=9``)."""
+    m = _DRTMO_KEY.fullmatch(key)
+    if m is None:
+        raise KeyError(key)
+    layer, index, name = m[1], m[2], m[3]
+    if layer in ("c", "bnc"):
+        if index == "00" or (layer == "bnc" and index == "0"):
+            raise KeyError(key)  # c0 has no BatchNorm
+        slot = int(index)
+    else:
+        slot = 0 if index == "00" else int(index) + 1
+        if slot > (8 if layer == "dc" else 7):
+            raise KeyError(key)
+    if layer in ("c", "dc"):
+        if name not in ("W", "b"):
+            raise KeyError(key)
+        return f"{'convs' if layer == 'c' else 'deconvs'}.{slot}.{'weight' if name == 'W' else 'bias'}"
+    if name not in _DRTMO_BN:
+        raise KeyError(key)
+    return f"{'conv_norms' if layer == 'bnc' else 'deconv_norms'}.{slot}.{_DRTMO_BN[name]}"
+
+
+def _drtmo_to_official(key: str) -> str:
+    group, slot, name = key.split(".")
+    index = int(slot)
+    if group in ("convs", "conv_norms"):
+        layer, number = ("c" if group == "convs" else "bnc"), str(index)
+    else:
+        layer, number = ("dc" if group == "deconvs" else "bndc"), ("00" if index == 0 else str(index - 1))
+    if group in ("convs", "deconvs"):
+        return f"{layer}{number}/{'W' if name == 'weight' else 'b'}"
+    return f"{layer}{number}/{ {v: k for k, v in _DRTMO_BN.items()}[name]}"
+
+
+def _drtmo_tensor_to_hdrlab(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    if key.endswith("/N"):
+        return tensor.to(torch.long)  # Chainer keeps a Python int (saved as a 0-d array)
+    return tensor.flip(_DRTMO_COLOUR[key]) if key in _DRTMO_COLOUR else tensor
+
+
+def _drtmo_tensor_to_official(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.flip(_DRTMO_COLOUR_HDRLAB[key]) if key in _DRTMO_COLOUR_HDRLAB else tensor
+
+
+DRTMO = OfficialFormat(
+    name="drtmo",
+    title="DrTMO",
+    method_class="hdrlab.methods.drtmo.DrTMOMethod",
+    experiment="experiments/drtmo.yaml",
+    files=("up-exposure model (models/upexposure_model.chainer)",
+           "down-exposure model (models/downexposure_model.chainer)"),
+    prefixes=("generator.up.", "generator.down."),
+    to_hdrlab=_drtmo_to_hdrlab,
+    to_official=_drtmo_to_official,
+    # the official network reads and writes OpenCV's BGR order, hdrlab RGB: the colour axes of the
+    # first convolution's input and the last deconvolution's output (weight and bias) are reversed
+    tensor_to_hdrlab=_drtmo_tensor_to_hdrlab,
+    tensor_to_official=_drtmo_tensor_to_official,
+    reader=lambda path: read_npz_state(path),
+)
+
+# ----------------------------------------------------------------------------- Le 2023
+#: official Lightning ``EDNet`` (``src/models/ednet.py``) sub-networks -> attributes of
+#: :class:`~hdrlab.models.generators.le2023_multiexposure.Le2023MultiExposureNet`; each is a
+#: ``BaseUNet`` (``src/architectures/base_unet.py``) with ``nlayers=7``: ``enc1..enc7`` and
+#: ``dec7..dec2`` (``UNetEncBlock`` / ``UNetDecBlock``: ``blk`` = conv, BN, Mish, conv, BN, Mish),
+#: ``up7..up2`` (``SubPixelUpsampling``: ``conv_shuffle``, ``abn`` = BN, Mish, PixelShuffle) and
+#: ``dec1`` (``Sequential(Conv2d 1x1, act)``); ``loss_fn.*`` (the VGG19 of the content loss) is dropped
+_LE2023_NETS = {"HDREncNet": "hdr_encoder", "UpExposureNet": "up_exposure", "DownExposureNet": "down_exposure"}
+_LE2023_LEVELS = 7
+_LE2023_KEY = re.compile(r"(enc|dec)(\d)\.blk\.([0134])\.(\w+)|up(\d)\.(conv_shuffle|abn\.0)\.(\w+)|dec1\.0\.(weight|bias)")
+
+
+def _le2023_to_hdrlab(key: str) -> str | None:
+    """Official ``EDNet`` key -> ``Le2023MultiExposureNet`` key (``levels=7``); ``loss_fn.*`` -> ``None``."""
+    if key.startswith("loss_fn."):
+        return None
+    net, _, rest = key.partition(".")
+    m = _LE2023_KEY.fullmatch(rest)
+    if net not in _LE2023_NETS or m is None:
+        raise KeyError(key)
+    if m[8]:
+        return f"{_LE2023_NETS[net]}.head.{m[8]}"
+    if m[1]:
+        level = int(m[2])
+        if m[1] == "enc" and 1 <= level <= _LE2023_LEVELS:
+            return f"{_LE2023_NETS[net]}.encoders.{level - 1}.{m[3]}.{m[4]}"
+        if m[1] == "dec" and 2 <= level <= _LE2023_LEVELS:
+            return f"{_LE2023_NETS[net]}.decoders.{_LE2023_LEVELS - level}.{m[3]}.{m[4]}"
+        raise KeyError(key)
+    level = int(m[5])
+    if not 2 <= level <= _LE2023_LEVELS or (m[6] == "conv_shuffle" and m[7] != "weight"):
+        raise KeyError(key)  # the upsampling convolution has no bias (BatchNorm follows)
+    return f"{_LE2023_NETS[net]}.upsamplers.{_LE2023_LEVELS - level}.{0 if m[6] == 'conv_shuffle' else 1}.{m[7]}"
+
+
+def _le2023_to_official(key: str) -> str:
+    net, group, rest = key.split(".", 2)
+    official = {v: k for k, v in _LE2023_NETS.items()}[net]
+    if group == "head":
+        return f"{official}.dec1.0.{rest}"
+    index, slot, name = rest.split(".", 2)
+    if group == "encoders":
+        return f"{official}.enc{int(index) + 1}.blk.{slot}.{name}"
+    level = _LE2023_LEVELS - int(index)
+    if group == "decoders":
+        return f"{official}.dec{level}.blk.{slot}.{name}"
+    return f"{official}.up{level}.{'conv_shuffle' if slot == '0' else 'abn.0'}.{name}"
+
+
+LE2023 = OfficialFormat(
+    name="le2023",
+    title="Le 2023",
+    method_class="hdrlab.methods.le2023_multiexposure.Le2023Method",
+    experiment="experiments/le2023.yaml",
+    files=("Lightning checkpoint of EDNet (pretrained.ckpt)",),
+    prefixes=("generator.net.",),
+    to_hdrlab=_le2023_to_hdrlab,
+    to_official=_le2023_to_official,
+)
+
 #: the official formats by ``hdrlab import-weights`` method name
-FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE)}
+FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023)}
 
 
 def official_format(name: str) -> OfficialFormat:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hdrlab.errors import ConfigError, HDRIOError
-from hdrlab.weights_import import CEVR, DEEP_RECURSIVE, check_against, read_official_state
+from hdrlab.weights_import import CEVR, DEEP_RECURSIVE, DRTMO, KIM2021, LE2023, check_against, read_official_state
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = 0.125
@@ -278,3 +278,203 @@ def test_deep_recursive_cli_import_loads_for_reconstruct(tmp_path):
                  "--config", str(REPO / "experiments/overrides/tiny.yaml")]) == 0
     method = load_method(out, config=tmp_path / "dr.config.yaml")  # strict load_state_dict
     assert torch.equal(method.generator.down.head.weight, official[1]["output.conv.weight"])
+
+
+# ----------------------------------------------------------------------------- shared helpers
+def _meta_state(net_factory, prefix: str) -> dict[str, torch.Tensor]:
+    """``prefix``-ed state dict of a full-size network built on the meta device (no allocation)."""
+    with torch.device("meta"):
+        net = net_factory()
+    return {prefix + k: v for k, v in net.state_dict().items()}
+
+
+def _round_trip(fmt, hdrlab_state: dict[str, torch.Tensor], nets) -> list[dict[str, torch.Tensor]]:
+    """official -> hdrlab -> official gives identical tensors; the converted tensors strict-load into
+    ``nets`` (one per prefix of ``fmt``). Returns the official state dicts."""
+    official = fmt.inverse(hdrlab_state)
+    converted = check_against(fmt, fmt.convert(official), hdrlab_state)
+    assert converted.keys() == hdrlab_state.keys()
+    assert all(torch.equal(converted[k], hdrlab_state[k]) for k in converted)
+    back = fmt.inverse(converted)
+    assert [s.keys() for s in back] == [s.keys() for s in official]
+    assert all(torch.equal(b[k], o[k]) for b, o in zip(back, official) for k in o)
+    for prefix, net in zip(fmt.prefixes, nets):
+        net.load_state_dict({k[len(prefix):]: v for k, v in converted.items() if k.startswith(prefix)}, strict=True)
+    return official
+
+
+# ----------------------------------------------------------------------------- Kim et al. 2021
+#: official names and full-size shapes, from JungHeeKim29/DiffHDRsyn model/GRU_model.py
+#: (Generator_up/down(3, 32, 5, 1, 6)), model/structure.py (Structure_up/down(2, 16, 4, 1, 6)),
+#: model/combine.py (CombineNet_up/down(7, 16, 5, 1)) and utils/block.py (ConvBlock conv/norm,
+#: batch_InstanceNorm2d.inns, Recurrent_unit gru_block/conv_block, DoubleBlock conv1/conv2)
+KIM_GLOBAL_SHAPES = {
+    "init_layers.0.conv.weight": (32, 3, 3, 3),
+    "down_layers.0.conv1.conv.weight": (64, 32, 3, 3),
+    "down_layers.8.conv2.conv.bias": (1024,),
+    "inter_layers.gru_block.reset_gate.weight": (1024, 2048, 3, 3),
+    "inter_layers.gru_block.out_gate.bias": (1024,),
+    "inter_layers.conv_block.conv2.conv.weight": (1024, 1024, 3, 3),
+    "up_layers.1.conv1.conv.weight": (512, 2048, 1, 1),
+    "up_layers.1.conv2.norm.inns.5.weight": (512,),
+    "up_layers.9.conv2.norm.inns.0.bias": (32,),
+    "out_conv.conv.weight": (3, 64, 3, 3),
+}
+KIM_STRUCTURE_SHAPES = {
+    "init_layers.0.conv.weight": (16, 2, 3, 3),
+    "down_layers.6.conv2.norm.inns.3.weight": (256,),
+    "inter_layers.gru_block.update_gate.weight": (256, 512, 3, 3),
+    "up_layers.7.conv1.conv.weight": (16, 64, 1, 1),
+    "out_conv.conv.weight": (2, 32, 3, 3),
+    "out_conv.norm.inns.5.bias": (2,),
+    "final_conv.conv.weight": (1, 4, 3, 3),
+}
+KIM_REFINE_SHAPES = {
+    "init_layers.0.conv.weight": (16, 7, 3, 3),
+    "down_layers.8.conv1.conv.weight": (512, 256, 3, 3),
+    "inter_layers.0.conv.weight": (512, 512, 3, 3),
+    "up_layers.1.conv1.conv.weight": (256, 1024, 3, 3),
+    "up_layers.9.conv2.norm.weight": (16,),
+    "out_conv.conv.bias": (3,),
+}
+
+
+def test_kim2021_inverse_gives_official_names_and_shapes_at_full_size():
+    from hdrlab.models.generators.kim2021 import Kim2021Net
+
+    official = KIM2021.inverse(_meta_state(Kim2021Net, "generator.net."))
+    for state, shapes, count in zip(official, [KIM_GLOBAL_SHAPES] * 2 + [KIM_STRUCTURE_SHAPES] * 2 + [KIM_REFINE_SHAPES] * 2,
+                                    (98_918_403,) * 2 + (6_188_815,) * 2 + (11_007_971,) * 2):
+        for key, shape in shapes.items():
+            assert tuple(state[key].shape) == shape, key
+        assert sum(v.numel() for v in state.values()) == count
+        assert not any(k.startswith(("init.", "down.", "up.", "middle.", "head.")) for k in state)
+
+
+def test_kim2021_round_trip_and_strict_load():
+    from hdrlab.models.generators.kim2021 import Kim2021Net
+
+    net = Kim2021Net(width=TINY)
+    state = {"generator.net." + k: v for k, v in _randomised(net.state_dict()).items()}
+    nets = [getattr(getattr(net, d), n) for n in ("global_net", "structure_net", "refine_net") for d in ("up", "down")]
+    official = _round_trip(KIM2021, state, nets)
+    assert torch.equal(net.down.structure_net.out_conv.norm.norms[4].weight, official[3]["out_conv.norm.inns.4.weight"])
+    assert torch.equal(net.up.refine_net.middle.conv.weight, official[4]["inter_layers.0.conv.weight"])
+    assert torch.equal(net.up.global_net.head.conv.weight, official[0]["out_conv.conv.weight"])
+    with pytest.raises(ConfigError, match=r"structure up network .*'down_layers\.1\.conv1\.conv\.weight'"):
+        KIM2021.convert([*official[:2], {**official[2], "down_layers.1.conv1.conv.weight": torch.zeros(1)},
+                         *official[3:]])
+    with pytest.raises(ConfigError, match=r"'final_conv\.conv\.weight'"):  # only the structure nets have one
+        KIM2021.convert([{**official[0], "final_conv.conv.weight": torch.zeros(1)}, *official[1:]])
+
+
+# ----------------------------------------------------------------------------- DrTMO
+#: official names and full-size shapes, from DrTMO network.py (CNNAE3D512: Convolution2D W
+#: (out, in, kh, kw), DeconvolutionND W (in, out, kd, kh, kw), BatchNormalization gamma / beta /
+#: avg_mean / avg_var / N)
+DRTMO_OFFICIAL_SHAPES = {
+    "c0/W": (64, 3, 4, 4),
+    "c0/b": (64,),
+    "c8/W": (512, 512, 4, 4),
+    "bnc1/gamma": (128,),
+    "bnc8/avg_var": (512,),
+    "bnc4/N": (),
+    "dc00/W": (512, 512, 4, 4, 4),
+    "dc0/W": (1024, 512, 4, 4, 4),
+    "dc2/W": (1024, 512, 3, 4, 4),
+    "dc4/W": (1024, 256, 3, 4, 4),
+    "dc6/W": (256, 64, 3, 4, 4),
+    "dc7/W": (128, 3, 3, 4, 4),
+    "dc7/b": (3,),
+    "bndc00/beta": (512,),
+    "bndc6/avg_mean": (64,),
+}
+
+
+def test_drtmo_inverse_gives_official_names_and_shapes_at_full_size():
+    from hdrlab.models.generators.drtmo import DrTMONet
+
+    official = DRTMO.inverse({**_meta_state(DrTMONet, "generator.up."), **_meta_state(DrTMONet, "generator.down.")})
+    for state in official:
+        for key, shape in DRTMO_OFFICIAL_SHAPES.items():
+            assert tuple(state[key].shape) == shape, key
+        assert len(state) == 9 * 2 + 9 * 2 + 16 * 5  # 9 convs, 9 deconvs, 16 BatchNorms
+        assert sum(v.numel() for k, v in state.items() if k.endswith(("/W", "/b", "/gamma", "/beta"))) == 174_497_795
+
+
+def test_drtmo_round_trip_bgr_flip_and_npz(tmp_path):
+    import numpy as np
+
+    from hdrlab.models.generators.drtmo import DrTMONet
+
+    nets = [DrTMONet(width=TINY), DrTMONet(width=TINY)]
+    state = {p + k: v for p, net in zip(DRTMO.prefixes, nets) for k, v in _randomised(net.state_dict()).items()}
+    official = _round_trip(DRTMO, state, nets)
+    # BGR official colour order: first conv input channels and last deconv output channels reversed
+    assert torch.equal(nets[0].convs[0].weight, official[0]["c0/W"].flip(1))
+    assert torch.equal(nets[1].deconvs[8].weight, official[1]["dc7/W"].flip(1))
+    assert torch.equal(nets[1].deconvs[8].bias, official[1]["dc7/b"].flip(0))
+    assert torch.equal(nets[0].deconvs[0].weight, official[0]["dc00/W"])
+    assert torch.equal(nets[0].deconv_norms[7].running_var, official[0]["bndc6/avg_var"])
+    # Chainer serializers.save_npz files (``*.chainer``), N saved as a 0-d integer array
+    path = tmp_path / "upexposure_model.chainer"
+    np.savez(path.with_suffix(""), **{k: v.numpy().astype(np.int32) if k.endswith("/N") else v.numpy()
+                                      for k, v in official[0].items()})
+    path.with_suffix(".npz").rename(path)
+    read = DRTMO.reader(path)
+    assert read.keys() == official[0].keys() and torch.equal(read["dc3/W"], official[0]["dc3/W"])
+    assert DRTMO.convert([read, official[1]])["generator.up.conv_norms.2.num_batches_tracked"].dtype == torch.long
+    with pytest.raises(ConfigError, match=r"'bnc0/gamma'"):  # c0 has no BatchNorm
+        DRTMO.convert([{**official[0], "bnc0/gamma": torch.zeros(1)}, official[1]])
+    (tmp_path / "junk.chainer").write_bytes(b"not an archive")
+    with pytest.raises(HDRIOError, match="junk.chainer"):
+        DRTMO.reader(tmp_path / "junk.chainer")
+
+
+# ----------------------------------------------------------------------------- Le 2023
+#: official names and full-size shapes, from VinAIResearch/single_image_hdr src/models/ednet.py (EDNet:
+#: HDREncNet nfeats 16 / max 256 / 7 layers / global_res add, Up/DownExposureNet 32 / 512 / 7 / concat)
+#: and src/architectures/ (BaseUNet enc<i> / up<i> / dec<i> / dec1, UNetEncBlock.blk, SubPixelUpsampling
+#: conv_shuffle + abn, BatchNorm: no conv biases)
+LE2023_OFFICIAL_SHAPES = {
+    "HDREncNet.enc1.blk.0.weight": (16, 3, 3, 3),
+    "HDREncNet.enc7.blk.4.running_var": (256,),
+    "HDREncNet.up7.conv_shuffle.weight": (1024, 256, 1, 1),
+    "HDREncNet.dec7.blk.0.weight": (256, 512, 3, 3),
+    "HDREncNet.dec2.blk.0.weight": (16, 32, 3, 3),
+    "HDREncNet.dec1.0.weight": (3, 16, 1, 1),
+    "UpExposureNet.enc5.blk.3.weight": (512, 512, 3, 3),
+    "UpExposureNet.up2.abn.0.num_batches_tracked": (),
+    "UpExposureNet.up2.conv_shuffle.weight": (128, 32, 1, 1),
+    "UpExposureNet.dec2.blk.0.weight": (32, 64, 3, 3),
+    "DownExposureNet.dec1.0.weight": (3, 35, 1, 1),
+    "DownExposureNet.dec1.0.bias": (3,),
+}
+
+
+def test_le2023_inverse_gives_official_names_and_shapes_at_full_size():
+    from hdrlab.models.generators.le2023_multiexposure import Le2023MultiExposureNet
+
+    (official,) = LE2023.inverse(_meta_state(Le2023MultiExposureNet, "generator.net."))
+    for key, shape in LE2023_OFFICIAL_SHAPES.items():
+        assert tuple(official[key].shape) == shape, key
+    trainable = {k: v for k, v in official.items() if "running" not in k and "num_batches" not in k}
+    assert sum(v.numel() for v in trainable.values()) == 62_194_875
+    assert sum(v.numel() for k, v in trainable.items() if k.startswith("HDREncNet.")) == 6_916_131
+
+
+def test_le2023_round_trip_strict_load_and_lightning_checkpoint(tmp_path):
+    from hdrlab.models.generators.le2023_multiexposure import Le2023MultiExposureNet
+
+    net = Le2023MultiExposureNet(width=TINY)
+    state = {"generator.net." + k: v for k, v in _randomised(net.state_dict()).items()}
+    (official,) = _round_trip(LE2023, state, [net])
+    assert torch.equal(net.up_exposure.decoders[0][3].weight, official["UpExposureNet.dec7.blk.3.weight"])
+    assert torch.equal(net.hdr_encoder.upsamplers[5][1].running_mean, official["HDREncNet.up2.abn.0.running_mean"])
+    # a Lightning checkpoint: the state dict under "state_dict", the content loss's VGG19 dropped
+    torch.save({"state_dict": {**official, "loss_fn.content_loss.model.0.weight": torch.zeros(2)},
+                "epoch": 3, "global_step": 10}, tmp_path / "pretrained.ckpt")
+    converted = LE2023.convert([LE2023.reader(tmp_path / "pretrained.ckpt")])
+    assert converted.keys() == state.keys()
+    with pytest.raises(ConfigError, match=r"'UpExposureNet\.up1\.conv_shuffle\.weight'"):  # no up1 in BaseUNet
+        LE2023.convert([{**official, "UpExposureNet.up1.conv_shuffle.weight": torch.zeros(1)}])

@@ -15,6 +15,15 @@
   ``state_dict``) -> :class:`hdrlab.methods.deep_recursive.DeepRecursiveMethod`; the BatchNorm running
   statistics they carry are dropped under the official ``batch_statistics: true`` (the official test
   normalises by the batch), kept with ``batch_statistics: false``.
+* ``kim2021``: the six Kim et al. 2021 networks, in the official load order ``<step>-gu.ckpt``,
+  ``-gd``, ``-su``, ``-sd``, ``-cbu``, ``-cbd`` (global, structure, refinement; up then down) ->
+  :class:`hdrlab.methods.kim2021.Kim2021Method`.
+* ``drtmo``: the two DrTMO Chainer models (``serializers.save_npz`` archives), up-exposure then
+  down-exposure (``upexposure_model.chainer``, ``downexposure_model.chainer``) ->
+  :class:`hdrlab.methods.drtmo.DrTMOMethod` (``levels: 9``); the colour axes of the first
+  convolution and the last deconvolution are reversed (the official network works in BGR).
+* ``le2023``: the Le et al. 2023 Lightning checkpoint of ``EDNet`` (one file; its content-loss VGG19
+  is dropped) -> :class:`hdrlab.methods.le2023_multiexposure.Le2023Method` (``levels: 7``).
 
 The method is built from the experiment config (default ``experiments/<method>.yaml`` in the
 working folder; later ``--config`` files override earlier ones, e.g. ``experiments/overrides/tiny.yaml``)
