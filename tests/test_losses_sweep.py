@@ -12,6 +12,7 @@ loss terms, weights and loss domains.
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from hdrlab.losses import DOMAINS
+from hdrlab.losses.cevr import CEVR_LOSS_WEIGHTS
 from hdrlab.losses.cfnet import STRUCTURAL_LOSSES
 from hdrlab.sweep.config import command_arg_formats, expand_command, grid_points, load_sweep
 from tests.test_sweep_files import cli_parser, parse_fit  # noqa: F401 - cli_parser is a fixture
@@ -72,7 +74,7 @@ def _direct_argv(variant: dict[str, Any]) -> list[str]:
 
 def test_grid_is_variants_times_seeds_and_command_carries_the_config(spec, variants):
     points = grid_points(spec)
-    assert len(variants) == 26 and len(points) == 26 * 2
+    assert len(variants) == 33 and len(points) == 33 * 2
     assert {p["seed_everything"] for p in points} == {0, 1}
     assert [str(c) for c in spec.command] == ["${env}", "${interpreter}", "-m", "hdrlab", "fit", "--config",
                                              "experiments/overrides/sweep_losses.yaml", "${args}"]
@@ -119,7 +121,8 @@ def test_axes_cover_every_method_and_loss_domain(variants):
     by_class: dict[str, list[dict[str, Any]]] = {}
     for variant in variants:
         by_class.setdefault(_class_name(variant), []).append(_overrides(variant))
-    assert set(by_class) == {"SingleHDRMethod", "Le2023Method", "CFNetMethod", "TwoStage"}
+    assert set(by_class) == {"SingleHDRMethod", "Le2023Method", "CFNetMethod", "TwoStage",
+                             "DeepRecursiveMethod", "CEVRMethod", "Kim2021Method"}
     single = by_class["SingleHDRMethod"]
     assert all(v["stage"] == "hallucination" for v in single)  # the stage whose loss has P and TV
     weights = {(v["perceptual_weight"], v["tv_weight"]) for v in single if "perceptual_weight" in v}
@@ -129,6 +132,35 @@ def test_axes_cover_every_method_and_loss_domain(variants):
     assert le_keys == {"recon", "hdr", "tv", "perceptual"}
     assert {v["structural_loss"] for v in by_class["CFNetMethod"]} == set(STRUCTURAL_LOSSES)
     assert {v["loss_domain"] for v in by_class["TwoStage"]} == set(DOMAINS)
+    # Deep Recursive HDRI: the LSGAN weight {off, official 0.01, x10}
+    assert [v for v in by_class["DeepRecursiveMethod"]] == [{"gan_weight": w} for w in (0.0, 0.01, 0.1)]
+    # CEVR: the cycle weight {off, official 0.1}; the direct L1 keeps weight 1
+    assert by_class["CEVRMethod"] == [{"loss_weights": {"cycle": 0.0}}, {"loss_weights": {"cycle": 0.1}}]
+    assert set(CEVR_LOSS_WEIGHTS) == {"l1", "cycle"} and CEVR_LOSS_WEIGHTS["cycle"] == 0.1
+    # Kim 2021: the CoBi term on / off, the only loss option Kim2021Method has
+    assert by_class["Kim2021Method"] == [{"cobi": False}, {"cobi": True}]
+
+
+def _init_options(cls: type) -> set[str]:
+    return {name for name, p in inspect.signature(cls.__init__).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+def test_generator_methods_without_more_loss_options():
+    """The loss options of the generator methods are exactly the ones the grid sweeps: DrTMO has none
+    (a single masked L1; ``threshold`` is the inference truncation), Kim 2021 only the CoBi switch,
+    neither of the four a loss-domain option."""
+    from hdrlab.methods.cevr import CEVRMethod
+    from hdrlab.methods.deep_recursive import DeepRecursiveMethod
+    from hdrlab.methods.drtmo import DrTMOMethod
+    from hdrlab.methods.kim2021 import Kim2021Method
+
+    loss_like = lambda names: {n for n in names if "loss" in n or "weight" in n or n in {"cobi", "domain"}}  # noqa: E731
+    assert loss_like(_init_options(DrTMOMethod)) == set()
+    assert loss_like(_init_options(DeepRecursiveMethod)) == {"gan_weight", "weight_decay"}
+    assert loss_like(_init_options(CEVRMethod)) == {"loss_weights"}
+    assert loss_like(_init_options(Kim2021Method)) == {"cobi", "weight_decay"}
+    assert not any(_init_options(c) & {"loss_domain", "clip_threshold"}
+                   for c in (DrTMOMethod, DeepRecursiveMethod, CEVRMethod, Kim2021Method))
 
 
 def test_one_variant_per_method_builds_with_its_loss_setting(spec, variants, cli_parser):  # noqa: F811
@@ -144,12 +176,18 @@ def test_one_variant_per_method_builds_with_its_loss_setting(spec, variants, cli
         "Le2023Method": lambda m: m.loss.weights["hdr"] == 10.0 and m.loss.weights["recon"] == 100.0,
         "CFNetMethod": lambda m: m.structural_loss == "mef_ssim",
         "TwoStage": lambda m: m.loss_domain == "pu21",
+        "DeepRecursiveMethod": lambda m: m.loss.gan_weight == 0.1,
+        "CEVRMethod": lambda m: m.loss.weights == {"l1": 1.0, "cycle": 0.0},
+        "Kim2021Method": lambda m: m.cobi is None,
     }
     chosen = {
         "SingleHDRMethod": {"stage": "hallucination", "loss_domain": "pu21"},
         "Le2023Method": {"loss_weights": {"hdr": 10.0}},
         "CFNetMethod": {"structural_loss": "mef_ssim"},
         "TwoStage": {"loss_domain": "pu21"},
+        "DeepRecursiveMethod": {"gan_weight": 0.1},
+        "CEVRMethod": {"loss_weights": {"cycle": 0.0}},
+        "Kim2021Method": {"cobi": False},  # no VGG19 trunk to build
     }
     for variant in variants:
         name = _class_name(variant)

@@ -154,9 +154,9 @@ def _check_recipe_points(spec: Any, points: list[dict[str, Any]], cli_parser: An
 
 def test_grid_sizes_and_axes() -> None:
     sizes = {p.stem: len(grid_points(load_sweep(p))) for p in SWEEP_FILES}
-    assert sizes["losses"] == 26 * 2  # variants x seeds (tests/test_losses_sweep.py)
+    assert sizes["losses"] == 33 * 2  # variants x seeds (tests/test_losses_sweep.py)
     assert sizes["mask_thresholds"] == 6 * 2
-    assert sizes["dataset_size"] == 4 * 3
+    assert sizes["dataset_size"] == 5 * 4 * 3  # experiments x scene counts x seeds
     assert sizes["smoke"] == 2
     assert sizes["heldout"] == 6 * 2  # recipes x seeds
     taus = sorted({p["model.init_args.clip_threshold"] for p in grid_points(load_sweep(REPO / "sweeps/mask_thresholds.yaml"))})
@@ -164,6 +164,43 @@ def test_grid_sizes_and_axes() -> None:
     size_points = grid_points(load_sweep(REPO / "sweeps/dataset_size.yaml"))
     assert sorted({p["data.init_args.num_train_scenes"] for p in size_points}) == [15, 60, 240, 1000]
     assert {p["max_samples"] for p in size_points} == {320000}  # equal samples seen
+    # no step or epoch cap ends a small training set before the sample budget
+    assert {(p["trainer.max_steps"], p["trainer.max_epochs"]) for p in size_points} == {(-1, -1)}
+    experiments = sorted({p["config"]["config"] for p in size_points})
+    assert experiments == sorted(f"experiments/{e}.yaml" for e in ("singlehdr", "drtmo", "deep_recursive", "kim2021", "cevr"))
+    # every (experiment, scene count, seed) once: the scene axis is crossed with every experiment
+    assert len({(p["config"]["config"], p["data.init_args.num_train_scenes"], p["seed_everything"])
+                for p in size_points}) == len(size_points)
+
+
+def test_dataset_size_variants_parse_to_their_experiment(cli_parser: Any) -> None:
+    """Each experiment of sweeps/dataset_size.yaml, as the agent renders it, parses to exactly
+    ``fit --config experiments/X.yaml`` plus the sweep's parameters and the fixed config's
+    step-based validation: no key of another experiment leaks in, and the sweep's step / epoch /
+    sample limits override the experiment file's."""
+    spec = load_sweep(REPO / "sweeps/dataset_size.yaml")
+    for point in grid_points(spec):
+        if (point["data.init_args.num_train_scenes"], point["seed_everything"]) != (15, 0):
+            continue
+        variant = point["config"]
+        got = parse_fit(cli_parser, _argv(spec, point)).fit.as_dict()
+        extra = [f"--{k}={v}" for k, v in variant.items() if k != "config"]
+        extra += [f"--{k}={v}" for k, v in point.items() if k != "config"]
+        want = parse_fit(cli_parser, ["fit", "--config", variant["config"], *extra]).fit.as_dict()
+        assert got.pop("experiment") == "dataset_size"
+        for cfg in (got, want):
+            cfg.pop("config", None)
+            cfg.pop("experiment", None)
+        # the fixed config file's step-based validation (no experiment file sets it)
+        assert got["trainer"]["check_val_every_n_epoch"] is None and got["trainer"]["val_check_interval"] == 2000
+        for key in ("check_val_every_n_epoch", "val_check_interval"):
+            got["trainer"].pop(key)
+            want["trainer"].pop(key)
+        assert got == want, variant
+        assert got["trainer"]["max_epochs"] == -1 and got["trainer"]["max_steps"] == -1
+        assert got["max_samples"] == 320000 and got["data"]["init_args"]["num_train_scenes"] == 15
+        if variant["config"].endswith("deep_recursive.yaml"):  # epoch schedule: constant rate
+            assert got["model"]["init_args"]["lr_decay_factor"] == 1.0
 
 
 def test_stage_combinations_cover_every_shipped_generator_and_merger() -> None:
