@@ -133,3 +133,38 @@ def test_one_two_stage_training_step(merger):
     with torch.no_grad():
         pred = method.predict_image(batch)
     assert pred.shape == (1, 3, 32, 32) and torch.isfinite(pred).all()
+
+
+def test_generator_overfits_one_scene_to_its_bracket():
+    """The generator (global, structure and refine networks of both directions, ConvGRU recursion)
+    memorises ONE fixed example: procedural scene 0 at 32 px, width 1/16, L1 between the generated
+    -3 .. +3 EV members and the true bracket, Adam lr 3e-3 (test-only; the method's own objective
+    adds histogram, edge, CoBi and HDR terms and routes each to its network, one step costing about
+    1.4 s, too slow for 300 steps here). Score: display PSNR of the stack against the bracket, eval
+    mode. Measured (CPU, 1 thread): 9.47 -> 19.51 dB (+10.0) after 200 steps (lr 1e-3: +9.4 after 300)."""
+    torch.manual_seed(0)
+    bracket = (-3.0, -2.0, -1.0, 1.0, 2.0, 3.0)
+    batch = fixed_batch(scene_seed=0, patch_size=32, bracket_ev=bracket)
+    generator = Kim2021Generator(ev=bracket, width=1 / 16)
+    keep = [i for i, v in enumerate(generator.output_ev(bracket)) if v != 0.0]
+    optimizer = torch.optim.Adam(generator.parameters(), lr=3e-3)
+
+    def score() -> float:
+        generator.eval()
+        with torch.no_grad():
+            stack = generator(batch["ldr"]).images[:, keep]
+        generator.train()
+        return float(-10.0 * torch.log10((stack - batch["stack"]).square().mean()))
+
+    start = best = score()
+    for step in range(1, 301):
+        loss = (generator(batch["ldr"]).images[:, keep] - batch["stack"]).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 25 == 0:
+            best = max(best, score())
+            if best - start >= 10.0:
+                break
+    print(f"Kim 2021 generator overfit: {start:.2f} -> {best:.2f} dB after {step} steps")
+    assert best - start >= 10.0
