@@ -62,7 +62,7 @@ def test_crafted_name_with_true_prefix_passes_and_random_fails(tmp_path: Path):
 
 def test_check_weights_missing_and_random_file(hub: Path):
     statuses = {s.name: s for s in hw.check_weights()}
-    assert set(statuses) == {"vgg16", "vgg19", "alexnet", "squeezenet1_1"}
+    assert set(statuses) == {"vgg16", "vgg16_bn", "vgg19", "alexnet", "squeezenet1_1"}
     assert all(not s.present and not s.sha256_ok for s in statuses.values())
     assert statuses["vgg16"].path == hub / "vgg16-397923af.pth"
 
@@ -134,6 +134,7 @@ def test_cli_json_and_exit_codes(hub: Path, capsys: pytest.CaptureFixture[str]):
     assert report["folder"] == str(hub)
     assert {f["filename"] for f in report["files"]} == {
         "vgg16-397923af.pth",
+        "vgg16_bn-6c64b313.pth",
         "vgg19-dcbb9e9d.pth",
         "alexnet-owt-7be5be79.pth",
         "squeezenet1_1-b8a52dc0.pth",
