@@ -117,7 +117,7 @@ def test_truncation_drops_inverted_members_before_merging() -> None:
     crf = batch_crf(tiny_method().example_batch(batch_size=2, height=8, width=8))
     stack = ExposureStack(images=images, ev=ev.expand(2, -1), reference=8, crf=crf)
     assert method.kept_runs(stack) == [(0, 10), (0, 16)]
-    merged = method.merge_truncated(stack)
+    merged = method.merge(stack)
     row = ExposureStack(images=images[:1], ev=ev, reference=8, crf=crf)
     crf0 = type(crf)(forward_lut=crf.forward_lut[:1], inverse_lut=crf.inverse_lut[:1])
     row.crf = crf0
@@ -127,7 +127,7 @@ def test_truncation_drops_inverted_members_before_merging() -> None:
     images[1, 9] = 0.0
     stack = ExposureStack(images=images, ev=ev.expand(2, -1), reference=8, crf=crf)
     assert method.kept_runs(stack)[1] == (8, 8)
-    single = method.merge_truncated(stack)[1]
+    single = method.merge(stack)[1]
     assert bool(torch.isfinite(single).all())
     untruncated = tiny_method(truncate=False)
     assert untruncated.kept_runs(stack) == [(0, 16), (0, 16)]

@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 
-from hdrlab.camera import CRF
-from hdrlab.data.batch import HDRBatch, batch_crf, example_bracket
+from hdrlab.data.batch import HDRBatch, example_bracket
 from hdrlab.errors import ConfigError
 from hdrlab.losses.cevr import CEVRLoss, Reduction, cycle_prediction
-from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.stack_generator import StackGeneratorMethod
 from hdrlab.models.generators.cevr import CEVR_DEFAULT_EV, CEVRGenerator
 from hdrlab.models.mergers.base import StackMerger
-from hdrlab.stack import ExposureStack
 
 __all__ = ["CEVRMethod", "CEVR_TRAIN_BRACKET", "exposure_pool_with_input", "sgdr_factor", "sample_half_targets"]
 
@@ -97,7 +94,7 @@ def sgdr_factor(step: int, *, period: int, mult: int = 2) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * t_cur / t_i))
 
 
-class CEVRMethod(HDRMethod):
+class CEVRMethod(StackGeneratorMethod):
     """CEVR generator (two EV-conditioned networks) trained from brackets; evaluated by merging its stack.
 
     Each training step trains both networks on the batch: for every image one target of the
@@ -170,17 +167,7 @@ class CEVRMethod(HDRMethod):
             sgdr_factor(0, period=int(restart_steps), mult=int(restart_mult))  # validates
         self.save_hyperparameters(ignore=["merger"])
         self.generator = CEVRGenerator(ev=ev, width=width, pretrained_encoder=pretrained_encoder)
-        if merger is None:
-            from hdrlab.models.mergers import DebevecMerger
-
-            merger = DebevecMerger(crf="known")
-        if not isinstance(merger, StackMerger):
-            raise ConfigError(
-                f"CEVRMethod.merger must be a hdrlab StackMerger, got {type(merger).__name__}; "
-                "e.g. {class_path: hdrlab.models.mergers.DebevecMerger, init_args: {crf: known}}"
-            )
-        self.merger = merger.requires_grad_(False)
-        self.output_domain = merger.output_domain
+        self.set_merger(merger)
         self.loss = CEVRLoss(weights=loss_weights, reduction=reduction)
         self.cycle_warmup_psnr = cycle_warmup_psnr
         self.register_buffer("cycle_active", torch.tensor(cycle_warmup_psnr is None))
@@ -271,29 +258,3 @@ class CEVRMethod(HDRMethod):
         period, mult = self.restart_steps, self.restart_mult
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: sgdr_factor(step, period=period, mult=mult))
         return {"scheduler": scheduler, "interval": "step"}
-
-    # ------------------------------------------------------------------ inference
-    def generate_stack(self, ldr: torch.Tensor, *, ev: Sequence[float] | None = None,
-                       crf: CRF | None = None) -> ExposureStack:
-        """Generated stack of ``ldr`` ``[B, 3, H, W]`` (any size) at ``ev`` (default: the ``ev`` argument;
-        the input is added at ev 0), ``crf`` attached: ``images [B, N, 3, H, W]`` in [0, 1]."""
-        return replace(self.generator(ldr, ev=ev), crf=crf)
-
-    def predict_stack(self, batch: HDRBatch) -> ExposureStack:
-        """The generated stack of ``batch["ldr"]`` with the batch's CRF attached."""
-        crf = batch_crf(batch) if "crf_forward" in batch else None
-        return self.generate_stack(batch["ldr"], crf=crf)
-
-    def predict_image(self, batch: HDRBatch) -> torch.Tensor:
-        """Merged generated stack ``[B, 3, H, W]`` in the merger's domain (linear by default)."""
-        return self.merger(self.predict_stack(batch))
-
-    def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
-        """``{"stack": [B, N, 3, H, W]}``: the generated stack (display [0, 1])."""
-        with torch.no_grad():
-            return {"stack": self.predict_stack(batch).images}
-
-    def predict_step(self, batch: HDRBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """``{"stack": ExposureStack, "pred": merged [B,3,H,W], "domain": str, "name": list[str]}``."""
-        stack = self.predict_stack(batch)
-        return {"stack": stack, "pred": self.merger(stack), "domain": self.output_domain, "name": batch.get("name")}

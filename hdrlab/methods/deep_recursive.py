@@ -19,13 +19,11 @@ so the output is linear radiance relative to the input exposure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 
-from hdrlab.camera import CRF
-from hdrlab.data.batch import HDRBatch, batch_crf, example_bracket
+from hdrlab.data.batch import HDRBatch, example_bracket
 from hdrlab.errors import ConfigError
 from hdrlab.losses.deep_recursive import (
     DEEP_RECURSIVE_FAKE_LABEL,
@@ -33,7 +31,7 @@ from hdrlab.losses.deep_recursive import (
     DEEP_RECURSIVE_REAL_LABEL,
     DeepRecursiveLoss,
 )
-from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.stack_generator import StackGeneratorMethod
 from hdrlab.models.generators.deep_recursive import (
     DEEP_RECURSIVE_DEFAULT_EV,
     DeepRecursiveGenerator,
@@ -41,7 +39,6 @@ from hdrlab.models.generators.deep_recursive import (
     Requantize,
 )
 from hdrlab.models.mergers.base import StackMerger
-from hdrlab.stack import ExposureStack
 
 
 def adjacent_pairs(batch: HDRBatch, *, step_ev: float = 1.0, generator: torch.Generator | None = None
@@ -81,7 +78,7 @@ def adjacent_pairs(batch: HDRBatch, *, step_ev: float = 1.0, generator: torch.Ge
     return images[rows, pick[:, 0]], images[rows, pick[:, 1]]
 
 
-class DeepRecursiveMethod(HDRMethod):
+class DeepRecursiveMethod(StackGeneratorMethod):
     """Deep Recursive HDRI: ``G_up``/``G_down`` + ``D_up``/``D_down`` trained adversarially, scored through a merger.
 
     Lightning manual optimisation (``automatic_optimization = False``): :meth:`configure_optimizers`
@@ -178,17 +175,7 @@ class DeepRecursiveMethod(HDRMethod):
             batch_statistics=batch_statistics)
         self.up_discriminator = PatchDiscriminator(base_filters=base_filters, width=width)
         self.down_discriminator = PatchDiscriminator(base_filters=base_filters, width=width)
-        if merger is None:
-            from hdrlab.models.mergers import DebevecMerger
-
-            merger = DebevecMerger(crf="known")
-        if not isinstance(merger, StackMerger):
-            raise ConfigError(
-                f"DeepRecursiveMethod.merger must be a hdrlab StackMerger, got {type(merger).__name__}; "
-                "e.g. {class_path: hdrlab.models.mergers.DebevecMerger, init_args: {crf: known}}"
-            )
-        self.merger = merger.requires_grad_(False)
-        self.output_domain = merger.output_domain
+        self.set_merger(merger)
         self.loss = DeepRecursiveLoss(gan_weight=gan_weight, real_label=real_label, fake_label=fake_label)
         self.step_ev = float(step_ev)
         self.pretrain_epochs = int(pretrain_epochs)
@@ -314,36 +301,6 @@ class DeepRecursiveMethod(HDRMethod):
         self.log("train/adversarial", float(adversarial), batch_size=batch_size)
         self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
         return terms["total"]
-
-    # ------------------------------------------------------------------ inference
-    def generate_stack(self, ldr: torch.Tensor, *, ev: Sequence[float] | None = None,
-                       crf: CRF | None = None) -> ExposureStack:
-        """Recursive stack of ``ldr`` ``[B, 3, H, W]`` in [0, 1] (ev set ``ev``, default the ``ev``
-        init argument, plus the input at 0), ``crf`` recorded as ``stack.crf``.
-
-        Returns:
-            ``ExposureStack(images [B, N, 3, H, W] in [0, 1], ev [B, N], reference = input index, crf)``.
-        """
-        return replace(self.generator(ldr, ev=ev), crf=crf)
-
-    def predict_stack(self, batch: HDRBatch) -> ExposureStack:
-        """The generated stack of ``batch["ldr"]`` with the batch's CRF attached."""
-        crf = batch_crf(batch) if "crf_forward" in batch else None
-        return self.generate_stack(batch["ldr"], crf=crf)
-
-    def predict_image(self, batch: HDRBatch) -> torch.Tensor:
-        """Merged generated stack ``[B, 3, H, W]`` in the merger's domain (linear radiance by default)."""
-        return self.merger(self.predict_stack(batch))
-
-    def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
-        """``{"stack": [B, N, 3, H, W]}``: the generated stack (display [0, 1])."""
-        with torch.no_grad():
-            return {"stack": self.predict_stack(batch).images}
-
-    def predict_step(self, batch: HDRBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """``{"stack": ExposureStack, "pred": merged [B,3,H,W], "domain": str, "name": list[str]}``."""
-        stack = self.predict_stack(batch)
-        return {"stack": stack, "pred": self.merger(stack), "domain": self.output_domain, "name": batch.get("name")}
 
 
 __all__ = ["DeepRecursiveMethod", "adjacent_pairs"]

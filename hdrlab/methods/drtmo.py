@@ -29,7 +29,7 @@ from hdrlab.camera import CRF, render_ldr
 from hdrlab.data.batch import HDRBatch, batch_crf
 from hdrlab.errors import ConfigError
 from hdrlab.losses.drtmo import DrTMOLoss
-from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.stack_generator import StackGeneratorMethod
 from hdrlab.models.generators.drtmo import (
     DRTMO_DEFAULT_EV,
     DRTMO_EV_STEP,
@@ -62,7 +62,7 @@ def _crf_row(crf: CRF | None, index: int) -> CRF | None:
                name=getattr(crf, "name", "batch"))
 
 
-class DrTMOMethod(HDRMethod):
+class DrTMOMethod(StackGeneratorMethod):
     """DrTMO up/down models trained on rendered brackets, scored through a merger of the generated stack.
 
     Loss: ``L = L1_up + L1_down`` (:class:`hdrlab.losses.drtmo.DrTMOLoss`), each the official masked
@@ -139,22 +139,12 @@ class DrTMOMethod(HDRMethod):
         self.save_hyperparameters(ignore=["merger"])
         self.generator = DrTMOGenerator(ev=ev, width=width, levels=levels, dropout=dropout,
                                         batch_stats_at_inference=batch_stats_at_inference)
-        if merger is None:
-            from hdrlab.models.mergers import DebevecMerger
-
-            merger = DebevecMerger(crf="known")
-        if not isinstance(merger, StackMerger):
+        self.set_merger(merger)
+        if truncate and (self.merger.accepts.exactly is not None or self.merger.accepts.reference == "middle"):
             raise ConfigError(
-                f"DrTMOMethod.merger must be a hdrlab StackMerger, got {type(merger).__name__}; "
-                "e.g. {class_path: hdrlab.models.mergers.DebevecMerger, init_args: {crf: known}}"
-            )
-        if truncate and (merger.accepts.exactly is not None or merger.accepts.reference == "middle"):
-            raise ConfigError(
-                f"DrTMOMethod: {type(merger).__name__} needs a fixed stack layout, but truncate=True makes "
+                f"DrTMOMethod: {type(self.merger).__name__} needs a fixed stack layout, but truncate=True makes "
                 "stacks of varying length; set truncate: false or use a merger that accepts any stack"
             )
-        self.merger = merger.requires_grad_(False)
-        self.output_domain = merger.output_domain
         self.loss = DrTMOLoss()
         self.truncate = bool(truncate)
         self.threshold = float(threshold)
@@ -205,11 +195,6 @@ class DrTMOMethod(HDRMethod):
             stack = replace(stack, images=generated_codes(stack) / 255.0)
         return replace(stack, crf=crf)
 
-    def predict_stack(self, batch: HDRBatch) -> ExposureStack:
-        """The generated stack of ``batch["ldr"]`` (full, before truncation) with the batch's CRF attached."""
-        crf = batch_crf(batch) if "crf_forward" in batch else None
-        return self.generate_stack(batch["ldr"], crf=crf)
-
     def kept_runs(self, stack: ExposureStack) -> list[tuple[int, int]]:
         """Per image, the inclusive ``(first, last)`` members kept by the official truncation
         (the whole stack when ``truncate`` is off)."""
@@ -218,7 +203,7 @@ class DrTMOMethod(HDRMethod):
         first, last = monotonic_run(generated_codes(stack), stack.reference, threshold=self.threshold)
         return list(zip(first.tolist(), last.tolist()))
 
-    def merge_truncated(self, stack: ExposureStack) -> torch.Tensor:
+    def merge(self, stack: ExposureStack) -> torch.Tensor:
         """Merge each image's kept run: ``[B, 3, H, W]`` in the merger's domain.
 
         A run of the input alone is merged as the input twice at ev 0 (the merge of one exposure).
@@ -234,19 +219,10 @@ class DrTMOMethod(HDRMethod):
             outputs.append(self.merger(row.select(index, reference=stack.reference - first if last > first else 0)))
         return torch.cat(outputs, dim=0)
 
-    def predict_image(self, batch: HDRBatch) -> torch.Tensor:
-        """Merged (truncated) generated stack ``[B, 3, H, W]`` in the merger's domain (linear by default)."""
-        return self.merge_truncated(self.predict_stack(batch))
-
-    def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
-        """``{"stack": [B, N, 3, H, W]}``: the generated stack before truncation (display [0, 1])."""
-        with torch.no_grad():
-            return {"stack": self.predict_stack(batch).images}
-
     def predict_step(self, batch: HDRBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """``{"stack": ExposureStack, "kept": [(first, last)], "pred": [B,3,H,W], "domain": str, "name": list[str]}``."""
         stack = self.predict_stack(batch)
-        return {"stack": stack, "kept": self.kept_runs(stack), "pred": self.merge_truncated(stack),
+        return {"stack": stack, "kept": self.kept_runs(stack), "pred": self.merge(stack),
                 "domain": self.output_domain, "name": batch.get("name")}
 
 

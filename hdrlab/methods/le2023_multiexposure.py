@@ -18,17 +18,15 @@ method's output is linear radiance relative to the input exposure (the ``hdr`` c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, Literal
 
 import torch
 
-from hdrlab.camera import CRF
-from hdrlab.data.batch import HDRBatch, batch_crf, example_bracket
+from hdrlab.data.batch import HDRBatch, example_bracket
 from hdrlab.errors import ConfigError
 from hdrlab.losses.le2023 import Le2023Loss, MaskedPerceptualLoss
 from hdrlab.losses.perceptual import PoolFeatures
-from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.stack_generator import StackGeneratorMethod
 from hdrlab.models.generators.le2023_multiexposure import (
     LE2023_DEFAULT_EV,
     Le2023Generator,
@@ -36,7 +34,6 @@ from hdrlab.models.generators.le2023_multiexposure import (
     well_exposedness_mask,
 )
 from hdrlab.models.mergers.base import StackMerger
-from hdrlab.stack import ExposureStack
 from hdrlab.weights import load_vgg_features
 
 PairSampling = Literal["all_pairs", "input_pairs"]
@@ -104,7 +101,7 @@ def sample_exposure_pairs(
     raise ConfigError(f"pair_sampling={mode!r} is unknown; use one of {PAIR_SAMPLING_MODES}")
 
 
-class Le2023Method(HDRMethod):
+class Le2023Method(StackGeneratorMethod):
     """Le et al. (WACV 2023) stack generator, trained weakly from brackets, scored through a merger.
 
     Training pairs come from :func:`exposure_pool` (the data's ``bracket_ev`` bracket plus the
@@ -196,17 +193,7 @@ class Le2023Method(HDRMethod):
             raise ConfigError(f"Le2023Method.plateau_factor={plateau_factor} must lie in (0, 1) (official 0.5)")
         self.save_hyperparameters(ignore=["merger"])
         self.generator = Le2023Generator(ev=ev, width=width, clip_threshold=clip_threshold, levels=levels)
-        if merger is None:
-            from hdrlab.models.mergers import DebevecMerger
-
-            merger = DebevecMerger(crf="known")
-        if not isinstance(merger, StackMerger):
-            raise ConfigError(
-                f"Le2023Method.merger must be a hdrlab StackMerger, got {type(merger).__name__}; "
-                "e.g. {class_path: hdrlab.models.mergers.DebevecMerger, init_args: {crf: known}}"
-            )
-        self.merger = merger.requires_grad_(False)
-        self.output_domain = merger.output_domain
+        self.set_merger(merger)
         perceptual_loss = None
         if perceptual:
             trunk = load_vgg_features("vgg19", pretrained=pretrained_trunks)
@@ -290,36 +277,6 @@ class Le2023Method(HDRMethod):
             optimizer, mode="min", factor=self.plateau_factor, patience=int(self.plateau_patience))
         # strict=False: epochs without validation (val_check_interval, fast_dev_run) only warn.
         return {"scheduler": scheduler, "monitor": "val/loss", "interval": "epoch", "strict": False}
-
-    # ------------------------------------------------------------------ inference
-    def generate_stack(self, ldr: torch.Tensor, *, ev: Sequence[float] | None = None,
-                       crf: CRF | None = None) -> ExposureStack:
-        """Generated stack of ``ldr`` ``[B, 3, H, W]`` in [0, 1] (any ``H, W``), ev set ``ev`` (default:
-        the ``ev`` init argument; the input is added at ev 0), ``crf`` recorded as ``stack.crf``.
-
-        Returns:
-            ``ExposureStack(images [B, N, 3, H, W] in [0, 1], ev [B, N], reference = input index, crf)``.
-        """
-        return replace(self.generator(ldr, ev=ev), crf=crf)
-
-    def predict_stack(self, batch: HDRBatch) -> ExposureStack:
-        """The generated stack of ``batch["ldr"]`` with the batch's CRF attached."""
-        crf = batch_crf(batch) if "crf_forward" in batch else None
-        return self.generate_stack(batch["ldr"], crf=crf)
-
-    def predict_image(self, batch: HDRBatch) -> torch.Tensor:
-        """Merged generated stack ``[B, 3, H, W]`` in the merger's domain (linear by default)."""
-        return self.merger(self.predict_stack(batch))
-
-    def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
-        """``{"stack": [B, N, 3, H, W]}``: the generated stack (display [0, 1])."""
-        with torch.no_grad():
-            return {"stack": self.predict_stack(batch).images}
-
-    def predict_step(self, batch: HDRBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """``{"stack": ExposureStack, "pred": merged [B,3,H,W], "domain": str, "name": list[str]}``."""
-        stack = self.predict_stack(batch)
-        return {"stack": stack, "pred": self.merger(stack), "domain": self.output_domain, "name": batch.get("name")}
 
 
 __all__ = ["Le2023Method", "exposure_pool", "sample_exposure_pairs", "PAIR_SAMPLING_MODES"]
