@@ -70,6 +70,7 @@ from hdrlab.methods.base import HDRMethod
 from hdrlab.methods.build import load_submodule_state
 from hdrlab.models.generators.base import StackGenerator
 from hdrlab.models.mergers.base import StackMerger
+from hdrlab.models.mergers.triplet import nearest_ev
 from hdrlab.stack import ExposureStack
 
 __all__ = [
@@ -86,7 +87,7 @@ __all__ = [
 #: training modes of :class:`TwoStage`
 MODES: tuple[str, ...] = ("freeze_generator", "freeze_merger", "joint")
 #: exposure-selection rules (see :func:`select_exposures`)
-SELECT_RULES: tuple[str, ...] = ("auto", "all", "extremes", "triplet", "evs")
+SELECT_RULES: tuple[str, ...] = ("auto", "all", "extremes", "triplet", "nearest", "evs")
 #: output losses (module docstring); ``cfnet`` is an alias of ``own``
 MERGER_LOSSES: tuple[str, ...] = ("auto", "own", "hdr", "ssim", "cfnet")
 
@@ -99,7 +100,8 @@ def resolve_select_rule(rule: str, merger: StackMerger) -> str:
     """The concrete selection rule for ``merger`` (``"auto"`` resolved by its declarations).
 
     ``auto``: the merger's own ``select_rule`` when it declares one (e.g. CF-Net reads only the
-    darkest and brightest member: ``"extremes"``); otherwise by its arity: ``"extremes"`` for
+    darkest and brightest member: ``"extremes"``; the learned three-exposure mergers: ``"nearest"``,
+    the generator exposures nearest their ``preferred_ev``); otherwise by its arity: ``"extremes"`` for
     mergers of exactly 2 exposures, ``"triplet"`` for exactly 3 (middle reference: Kalantari /
     Wu / AHDRNet style), ``"all"`` otherwise (Debevec, Mertens: any ``N >= 2``).
 
@@ -122,18 +124,23 @@ def resolve_select_rule(rule: str, merger: StackMerger) -> str:
 
 
 def generation_ev(
-    generator_ev: Sequence[float], rule: str, select_ev: Sequence[float] | None = None
+    generator_ev: Sequence[float], rule: str, select_ev: Sequence[float] | None = None,
+    preferred_ev: Sequence[float] | None = None,
 ) -> tuple[float, ...]:
     """The ev set to ask the generator for under a (resolved) selection rule.
 
     Only the exposures that will be selected are generated (plus the ev-0 input, which a
     generator always returns): ``all`` -> the generator's set; ``extremes`` -> its lowest and
-    highest ev; ``triplet`` -> lowest, 0, highest; ``evs`` -> ``select_ev``.
+    highest ev; ``triplet`` -> lowest, 0, highest; ``nearest`` -> for each ev of ``select_ev``
+    (default: the merger's ``preferred_ev``) the nearest of the generator's ev and the input's 0
+    (:func:`hdrlab.models.mergers.triplet.nearest_ev`); ``evs`` -> ``select_ev``.
 
     Args:
         generator_ev: the generator's ascending ev set (``StackGenerator.ev``).
-        rule: ``all`` / ``extremes`` / ``triplet`` / ``evs``.
-        select_ev: the exposures of rule ``evs`` (log2 exposure relative to the input).
+        rule: ``all`` / ``extremes`` / ``triplet`` / ``nearest`` / ``evs``.
+        select_ev: the exposures of rule ``evs`` (log2 exposure relative to the input), or the
+            wanted exposures of rule ``nearest``.
+        preferred_ev: the merger's wanted exposures for rule ``nearest`` without ``select_ev``.
 
     Returns:
         Ascending ev tuple (without duplicates).
@@ -155,6 +162,11 @@ def generation_ev(
                 "give the generator e.g. ev=[-2, 2]"
             )
         return (evs[0], 0.0, evs[-1])
+    if rule == "nearest":
+        wanted = select_ev or preferred_ev
+        if not wanted:
+            raise ConfigError("select='nearest' needs the wanted exposures: select_ev, or a merger that declares preferred_ev")
+        return nearest_ev(sorted({*evs, 0.0}), wanted)  # the ev-0 input is always in the stack
     if rule == "evs":
         if not select_ev:
             raise ConfigError("select='evs' needs select_ev, the list of exposures to merge, e.g. select_ev=[-2, 0, 2]")
@@ -238,9 +250,10 @@ class TwoStage(HDRMethod):
         merger_ckpt: optional method checkpoint to load the merger's weights from.
         select: exposure-selection rule, :data:`SELECT_RULES`: ``auto`` (the merger's declared
             rule or its arity, :func:`resolve_select_rule`), ``all``, ``extremes`` (lowest + highest
-            ev), ``triplet`` (lowest, 0, highest), ``evs`` (the list ``select_ev``). Only selected
+            ev), ``triplet`` (lowest, 0, highest), ``nearest`` (the generator's exposures nearest
+            ``select_ev`` or the merger's ``preferred_ev``), ``evs`` (the list ``select_ev``). Only selected
             exposures are generated.
-        select_ev: exposures (log2 ratio to the input) for ``select="evs"``.
+        select_ev: exposures (log2 ratio to the input) for ``select="evs"`` / ``"nearest"``.
         inverse_display: map a display merger's output back to linear with the batch's inverse CRF
             (``output_domain = "linear"``, HDR metrics); only for display mergers.
         merger_loss: ``auto`` | ``own`` | ``hdr`` | ``ssim`` (``cfnet`` = ``own``), module docstring.
@@ -264,7 +277,7 @@ class TwoStage(HDRMethod):
         mode: Literal["freeze_generator", "freeze_merger", "joint"] = "freeze_generator",
         generator_ckpt: str | None = None,
         merger_ckpt: str | None = None,
-        select: Literal["auto", "all", "extremes", "triplet", "evs"] = "auto",
+        select: Literal["auto", "all", "extremes", "triplet", "nearest", "evs"] = "auto",
         select_ev: Sequence[float] | None = None,
         inverse_display: bool = False,
         merger_loss: Literal["auto", "own", "hdr", "ssim", "cfnet"] = "auto",
@@ -334,7 +347,7 @@ class TwoStage(HDRMethod):
 
         # ---- exposure selection (checked against the merger's arity now, not at the first batch)
         self.select = resolve_select_rule(select, merger)
-        self.generation_ev = generation_ev(generator.ev, self.select, select_ev)
+        self.generation_ev = generation_ev(generator.ev, self.select, select_ev, getattr(merger, "preferred_ev", None))
         self.stack_ev = generator.output_ev(self.generation_ev)
         self.selected_ev = None if self.select == "all" else tuple(self.generation_ev)
         keep = tuple(generator.ev) if self.selected_ev is None else self.selected_ev

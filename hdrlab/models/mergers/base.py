@@ -16,7 +16,7 @@ names a concrete merger:
 * ``accepts``: the stacks it takes (:class:`StackArity`);
 * ``select_rule``: how a composite picks its inputs from a generated stack (``"auto"``: by the
   arity, see :func:`hdrlab.methods.two_stage.resolve_select_rule`; or ``"all"`` / ``"extremes"`` /
-  ``"triplet"``);
+  ``"triplet"`` / ``"nearest"``: the exposures nearest the merger's ``preferred_ev``);
 * ``differentiable``: whether gradients flow from its output back to ``stack.images``;
 * ``stride``: the multiple ``H`` and ``W`` must have (1: any size);
 * ``preserves_size``: whether the output has the stack's ``H x W``;
@@ -90,7 +90,7 @@ class StackMerger(nn.Module, abc.ABC):
 
     output_domain: ClassVar[Literal["linear", "display"]]
     accepts: ClassVar[StackArity] = StackArity()
-    select_rule: ClassVar[Literal["auto", "all", "extremes", "triplet"]] = "auto"
+    select_rule: ClassVar[Literal["auto", "all", "extremes", "triplet", "nearest"]] = "auto"
     differentiable: ClassVar[bool] = True
     has_objective: ClassVar[bool] = False
     file_options: ClassVar[tuple[str, ...]] = ()
