@@ -13,6 +13,9 @@
   input and reference, :mod:`hdrlab.callbacks.per_sample_metrics`). Resume with the same ``--run_id`` (or ``--run_dir``) and ``--ckpt_path last``.
   ``--keep_best_by val/<metric>`` also keeps ``checkpoints/best.ckpt``, the checkpoint with the
   best value of that validation metric (``--keep_best_mode max|min``).
+  ``hdrlab test --protocol kalantari2017`` scores with that protocol's metrics and alignment
+  (:data:`hdrlab.metrics.PROTOCOLS`: it sets ``model.init_args.metrics`` and ``align``; linear-output
+  methods only); without ``--protocol`` the method's own metrics are used.
 * Optimisation: each method's official optimizer is its default (``model.init_args.optimizer``,
   ``lr``, ``weight_decay``, ...; schedule from the method's ``scheduler_config``). LightningCLI's
   top-level ``optimizer:`` / ``lr_scheduler:`` sections (``class_path`` + ``init_args``, or
@@ -36,7 +39,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from hdrlab.errors import HDRLabError
+from hdrlab.errors import ConfigError, HDRLabError
 from hdrlab.runs import config_args, experiment_name
 
 #: utility subcommand -> (module, one-line help). Explicit on purpose: no folder scanning.
@@ -148,6 +151,9 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                      "precision, activation checkpointing, accumulation and patch before training")
             parser.add_argument("--activation_checkpointing", type=bool, default=False,
                                 help="set by the memory-budget plan (recorded in config.yaml)")
+            parser.add_argument("--protocol", type=str | None, default=None,
+                                help="test only: evaluation protocol setting the method's metrics and alignment "
+                                     "(hdrlab | kalantari2017, hdrlab.metrics.PROTOCOLS); default: the method's own")
             parser.add_argument("--save_test_outputs", type=bool, default=False,
                                 help="test only: also write each test image's prediction (<name>.exr, as scored), "
                                      "input (<name>_input.png) and reference (<name>_reference.exr) into "
@@ -185,8 +191,34 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                 cfg.activation_checkpointing = plan.checkpointing
                 print(f"memory budget: {plan.describe()}", file=sys.stderr)
                 self.budget_plan = state["plan"] = plan
+            if cfg.get("protocol") is not None:
+                self._apply_protocol(cfg)
             self.run_dir = state["run_dir"] = run_dir.resolve()
             self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        def _apply_protocol(self, cfg: Any) -> None:
+            """``--protocol``: the method's ``metrics`` and ``align`` become the protocol's (test only)."""
+            from hdrlab.metrics.collection import get_protocol
+
+            if self.subcommand != "test":
+                raise ConfigError(f"--protocol applies to hdrlab test only, not hdrlab {self.subcommand}; "
+                                  "drop it or run hdrlab test")
+            protocol = get_protocol(cfg.protocol)
+            init_args = cfg.model.get("init_args") if cfg.get("model") is not None else None
+            if init_args is None or "metrics" not in init_args or "align" not in init_args:
+                raise ConfigError(f"--protocol {protocol.name}: the model takes no metrics/align options "
+                                  "(HDRMethod's); set model.init_args.metrics and align by hand")
+            init_args.metrics = list(protocol.metrics)
+            init_args.align = protocol.align
+
+        def after_instantiate_classes(self) -> None:
+            super().after_instantiate_classes()
+            cfg = self.config[self.subcommand] if self.subcommand else self.config
+            domain = getattr(self.model, "output_domain", "linear")
+            if cfg.get("protocol") is not None and domain != "linear":
+                raise ConfigError(f"--protocol {cfg.protocol}: {type(self.model).__name__} predicts display images "
+                                  f"(output_domain={domain!r}) and is scored with display metrics; "
+                                  "HDR protocols apply to linear-output methods only")
 
         def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
             cfg = self.config[self.subcommand] if self.subcommand else self.config

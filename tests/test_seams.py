@@ -126,6 +126,9 @@ PAPERS = {
     "cevr": ("models/generators/cevr.py", "losses/cevr.py", "methods/cevr.py"),
     "kim2021": ("models/generators/kim2021.py", "losses/kim2021.py", "methods/kim2021.py",
                 "models/mergers/kim_synthesis.py"),
+    "kalantari2017": ("models/mergers/kalantari.py", "losses/kalantari.py", "methods/kalantari.py"),
+    "wu2018": ("models/mergers/wu.py", "losses/wu.py", "methods/wu.py"),
+    "ahdrnet": ("models/mergers/ahdrnet.py", "losses/ahdrnet.py", "methods/ahdrnet.py"),
 }
 #: consumers that must read declarations, never name a paper's module
 GENERIC = ("methods/base.py", "methods/two_stage.py", "methods/build.py", "budget", "commands/info.py",

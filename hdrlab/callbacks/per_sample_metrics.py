@@ -53,6 +53,7 @@ from hdrlab.callbacks.run_artifacts import atomic_write_text
 from hdrlab.metrics.alignment import align_scale
 from hdrlab.metrics.bias import Log2Ratio
 from hdrlab.metrics.display import build_display_metrics
+from hdrlab.metrics.kalantari import darkest_relative_scale
 from hdrlab.runs import TEST_OUTPUTS_FOLDER, output_stem
 
 __all__ = ["OUTPUTS_FOLDER", "PerSampleMetrics", "output_stem", "per_sample_values", "save_sample_outputs"]
@@ -84,7 +85,8 @@ def save_sample_outputs(folder: Path, stem: str, pred: torch.Tensor, ldr: torch.
 
 
 def per_sample_values(collection: Any, pred: torch.Tensor, target: torch.Tensor,
-                      clip_mask: torch.Tensor, *, prefix: str = "") -> list[dict[str, float]]:
+                      clip_mask: torch.Tensor, *, prefix: str = "",
+                      scale: torch.Tensor | None = None) -> list[dict[str, float]]:
     """Score each image of a batch on its own.
 
     Args:
@@ -93,6 +95,10 @@ def per_sample_values(collection: Any, pred: torch.Tensor, target: torch.Tensor,
         target: ``[B, 3, H, W]`` reference in the same domain.
         clip_mask: ``[B, 1, H, W]`` input clip mask.
         prefix: stripped from the metric keys.
+        scale: optional ``[B]`` per-image factors for the metrics whose ``update`` takes ``scale``
+            (the ``kalantari2017`` protocol's darkest-exposure scale,
+            :func:`hdrlab.metrics.kalantari.darkest_relative_scale`); the collection hands it to
+            those only.
 
     Returns:
         One ``{metric: value}`` dict per image (``nan`` where a region is empty).
@@ -100,7 +106,8 @@ def per_sample_values(collection: Any, pred: torch.Tensor, target: torch.Tensor,
     rows = []
     for i in range(pred.shape[0]):
         collection.reset()
-        collection.update(pred[i:i + 1], target[i:i + 1], clip_mask=clip_mask[i:i + 1])
+        extra = {} if scale is None else {"scale": scale[i:i + 1]}
+        collection.update(pred[i:i + 1], target[i:i + 1], clip_mask=clip_mask[i:i + 1], **extra)
         values = collection.compute()
         rows.append({key.removeprefix(prefix): float(v) for key, v in values.items()})
     collection.reset()
@@ -141,7 +148,8 @@ class PerSampleMetrics(L.Callback):
             return
         pred = outputs["pred"].float()
         clip_mask = batch["clip_mask"]
-        rows = per_sample_values(self._own, pred, pl_module.target_for_metrics(batch).float(), clip_mask)
+        scale = darkest_relative_scale(batch) if pl_module.output_domain == "linear" else None
+        rows = per_sample_values(self._own, pred, pl_module.target_for_metrics(batch).float(), clip_mask, scale=scale)
         if self._display is not None:
             aligned = align_scale(pred, batch["hdr"].float(), mode=pl_module.align, mask=clip_mask < 0.5)
             shown = tonemap.display(aligned.clamp_min(0.0))

@@ -203,12 +203,14 @@ class ImagePanelLogger(L.Callback):
         if (self._count - 1) % self.every_n_epochs:
             return
         from hdrlab import io
+        from hdrlab.runs import output_stem
 
         panels = [build_panel(visuals, i) for i in range(len(visuals["name"]))]
         folder = Path(self.run_dir or trainer.default_root_dir) / "previews"
         folder.mkdir(parents=True, exist_ok=True)
         for name, panel in zip(visuals["name"], panels):
-            io.write_png(folder / f"step{trainer.global_step:07d}_{name}.png", panel)
+            # names of nested data sets hold "/" (e.g. "LuminanceChroma/Garden")
+            io.write_png(folder / f"step{trainer.global_step:07d}_{output_stem(name)}.png", panel)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 logger.log_image(key="val/panels", images=panels, caption=list(visuals["name"]),

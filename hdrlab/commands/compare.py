@@ -1,4 +1,4 @@
-"""``hdrlab compare RUN_OR_SWEEP_DIR... [--test] [--metric M] [-o report_dir] [--no_pdf] [--reference NAME=TARGET ...]``.
+"""``hdrlab compare RUN_OR_SWEEP_DIR... [--test] [--protocol P] [--metric M] [-o report_dir] [--no_pdf] [--reference NAME=TARGET ...]``.
 
 Reads every run folder (``metrics.csv`` / ``summary.json``) under the given run or sweep folders,
 groups the runs by the parameters that vary between them, and writes a report (:mod:`hdrlab.sweep.compare`):
@@ -14,6 +14,12 @@ test stage made it; rows are labels, repeats over seeds give ``mean ± std``, ev
 stage, e.g. ``untrained_self=@untrained``) and a run label (``no_hallucination=baseline_inverse_crf``,
 matched by seed).
 
+``--protocol hdrlab|kalantari2017`` (:data:`hdrlab.metrics.PROTOCOLS`) keeps only that protocol's
+HDR-metric columns (e.g. ``k17_psnr_mu``, ``k17_psnr_l``, ``k17_ssim_mu``, ``k17_ssim_l``, from runs
+tested with ``hdrlab test --protocol kalantari2017``; display and other columns are kept as they
+are), makes the protocol's first metric the default main metric, and names the protocol at the head
+of the report and of the printed tables. Without it every column is shown (hdrlab's defaults).
+
 Exit status: 0 (also when some runs failed: they are listed), 2 on user errors.
 """
 
@@ -22,7 +28,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 from hdrlab.errors import ConfigError
+
+if TYPE_CHECKING:  # the metrics import torch; compare stays torch-free unless --protocol is given
+    from hdrlab.metrics.collection import Protocol
 from hdrlab.report.scenes import compare_scenes, load_references, parse_reference
 from hdrlab.report.testruns import (
     TEST_METRIC,
@@ -34,6 +46,7 @@ from hdrlab.report.testruns import (
 )
 from hdrlab.sweep.compare import (
     DEFAULT_METRIC,
+    RunRecord,
     compare_runs,
     discover_runs,
     format_domain_tables,
@@ -50,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", action="store_true",
                    help="compare held-out test scores (test_per_sample.csv of hdrlab test or a recipe's test stages) "
                         "instead of validation metrics")
+    p.add_argument("--protocol", default=None,
+                   help="hdrlab | kalantari2017: keep only this evaluation protocol's HDR-metric columns and name "
+                        "it in the report (default: every column)")
     p.add_argument("--metric", default=None,
                    help=f"main metric: runs without a finite value count as failed (default {DEFAULT_METRIC}, with "
                         f"--test {TEST_METRIC}; display methods log val/display_psnr, test/display_psnr)")
@@ -67,7 +83,14 @@ def main(argv: list[str]) -> int:
     """Run ``hdrlab compare``; see the module docstring."""
     args = build_parser().parse_args(argv)
     prefix = "test/" if args.test else "val/"
-    metric = args.metric or (TEST_METRIC if args.test else DEFAULT_METRIC)
+    protocol = None
+    if args.protocol is not None:
+        from hdrlab.metrics.collection import get_protocol
+
+        protocol = get_protocol(args.protocol)
+    default_metric = (prefix + protocol.metrics[0] if protocol is not None
+                      else TEST_METRIC if args.test else DEFAULT_METRIC)
+    metric = args.metric or default_metric
     if not metric.startswith(prefix):
         raise ConfigError(f"--metric {metric!r}: compare{' --test' if args.test else ''} reads "
                           f"{'test' if args.test else 'validation'} metrics; use a {prefix}* name such as "
@@ -80,36 +103,73 @@ def main(argv: list[str]) -> int:
         references[name] = path
     if args.test:
         return _main_test(args, metric, {name: text.partition("=")[2].strip() for name, text in
-                                         zip(references, args.reference)})
+                                         zip(references, args.reference)}, protocol)
     ref_tables = load_references(references)  # before reading the runs: a missing CSV fails at once
     found = discover_runs(args.paths)
     tests = [p for p in found if read_summary(p).get("stage") == "test"]  # scored by --test, not failed fits
-    records = [read_run(p) for p in found if p not in tests]
+    records = [protocol_record(read_run(p), protocol) for p in found if p not in tests]
     if not records:
         raise ConfigError(f"{', '.join(str(p) for p in args.paths)} holds only test runs ({len(tests)}); "
                           "compare them with --test")
     comparison = compare_runs(records, metric=metric)
     scenes = compare_scenes([r.path for r in records], ref_tables)  # mismatched scenes: ConfigError, nothing written
     out = args.output if args.output is not None else args.paths[0] / "report"
-    written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes)
-    print(format_domain_tables(comparison))
+    written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes,
+                           lead_sections=protocol_sections(protocol))
+    print(protocol_line(protocol) + format_domain_tables(comparison))
     skipped = f" ({len(tests)} test runs left out: compare them with --test)" if tests else ""
     print(f"\n{len(records)} runs{skipped}, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
           f"report: {written['html']} (table: {written['csv']})")
     return 0
 
 
-def _main_test(args: argparse.Namespace, metric: str, references: dict[str, str]) -> int:
+def protocol_record(record: RunRecord, protocol: Protocol | None) -> RunRecord:
+    """``record`` with only ``protocol``'s HDR-metric columns (display and other columns kept);
+    unchanged when ``protocol`` is None."""
+    if protocol is None:
+        return record
+    from hdrlab.report.tables import metric_domain, split_metric
+
+    keep = {k: v for k, v in record.metrics.items()
+            if metric_domain(k) != "linear" or split_metric(k)[0] in protocol.metrics}
+    scenes = {k: v for k, v in record.scenes.items() if k in keep}
+    return dataclasses.replace(record, metrics=keep, scenes=scenes)
+
+
+def protocol_line(protocol: Protocol | None) -> str:
+    """The protocol header of the printed tables ("" without a protocol)."""
+    if protocol is None:
+        return ""
+    return f"# Evaluation protocol: {protocol.name}\n\n{protocol.description}.\n\n"
+
+
+def protocol_sections(protocol: Protocol | None) -> list:
+    """The report's lead section naming the protocol (none without a protocol)."""
+    if protocol is None:
+        return []
+    import html
+
+    from hdrlab.report import page as P
+
+    body = (f"<p><b>{html.escape(protocol.name)}</b>: {html.escape(protocol.description)}. Metrics: "
+            + ", ".join(f"<code>{html.escape(m)}</code>" for m in protocol.metrics)
+            + f"; alignment <code>{html.escape(protocol.align)}</code>; regions "
+            + ", ".join(html.escape(r) for r in protocol.regions) + ".</p>")
+    return [P.Section("protocol", f"Evaluation protocol: {protocol.name}", body)]
+
+
+def _main_test(args: argparse.Namespace, metric: str, references: dict[str, str],
+               protocol: Protocol | None = None) -> int:
     """``hdrlab compare --test``: test runs, their per-scene wins, one report."""
     folders = discover_test_runs(args.paths)
     runs = read_test_runs(folders)
     scenes = compare_test_scenes(runs, references)  # unresolvable references / mismatched scenes: nothing written
-    comparison = compare_runs(test_records(runs), metric=metric)
+    comparison = compare_runs([protocol_record(r, protocol) for r in test_records(runs)], metric=metric)
     out = args.output if args.output is not None else args.paths[0] / "report"
     figures = _scene_figure_section(runs, out, pdf=not args.no_pdf)
     written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes, curves=training_curves(args.paths),
-                           extra_sections=figures)
-    print(format_domain_tables(comparison))
+                           extra_sections=figures, lead_sections=protocol_sections(protocol))
+    print(protocol_line(protocol) + format_domain_tables(comparison))
     print(f"\n{len(runs)} test runs, {len(comparison.rows)} rows, {len(comparison.failures)} failed; "
           f"report: {written['html']} (table: {written['csv']})")
     return 0

@@ -1,7 +1,13 @@
 """``hdrlab eval``: score predicted HDR images against ground truth with hdrlab's metrics.
 
-``hdrlab eval --pred P --gt G [--metrics psnr_mu,psnr_l,...] [--align median]
-[--region all|clipped|unclipped] [--clip_mask_from LDR] [--json] [--white_nits 200]``
+``hdrlab eval --pred P --gt G [--protocol hdrlab|kalantari2017] [--metrics psnr_mu,psnr_l,...]
+[--align median] [--region all|clipped|unclipped] [--clip_mask_from LDR] [--json] [--white_nits 200]``
+
+- ``--protocol`` (:data:`hdrlab.metrics.PROTOCOLS`, default ``hdrlab``) gives the default metric list
+  and alignment; ``--metrics`` / ``--align`` override them. ``kalantari2017`` scores
+  ``k17_psnr_mu,k17_psnr_l,k17_ssim_mu,k17_ssim_l`` without alignment on whole images
+  (:mod:`hdrlab.metrics.kalantari`), on the ground-truth file's stored scale as is (the benchmark's
+  ``HDRImg.hdr`` is already relative to the darkest exposure; the prediction must be on that scale).
 
 - ``P`` and ``G`` are both files, or both folders whose HDR files (``.exr``, ``.hdr``, ``.pfm``...)
   are paired by file stem; names present on one side only are listed in the error.
@@ -32,7 +38,7 @@ from hdrlab.errors import ConfigError, HDRIOError
 from hdrlab.io import HDR_EXTENSIONS, LDR_EXTENSIONS, read_hdr, read_ldr
 from hdrlab.metrics.alignment import ALIGN_MODES
 from hdrlab.metrics.base import REGIONS
-from hdrlab.metrics.collection import DEFAULT_METRICS, METRICS, build_metric, metric_key
+from hdrlab.metrics.collection import DEFAULT_METRICS, METRICS, PROTOCOLS, build_metric, get_protocol, metric_key
 
 __all__ = ["build_parser", "clip_mask_from_ldr", "evaluate_pairs", "main", "pair_files"]
 
@@ -43,10 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pred", required=True, type=Path, help="predicted HDR file or folder")
     parser.add_argument("--gt", required=True, type=Path, help="ground-truth HDR file or folder")
     parser.add_argument(
-        "--metrics", default=",".join(DEFAULT_METRICS),
-        help=f"comma-separated subset of {','.join(METRICS)} (default: {','.join(DEFAULT_METRICS)})",
+        "--protocol", default="hdrlab", choices=tuple(PROTOCOLS),
+        help="evaluation protocol giving the default metrics and alignment (default hdrlab)",
     )
-    parser.add_argument("--align", default="median", choices=ALIGN_MODES, help="scale alignment (default median)")
+    parser.add_argument(
+        "--metrics", default=None,
+        help=f"comma-separated subset of {','.join(METRICS)} (default: the protocol's; hdrlab: "
+             f"{','.join(DEFAULT_METRICS)})",
+    )
+    parser.add_argument("--align", default=None, choices=ALIGN_MODES,
+                        help="scale alignment (default: the protocol's; hdrlab: median)")
     parser.add_argument("--region", default="all", choices=REGIONS, help="pixels scored (default all)")
     parser.add_argument(
         "--clip_mask_from", type=Path, default=None,
@@ -197,13 +209,16 @@ def _print_table(result: dict, keys: list[str]) -> None:
 def main(argv: list[str]) -> int:
     """Run ``hdrlab eval``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    names = [n.strip() for n in args.metrics.split(",") if n.strip()]
+    protocol = get_protocol(args.protocol)
+    names = ([n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics is not None
+             else list(protocol.metrics))
+    align = args.align if args.align is not None else protocol.align
     unknown = [n for n in names if n not in METRICS]
     if unknown or not names:
         raise ConfigError(f"--metrics: unknown {unknown or 'empty list'}; choose from {','.join(METRICS)}")
     pairs = pair_files(args.pred, args.gt)
     result = evaluate_pairs(
-        pairs, names, align=args.align, region=args.region, white_nits=args.white_nits,
+        pairs, names, align=align, region=args.region, white_nits=args.white_nits,
         clip_mask_from=args.clip_mask_from,
     )
     keys = [metric_key(n, args.region) for n in names]

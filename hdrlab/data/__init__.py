@@ -26,6 +26,10 @@ _EXPORTS: dict[str, str] = {
     "HDRFolderDataModule": "hdrlab.data.datamodules",
     "EpochSampler": "hdrlab.data.datamodules",
     "collate_hdr_batch": "hdrlab.data.datamodules",
+    "KalantariDataModule": "hdrlab.data.brackets",
+    "SICEDataModule": "hdrlab.data.brackets",
+    "BracketSceneDataset": "hdrlab.data.brackets",
+    "inverse_display": "hdrlab.data.brackets",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -14,3 +14,7 @@ from hdrlab.methods.cevr import CEVRMethod
 from hdrlab.methods.deep_recursive import DeepRecursiveMethod
 from hdrlab.methods.drtmo import DrTMOMethod
 from hdrlab.methods.kim2021 import Kim2021Method
+from hdrlab.methods.bracket_merger import BracketMergerMethod
+from hdrlab.methods.kalantari import Kalantari2017
+from hdrlab.methods.wu import Wu2018
+from hdrlab.methods.ahdrnet import AHDRNet

@@ -42,6 +42,7 @@ from hdrlab import tonemap
 from hdrlab.data.batch import HDRBatch
 from hdrlab.errors import ConfigError
 from hdrlab.metrics import build_metrics
+from hdrlab.metrics.kalantari import darkest_relative_scale
 from hdrlab.metrics.display import build_display_metrics
 
 OUTPUT_DOMAINS = ("linear", "display")
@@ -213,8 +214,11 @@ class HDRMethod(L.LightningModule, ABC):
 
     def _eval_step(self, batch: HDRBatch, batch_idx: int, stage: str) -> dict[str, torch.Tensor]:
         pred = self.predict_image(batch).float()
+        # scale: the darkest-exposure-relative factor of the kalantari2017 metrics; the collection
+        # passes it only to metrics whose update takes it
+        extra = {"scale": darkest_relative_scale(batch)} if self.output_domain == "linear" else {}
         self.metric_collection(stage).update(pred, self.target_for_metrics(batch).float(),
-                                             clip_mask=batch["clip_mask"])
+                                             clip_mask=batch["clip_mask"], **extra)
         if stage == "val" and batch_idx == 0:
             k = self.num_visuals
             self.visuals = {

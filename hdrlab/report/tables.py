@@ -48,6 +48,7 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "cvvdp": "max", "display_psnr": "max", "display_ssim": "max",
     "lpips": "min", "loss": "min", "crf_rmse": "min",
     "log2_ratio": "zero",
+    "k17_psnr_mu": "max", "k17_psnr_l": "max", "k17_ssim_mu": "max", "k17_ssim_l": "max",
 }
 
 #: Human-readable names of the base metrics (tables and figure axes).
@@ -55,17 +56,21 @@ METRIC_LABELS: dict[str, str] = {
     "pu21_psnr": "PU21-PSNR", "pu21_ssim": "PU21-SSIM", "psnr_mu": "PSNR-μ", "psnr_l": "PSNR-L",
     "ms_ssim": "MS-SSIM", "cvvdp": "ColorVideoVDP", "lpips": "LPIPS", "log2_ratio": "log2 ratio",
     "display_psnr": "display PSNR", "display_ssim": "display SSIM", "loss": "loss", "crf_rmse": "CRF RMSE",
+    "k17_psnr_mu": "PSNR-μ (K17)", "k17_psnr_l": "PSNR-L (K17)", "k17_ssim_mu": "SSIM-μ (K17)",
+    "k17_ssim_l": "SSIM-L (K17)",
 }
 
 #: Units of the base metrics (axis labels).
 METRIC_UNITS: dict[str, str] = {
     "pu21_psnr": "dB", "psnr_mu": "dB", "psnr_l": "dB", "display_psnr": "dB", "cvvdp": "JOD", "log2_ratio": "stops",
+    "k17_psnr_mu": "dB", "k17_psnr_l": "dB",
 }
 
 #: Column order of the base metrics after the main metric; others follow alphabetically.
 METRIC_ORDER: tuple[str, ...] = (
     "pu21_psnr", "pu21_ssim", "psnr_mu", "psnr_l", "ms_ssim", "cvvdp", "lpips", "log2_ratio",
     "display_psnr", "display_ssim", "loss", "crf_rmse",
+    "k17_psnr_mu", "k17_psnr_l", "k17_ssim_mu", "k17_ssim_l",
 )
 
 #: The metric a paper reports first, per output domain.

@@ -8,7 +8,9 @@ conventions of the Kalantari data set and code (``mergers.md`` section 0 of the 
 * the gamma model of the camera: ``H_i = clip(I_i, 0, 1) ** 2.2 / t_i`` (:func:`gamma_inputs`);
 * the network's output ``N`` is radiance relative to the *darkest* exposure, in ``[0, 1]``
   (sigmoid / tanh output; the darkest exposure clips at 1);
-* the loss compares ``T(N)`` with ``T(H_gt)``, ``T(x) = ln(1 + mu x) / ln(1 + mu)``, ``mu = 5000``.
+* the loss compares ``T(N)`` with ``T(H_gt)``, ``T(x) = ln(1 + mu x) / ln(1 + mu)``, ``mu = 5000``
+  (``loss_domain="mu_law"``, official; the ablation domains ``linear``, ``log``, ``pu21`` of
+  :func:`hdrlab.losses.domains.to_domain` replace ``T`` in the same distance).
 
 Project convention (:mod:`hdrlab.models.mergers.base`): :meth:`TripletMerger.merge` returns radiance
 relative to the stack's *reference* exposure, ``N * 2 ** (ev_ref - ev_min)`` (the reference clips
@@ -33,7 +35,7 @@ from typing import Any, ClassVar
 import torch
 
 from hdrlab.errors import ConfigError
-from hdrlab.losses.domains import MU_KALANTARI
+from hdrlab.losses.domains import DOMAINS, MU_KALANTARI
 from hdrlab.models.mergers.base import StackArity, StackMerger
 from hdrlab.stack import ExposureStack
 
@@ -93,6 +95,8 @@ class TripletMerger(StackMerger):
         select_ev: the exposures a composite takes from a generated stack (nearest available ones).
         gamma: camera gamma of the LDR -> HDR input mapping (official 2.2).
         mu: mu of the loss's mu-law (official 5000).
+        loss_domain: where the paper's distance is taken (:data:`hdrlab.losses.domains.DOMAINS`):
+            ``"mu_law"`` (official), ``"linear"``, ``"log"``, ``"pu21"``.
     """
 
     output_domain = "linear"
@@ -101,7 +105,7 @@ class TripletMerger(StackMerger):
     has_objective = True
 
     def __init__(self, *, select_ev: Sequence[float] = (-2.0, 0.0, 2.0), gamma: float = KALANTARI_GAMMA,
-                 mu: float = MU_KALANTARI) -> None:
+                 mu: float = MU_KALANTARI, loss_domain: str = "mu_law") -> None:
         super().__init__()
         values = tuple(sorted(float(v) for v in select_ev))
         name = type(self).__name__
@@ -109,6 +113,9 @@ class TripletMerger(StackMerger):
             raise ConfigError(f"{name}.select_ev={list(select_ev)} must be three distinct finite ev values, e.g. [-2, 0, 2]")
         if gamma <= 0 or mu <= 0:
             raise ConfigError(f"{name}: gamma={gamma} and mu={mu} must be > 0 (official 2.2 and 5000)")
+        if loss_domain not in DOMAINS:
+            raise ConfigError(f"{name}.loss_domain={loss_domain!r} is unknown; use one of {list(DOMAINS)} (official mu_law)")
+        self.loss_domain = loss_domain
         self.select_ev = values
         self.gamma = float(gamma)
         self.mu = float(mu)
@@ -117,6 +124,11 @@ class TripletMerger(StackMerger):
     def preferred_ev(self) -> tuple[float, ...]:
         """The ev values a composite selects from a generated stack (nearest available)."""
         return self.select_ev
+
+    @property
+    def term_domain(self) -> str:
+        """Short name of the loss domain in logged term names (``mu`` for the official mu-law)."""
+        return "mu" if self.loss_domain == "mu_law" else self.loss_domain
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod
