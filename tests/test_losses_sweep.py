@@ -74,7 +74,7 @@ def _direct_argv(variant: dict[str, Any]) -> list[str]:
 
 def test_grid_is_variants_times_seeds_and_command_carries_the_config(spec, variants):
     points = grid_points(spec)
-    assert len(variants) == 33 and len(points) == 33 * 2
+    assert len(variants) == 45 and len(points) == 45 * 2
     assert {p["seed_everything"] for p in points} == {0, 1}
     assert [str(c) for c in spec.command] == ["${env}", "${interpreter}", "-m", "hdrlab", "fit", "--config",
                                              "experiments/overrides/sweep_losses.yaml", "${args}"]
@@ -122,7 +122,8 @@ def test_axes_cover_every_method_and_loss_domain(variants):
     for variant in variants:
         by_class.setdefault(_class_name(variant), []).append(_overrides(variant))
     assert set(by_class) == {"SingleHDRMethod", "Le2023Method", "CFNetMethod", "TwoStage",
-                             "DeepRecursiveMethod", "CEVRMethod", "Kim2021Method"}
+                             "DeepRecursiveMethod", "CEVRMethod", "Kim2021Method",
+                             "Kalantari2017", "Wu2018", "AHDRNet"}
     single = by_class["SingleHDRMethod"]
     assert all(v["stage"] == "hallucination" for v in single)  # the stage whose loss has P and TV
     weights = {(v["perceptual_weight"], v["tv_weight"]) for v in single if "perceptual_weight" in v}
@@ -139,6 +140,9 @@ def test_axes_cover_every_method_and_loss_domain(variants):
     assert set(CEVR_LOSS_WEIGHTS) == {"l1", "cycle"} and CEVR_LOSS_WEIGHTS["cycle"] == 0.1
     # Kim 2021: the CoBi term on / off, the only loss option Kim2021Method has
     assert by_class["Kim2021Method"] == [{"cobi": False}, {"cobi": True}]
+    # the learned three-exposure mergers: the domain of their one loss term
+    for name in ("Kalantari2017", "Wu2018", "AHDRNet"):
+        assert [v["loss_domain"] for v in by_class[name]] == ["mu_law", "linear", "log", "pu21"]
 
 
 def _init_options(cls: type) -> set[str]:
@@ -179,6 +183,9 @@ def test_one_variant_per_method_builds_with_its_loss_setting(spec, variants, cli
         "DeepRecursiveMethod": lambda m: m.loss.gan_weight == 0.1,
         "CEVRMethod": lambda m: m.loss.weights == {"l1": 1.0, "cycle": 0.0},
         "Kim2021Method": lambda m: m.cobi is None,
+        "Kalantari2017": lambda m: m.merger.loss_domain == "log",
+        "Wu2018": lambda m: m.merger.loss_domain == "pu21",
+        "AHDRNet": lambda m: m.merger.loss_domain == "linear",
     }
     chosen = {
         "SingleHDRMethod": {"stage": "hallucination", "loss_domain": "pu21"},
@@ -188,6 +195,9 @@ def test_one_variant_per_method_builds_with_its_loss_setting(spec, variants, cli
         "DeepRecursiveMethod": {"gan_weight": 0.1},
         "CEVRMethod": {"loss_weights": {"cycle": 0.0}},
         "Kim2021Method": {"cobi": False},  # no VGG19 trunk to build
+        "Kalantari2017": {"loss_domain": "log"},
+        "Wu2018": {"loss_domain": "pu21"},
+        "AHDRNet": {"loss_domain": "linear"},
     }
     for variant in variants:
         name = _class_name(variant)

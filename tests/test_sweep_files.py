@@ -10,6 +10,7 @@ type hints (unknown keys and bad values exit with status 2).
 from __future__ import annotations
 
 import argparse
+import inspect
 import contextlib
 import io
 import os
@@ -154,9 +155,9 @@ def _check_recipe_points(spec: Any, points: list[dict[str, Any]], cli_parser: An
 
 def test_grid_sizes_and_axes() -> None:
     sizes = {p.stem: len(grid_points(load_sweep(p))) for p in SWEEP_FILES}
-    assert sizes["losses"] == 33 * 2  # variants x seeds (tests/test_losses_sweep.py)
+    assert sizes["losses"] == 45 * 2  # variants x seeds (tests/test_losses_sweep.py)
     assert sizes["mask_thresholds"] == 6 * 2
-    assert sizes["dataset_size"] == 5 * 4 * 3  # experiments x scene counts x seeds
+    assert sizes["dataset_size"] == 8 * 4 * 3  # experiments x scene counts x seeds
     assert sizes["smoke"] == 2
     assert sizes["heldout"] == 6 * 2  # recipes x seeds
     taus = sorted({p["model.init_args.clip_threshold"] for p in grid_points(load_sweep(REPO / "sweeps/mask_thresholds.yaml"))})
@@ -167,7 +168,8 @@ def test_grid_sizes_and_axes() -> None:
     # no step or epoch cap ends a small training set before the sample budget
     assert {(p["trainer.max_steps"], p["trainer.max_epochs"]) for p in size_points} == {(-1, -1)}
     experiments = sorted({p["config"]["config"] for p in size_points})
-    assert experiments == sorted(f"experiments/{e}.yaml" for e in ("singlehdr", "drtmo", "deep_recursive", "kim2021", "cevr"))
+    assert experiments == sorted(f"experiments/{e}.yaml" for e in ("singlehdr", "drtmo", "deep_recursive", "kim2021", "cevr",
+                                                                     "kalantari2017", "wu2018", "ahdrnet"))
     # every (experiment, scene count, seed) once: the scene axis is crossed with every experiment
     assert len({(p["config"]["config"], p["data.init_args.num_train_scenes"], p["seed_everything"])
                 for p in size_points}) == len(size_points)
@@ -212,12 +214,13 @@ def test_stage_combinations_cover_every_shipped_generator_and_merger() -> None:
                     and getattr(generators, n) is not generators.StackGenerator}
     shipped_mergers = {f"hdrlab.models.mergers.{n}" for n in mergers.__all__
                        if isinstance(getattr(mergers, n), type) and issubclass(getattr(mergers, n), mergers.StackMerger)
-                       and getattr(mergers, n) is not mergers.StackMerger}
+                       and not inspect.isabstract(getattr(mergers, n))}
     points = grid_points(load_sweep(REPO / "sweeps/stage_combinations.yaml"))
     combos = {(p["model.init_args.generator"], p["model.init_args.merger"]) for p in points}
     assert combos == {(g, m) for g in shipped_gens for m in shipped_mergers}
-    # mode freeze_merger trains the generator through the merger: every merger must be differentiable
-    assert {p["model.init_args.mode"] for p in points} == {"freeze_merger"}
+    # mode auto trains the generator through a classical merger (freeze_merger) and jointly with a
+    # learned one: every merger must be differentiable
+    assert {p["model.init_args.mode"] for p in points} == {"auto"}
     assert all(getattr(mergers, m.rsplit(".", 1)[1]).differentiable for m in shipped_mergers)
 
 
@@ -242,7 +245,10 @@ def test_stage_combinations_build_as_two_stage_models(cli_parser: Any) -> None:
         model = model_parser.instantiate_classes(model_parser.parse_object({"model": model_cfg})).model
         assert isinstance(model, TwoStage)
         assert type(model.merger).__name__ == point["model.init_args.merger"].rsplit(".", 1)[1]
-        assert model.mode == "freeze_merger"
+        learned = any(p.requires_grad for p in model.merger.parameters())
+        assert model.mode == ("joint" if learned else "freeze_merger")
+        if type(model.merger).__name__ in ("KalantariMerger", "WuMerger", "AHDRNetMerger"):
+            assert model.selected_ev == (-2.0, 0.0, 2.0)
 
 
 def test_seed_combinations_build_the_seed_pairings(cli_parser: Any) -> None:

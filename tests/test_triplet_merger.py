@@ -117,3 +117,35 @@ def test_bracket_method_trains_on_the_batch_bracket_and_predicts_on_the_input_sc
     assert method.stack(wide).ev[0].tolist() == [-2.0, 0.0, 2.0]
     with pytest.raises(ConfigError, match="bracket_ev"):
         method.compute_loss({k: v for k, v in batch.items() if k not in ("stack", "ev")})
+
+
+def test_two_stage_auto_mode_trains_what_can_be_trained() -> None:
+    from hdrlab.methods.two_stage import TwoStage
+    from hdrlab.models.generators import Le2023Generator
+    from hdrlab.models.mergers import DebevecMerger
+
+    generator = Le2023Generator(width=0.125, ev=[-2.0, 2.0], levels=3)
+    learned = TwoStage(generator=generator, merger=WeightedAverage(), mode="auto", metrics=("psnr_mu",))
+    assert learned.mode == "joint" and learned.generation_ev == (-2.0, 0.0, 2.0)
+    classical = TwoStage(generator=generator, merger=DebevecMerger(crf="known"), mode="auto", metrics=("psnr_mu",))
+    assert classical.mode == "freeze_merger"
+
+
+def test_paper_losses_take_the_ablation_domain_in_place_of_the_mu_law() -> None:
+    from hdrlab.losses.ahdrnet import ahdrnet_loss
+    from hdrlab.losses.domains import log_domain, mu_law_domain
+    from hdrlab.losses.kalantari import kalantari_loss
+    from hdrlab.losses.wu import wu_loss
+
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    mse = (pred - target).square().mean()
+    assert torch.allclose(kalantari_loss(pred, target, domain="linear"), mse)
+    assert torch.allclose(kalantari_loss(pred, target), (mu_law_domain(pred) - mu_law_domain(target)).square().mean())
+    assert torch.allclose(wu_loss(pred, target, domain="linear"), 4.0 * mse)
+    assert torch.allclose(wu_loss(pred, target), 4.0 * (mu_law_domain(pred) - mu_law_domain(target)).square().mean(), atol=1e-6)
+    assert torch.allclose(ahdrnet_loss(pred, target, domain="log"), (log_domain(pred) - log_domain(target)).abs().mean())
+    with pytest.raises(ConfigError, match="loss_domain"):
+        WeightedAverage(loss_domain="gamma")
+    merger = WeightedAverage(loss_domain="pu21")
+    assert merger.term_domain == "pu21" and WeightedAverage().term_domain == "mu"

@@ -43,6 +43,9 @@ Training modes:
 * ``freeze_merger``: the merger is frozen (eval mode); the generator is trained through it; the
   merger must be ``differentiable``.
 * ``joint``: both train; the merger must be differentiable and have parameters.
+* ``auto``: ``joint`` when the merger has trainable parameters (a learned merger starts untrained
+  unless ``merger_ckpt`` loads it), else ``freeze_merger`` (classical mergers): one setting that is
+  valid for every merger of a generator x merger grid.
 
 Impossible combinations raise :class:`hdrlab.errors.ConfigError` at construction (a merger
 without parameters cannot be trained, a non-differentiable merger passes no gradient, an arity
@@ -245,7 +248,8 @@ class TwoStage(HDRMethod):
     Args:
         generator: the stack generator (a plain ``nn.Module``, e.g. ``Le2023Generator``).
         merger: the stack merger (e.g. ``DebevecMerger(crf="known")``, ``CFNetMerger``, ``MertensMerger``).
-        mode: ``freeze_generator`` | ``freeze_merger`` | ``joint`` (which stage trains).
+        mode: ``freeze_generator`` | ``freeze_merger`` | ``joint`` (which stage trains) | ``auto``
+            (``joint`` for a merger with parameters, else ``freeze_merger``).
         generator_ckpt: optional method checkpoint to load the generator's weights from.
         merger_ckpt: optional method checkpoint to load the merger's weights from.
         select: exposure-selection rule, :data:`SELECT_RULES`: ``auto`` (the merger's declared
@@ -274,7 +278,7 @@ class TwoStage(HDRMethod):
         *,
         generator: StackGenerator,
         merger: StackMerger,
-        mode: Literal["freeze_generator", "freeze_merger", "joint"] = "freeze_generator",
+        mode: Literal["freeze_generator", "freeze_merger", "joint", "auto"] = "freeze_generator",
         generator_ckpt: str | None = None,
         merger_ckpt: str | None = None,
         select: Literal["auto", "all", "extremes", "triplet", "nearest", "evs"] = "auto",
@@ -293,8 +297,10 @@ class TwoStage(HDRMethod):
             raise ConfigError(f"TwoStage.generator must be a StackGenerator, got {type(generator).__name__}")
         if not isinstance(merger, StackMerger):
             raise ConfigError(f"TwoStage.merger must be a StackMerger, got {type(merger).__name__}")
-        if mode not in MODES:
-            raise ConfigError(f"TwoStage mode={mode!r} is unknown; use one of {list(MODES)}")
+        if mode not in (*MODES, "auto"):
+            raise ConfigError(f"TwoStage mode={mode!r} is unknown; use one of {[*MODES, 'auto']}")
+        if mode == "auto":
+            mode = "joint" if _has_parameters(merger) else "freeze_merger"
         if loss_kind not in LOSS_KINDS:
             raise ConfigError(f"TwoStage loss_kind={loss_kind!r} is unknown; use one of {list(LOSS_KINDS)}")
         if loss_domain not in DOMAINS:
