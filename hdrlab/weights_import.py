@@ -562,8 +562,63 @@ LE2023 = OfficialFormat(
     to_official=_le2023_to_official,
 )
 
+
+# --------------------------------------------------------------------------- AHDRNet
+#: official ``AHDR`` (qingsenyangit/AHDRNet ``model.py``) top-level layer -> ``AHDRNetMerger`` layer
+_AHDRNET_LAYERS: dict[str, str] = {
+    "conv1": "extract",
+    "att11": "attend_low.conv_in",
+    "att12": "attend_low.conv_out",
+    "att31": "attend_high.conv_in",
+    "att32": "attend_high.conv_out",
+    "conv2": "merge_in",
+    "GFF_1x1": "gff_1x1",
+    "GFF_3x3": "gff_3x3",
+    "conv_up": "conv_up",
+    "conv3": "conv_out",
+}
+#: official layers that ``AHDR.forward`` never calls (2 x 36,928 parameters), not built in hdrlab
+_AHDRNET_UNUSED: tuple[str, ...] = ("attConv1", "attConv3")
+
+
+def _ahdrnet_to_hdrlab(key: str) -> str | None:
+    """Official ``AHDR`` key -> ``AHDRNetMerger`` key; the unused ``attConv1/3`` -> ``None``."""
+    head, _, rest = key.partition(".")
+    if head in _AHDRNET_UNUSED:
+        return None
+    if head in _AHDRNET_LAYERS and rest in ("weight", "bias"):
+        return f"{_AHDRNET_LAYERS[head]}.{rest}"
+    match = re.fullmatch(r"RDB([123])\.(?:dense_layers\.(\d)\.conv|conv_1x1)\.(weight|bias)", key)
+    if match is None:
+        raise KeyError(key)
+    block, layer, param = int(match.group(1)) - 1, match.group(2), match.group(3)
+    return f"drdbs.{block}.dense.{layer}.{param}" if layer is not None else f"drdbs.{block}.fuse.{param}"
+
+
+def _ahdrnet_to_official(key: str) -> str:
+    layers = {v: k for k, v in _AHDRNET_LAYERS.items()}
+    name, param = key.rsplit(".", 1)
+    if name in layers:
+        return f"{layers[name]}.{param}"
+    _, block, kind, *layer = name.split(".")
+    if kind == "dense":
+        return f"RDB{int(block) + 1}.dense_layers.{layer[0]}.conv.{param}"
+    return f"RDB{int(block) + 1}.conv_1x1.{param}"
+
+
+AHDRNET = OfficialFormat(
+    name="ahdrnet",
+    title="AHDRNet",
+    method_class="hdrlab.methods.ahdrnet.AHDRNet",
+    experiment="experiments/ahdrnet.yaml",
+    files=("official model file (trained-model/ahdr_model.pt)",),
+    prefixes=("merger.",),
+    to_hdrlab=_ahdrnet_to_hdrlab,
+    to_official=_ahdrnet_to_official,
+)
+
 #: the official formats by ``hdrlab import-weights`` method name
-FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023)}
+FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023, AHDRNET)}
 
 
 def official_format(name: str) -> OfficialFormat:

@@ -478,3 +478,25 @@ def test_le2023_round_trip_strict_load_and_lightning_checkpoint(tmp_path):
     assert converted.keys() == state.keys()
     with pytest.raises(ConfigError, match=r"'UpExposureNet\.up1\.conv_shuffle\.weight'"):  # no up1 in BaseUNet
         LE2023.convert([{**official, "UpExposureNet.up1.conv_shuffle.weight": torch.zeros(1)}])
+
+
+def test_ahdrnet_cli_import_drops_the_unused_convs_and_tests(tmp_path):
+    """An official-format AHDR state dict (tiny width, plus the two convs ``forward`` never calls)
+    imports through ``hdrlab import-weights ahdrnet`` and loads strictly into ``hdrlab test``."""
+    from hdrlab.cli import build_cli, main
+    from hdrlab.methods.ahdrnet import AHDRNet
+    from hdrlab.weights_import import AHDRNET
+
+    state = {"merger." + k: v for k, v in _randomised(AHDRNet(width=TINY).merger.state_dict()).items()}
+    (official,) = AHDRNET.inverse(state)
+    features = official["conv2.weight"].shape[0]
+    unused = {f"attConv{i}.{p}": torch.zeros((features, features, 3, 3) if p == "weight" else (features,))
+              for i in (1, 3) for p in ("weight", "bias")}
+    torch.save({**official, **unused}, tmp_path / "ahdr_model.pt")
+    configs = ["--config", str(REPO / "experiments/ahdrnet.yaml"), "--config", str(REPO / "experiments/overrides/tiny.yaml")]
+    out = tmp_path / "ahdrnet_official.ckpt"
+    assert main(["import-weights", "ahdrnet", str(tmp_path / "ahdr_model.pt"), "-o", str(out), *configs]) == 0
+    cli = build_cli(["test", *configs, "--data.init_args.bracket_ev", "[-2, 0, 2]", "--wandb", "disabled",
+                     "--run_dir", str(tmp_path / "run"), "--trainer.limit_test_batches", "1", "--ckpt_path", str(out)])
+    assert torch.equal(cli.model.merger.drdbs[2].dense[5].weight, official["RDB3.dense_layers.5.conv.weight"])
+    assert torch.equal(cli.model.merger.attend_high.conv_out.bias, official["att32.bias"])

@@ -14,11 +14,11 @@ from hdrlab.losses.ahdrnet import ahdrnet_loss
 from hdrlab.models.mergers.ahdrnet import (
     AHDRNET_OFFICIAL_UNUSED,
     AHDRNetMerger,
-    convert_official_state_dict,
 )
 from hdrlab.models.mergers.base import StackMerger
 from hdrlab.models.mergers.triplet import gamma_inputs
 from hdrlab.stack import ExposureStack
+from hdrlab.weights_import import official_format
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -120,10 +120,18 @@ def test_kaiming_normal_init() -> None:
 # ---------------------------------------------------------------- official weights
 
 
+def convert_official_state_dict(state: dict) -> dict:
+    """The ``ahdrnet`` official format (``hdrlab import-weights ahdrnet``), below the method's ``merger.``."""
+    return {k.removeprefix("merger."): v for k, v in official_format("ahdrnet").convert([state]).items()}
+
+
 def test_convert_official_state_dict_loads_strict_and_matches_official_forward() -> None:
     g = torch.Generator().manual_seed(0)
     official = {k: 0.05 * torch.randn(s, generator=g) for k, s in official_shapes().items()}
     converted = convert_official_state_dict(official)
+    # and back: every tensor the hdrlab network holds returns under its official name
+    back = official_format("ahdrnet").inverse({f"merger.{k}": v for k, v in converted.items()})[0]
+    assert back == {k: v for k, v in official.items() if not k.startswith(AHDRNET_OFFICIAL_UNUSED)}
     assert len(converted) == len(official) - 4  # attConv1/attConv3 weight + bias dropped
     assert not any(k.startswith(AHDRNET_OFFICIAL_UNUSED) for k in converted)
     merger = AHDRNetMerger().eval()
@@ -145,7 +153,7 @@ def test_convert_official_state_dict_loads_strict_and_matches_official_forward()
 
 
 def test_convert_official_state_dict_rejects_foreign_keys() -> None:
-    with pytest.raises(ConfigError, match="'module.conv1.weight' is not a key of the official"):
+    with pytest.raises(ConfigError, match="holds 'module.conv1.weight', which the AHDRNet network has no"):
         convert_official_state_dict({"module.conv1.weight": torch.zeros(1)})
     with pytest.raises(ConfigError, match="RDB4"):
         convert_official_state_dict({"RDB4.conv_1x1.weight": torch.zeros(1)})

@@ -31,8 +31,9 @@ Parameters at width 1: **1,441,283**, what this module builds and what ``hdrlab 
 ``attConv1`` and ``attConv3`` (``F -> F``, 2 x 36,928 parameters), that its ``forward`` never calls;
 its state dict therefore holds **1,515,139** values. Those dead weights are not built here: they
 would receive no gradient, count as trainable in ``hdrlab info`` and inflate the memory plan, for
-no effect on the output. :func:`convert_official_state_dict` drops them when loading a released
-``AHDR`` state dict, so official weights load with ``strict=True``.
+no effect on the output. The ``ahdrnet`` format of :mod:`hdrlab.weights_import`
+(``hdrlab import-weights ahdrnet``) drops them when it converts a released ``AHDR`` state dict, so
+official weights load with ``strict=True``.
 
 Width: ``width`` scales ``F`` and the growth rate (``max(1, round(c * width))``); 1.0 is official.
 The official hyper-parameter ``nBlock = 16`` is unused by its code (three DRDBs are hard-wired), so
@@ -41,8 +42,8 @@ it has no counterpart here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -62,7 +63,6 @@ __all__ = [
     "AHDRAttention",
     "AHDRNetMerger",
     "DRDB",
-    "convert_official_state_dict",
 ]
 
 #: official ``nFeat`` and ``growthRate`` (``script_training.py`` defaults)
@@ -71,7 +71,7 @@ AHDRNET_GROWTH_RATE = 32
 #: official ``nDenselayer`` and the number of DRDBs hard-wired in ``AHDR``
 AHDRNET_DENSE_LAYERS = 6
 AHDRNET_BLOCKS = 3
-#: official submodules that ``AHDR.forward`` never uses (dropped by :func:`convert_official_state_dict`)
+#: official submodules that ``AHDR.forward`` never uses (dropped by the ``ahdrnet`` official weights format)
 AHDRNET_OFFICIAL_UNUSED: tuple[str, ...] = ("attConv1", "attConv3")
 
 
@@ -198,64 +198,3 @@ class AHDRNetMerger(TripletMerger):
         """Official loss: ``mean |T(pred) - T(target)|``, mu-law ``T`` with ``mu`` (term ``mu_l1``)."""
         value = ahdrnet_loss(pred, target, mu=self.mu, domain=self.loss_domain)
         return value, {f"{self.term_domain}_l1": value.detach()}
-
-
-#: official top-level submodule name -> name here (DRDBs and their inner layers are mapped below)
-_OFFICIAL_NAMES: dict[str, str] = {
-    "conv1": "extract",
-    "att11": "attend_low.conv_in",
-    "att12": "attend_low.conv_out",
-    "att31": "attend_high.conv_in",
-    "att32": "attend_high.conv_out",
-    "conv2": "merge_in",
-    "GFF_1x1": "gff_1x1",
-    "GFF_3x3": "gff_3x3",
-    "conv_up": "conv_up",
-    "conv3": "conv_out",
-}
-
-
-def _convert_key(key: str) -> str | None:
-    """The :class:`AHDRNetMerger` key of one official ``AHDR`` state-dict key (``None``: dropped)."""
-    head, _, rest = key.partition(".")
-    if head in AHDRNET_OFFICIAL_UNUSED:
-        return None
-    if head in _OFFICIAL_NAMES and rest in ("weight", "bias"):
-        return f"{_OFFICIAL_NAMES[head]}.{rest}"
-    if head in ("RDB1", "RDB2", "RDB3"):
-        block = int(head[-1]) - 1
-        parts = rest.split(".")
-        # RDBk.dense_layers.<i>.conv.<param> and RDBk.conv_1x1.<param>
-        if len(parts) == 4 and parts[0] == "dense_layers" and parts[1].isdigit() and parts[2] == "conv":
-            return f"drdbs.{block}.dense.{parts[1]}.{parts[3]}"
-        if len(parts) == 2 and parts[0] == "conv_1x1":
-            return f"drdbs.{block}.fuse.{parts[1]}"
-    raise ConfigError(
-        f"convert_official_state_dict: {key!r} is not a key of the official AHDRNet 'AHDR' model; "
-        "pass the state dict of qingsenyangit/AHDRNet model.py (torch.load of ahdr_model.pt)"
-    )
-
-
-def convert_official_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename an official ``AHDR`` state dict for :class:`AHDRNetMerger` and drop the unused convs.
-
-    Example: ``merger.load_state_dict(convert_official_state_dict(torch.load("ahdr_model.pt")))``
-    (a width-1 merger; the tensors are passed through unchanged).
-
-    Args:
-        state: the official state dict (keys such as ``conv1.weight``, ``att11.bias``,
-            ``RDB2.dense_layers.5.conv.weight``, ``RDB3.conv_1x1.bias``, ``GFF_1x1.weight``).
-
-    Returns:
-        A new dict with this module's keys; ``attConv1.*`` and ``attConv3.*`` are left out.
-
-    Raises:
-        ConfigError: a key that the official model does not have (e.g. a ``module.`` prefix of a
-            ``DataParallel`` checkpoint, which the official scripts do not write).
-    """
-    converted: dict[str, Any] = {}
-    for key, value in state.items():
-        new = _convert_key(key)
-        if new is not None:
-            converted[new] = value
-    return converted
