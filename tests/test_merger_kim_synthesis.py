@@ -192,3 +192,19 @@ def test_bad_options_raise_config_errors():
         KimSynthesisMerger(samples=1)
     with pytest.raises(ConfigError, match="at least 2"):
         KimSynthesisMerger()(ExposureStack(images=torch.rand(1, 1, 3, 8, 8), ev=torch.zeros(1, 1)))
+
+
+def test_working_table_keeps_a_degenerate_curve_positive_and_finite_in_float32():
+    """A float64 curve spanning more than float32's range (seen on an untrained generator's nearly
+    constant stack) must not become 0 (ln 0 = -inf: a NaN merge) or inf in the images' dtype."""
+    from hdrlab.models.mergers.kim_synthesis import working_table
+
+    table = torch.tensor([[[1e-60, 1e-20, 0.5, 1e60]]], dtype=torch.float64).expand(1, 3, 4)
+    out = working_table(table, dtype=torch.float32, device="cpu")
+    assert out.dtype == torch.float32 and torch.isfinite(out).all() and (out > 0).all()
+    assert out[0, 0].tolist() == pytest.approx([1e-7, 1e-20, 0.5, torch.finfo(torch.float32).max], rel=1e-6)
+    curve = torch.logspace(-60, 19, 256, dtype=torch.float64).expand(1, 3, 256)  # as observed: 1.8e19 and below 1e-45
+    table32 = working_table(curve, dtype=torch.float32, device="cpu")
+    images = torch.linspace(0.0, 1.0, 12).view(1, 1, 1, 3, 4).expand(1, 3, 3, 3, 4).clone()
+    merged = kim_merge(images, torch.log(torch.tensor([[0.25, 1.0, 4.0]])), table32)
+    assert torch.isfinite(merged).all()

@@ -38,6 +38,9 @@ Deviations from the official code (named on purpose):
   are the code-unit hat divided by 127.5, and scaling every data and smoothness row by one constant
   changes nothing. The only difference is the code-unit table's floor of ``1e-6`` at codes 0 and
   255 (official: exactly 0), a relative ``1e-8`` change of those rows.
+* The table is computed in float64 and used in the images' dtype (:func:`working_table`): entries
+  that underflow there get the floor ``1e-7`` too, entries that overflow the dtype's largest value,
+  so a degenerate stack (an untrained generator's) still merges to finite radiance.
 * The channel scales of step 3 are the closed form ``p_c = f^-1_blue(127) / f^-1_c(127)``.
   The official code minimises the scale-invariant misfit of the normalised colours with
   Nelder-Mead (``scipy.optimize.fmin`` from ``(1, 1, 1)``), so its overall scale is wherever the
@@ -162,6 +165,18 @@ def normalize_response(log_response: torch.Tensor) -> torch.Tensor:
     scale = torch.exp(blue[GREY_CODE] - log_response[:, GREY_CODE]).unsqueeze(1)
     table = scale * torch.exp(log_response) / torch.exp(blue).max()
     return torch.where(table > 0, table, torch.full_like(table, TABLE_FLOOR))
+
+
+def working_table(table: torch.Tensor, *, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """The float64 table of :func:`normalize_response` in the images' ``dtype``, still positive and finite.
+
+    A degenerate stack (e.g. the nearly constant members of an untrained generator) can give curves
+    spanning more than float32's range; entries that underflow to 0 get the official floor ``1e-7``
+    (``ln 0`` would make the merge NaN) and entries that overflow get the dtype's largest value.
+    """
+    table = table.to(dtype=dtype, device=device)
+    table = torch.where(table > 0, table, torch.full_like(table, TABLE_FLOOR))
+    return table.clamp_max(torch.finfo(dtype).max)
 
 
 class _NearestCodeLookup(torch.autograd.Function):
@@ -301,7 +316,7 @@ class KimSynthesisMerger(StackMerger):
         for b in range(codes.shape[0]):
             z = grossberg_samples(codes[b], self.samples)
             tables.append(normalize_response(solve_log_response(z, log_t[b], smoothness=self.smoothness)))
-        return torch.stack(tables).to(dtype=stack.images.dtype, device=stack.images.device)
+        return working_table(torch.stack(tables), dtype=stack.images.dtype, device=stack.images.device)
 
     def merge(self, stack: ExposureStack) -> torch.Tensor:
         """Merge ``stack`` into ``[B, 3, H, W]`` linear radiance relative to the reference exposure."""
@@ -311,5 +326,5 @@ class KimSynthesisMerger(StackMerger):
 
 __all__ = [
     "KimSynthesisMerger", "grossberg_samples", "kim_merge", "kim_weight", "lookup_response",
-    "normalize_response", "solve_log_response", "to_codes", "LOOKUPS",
+    "normalize_response", "solve_log_response", "to_codes", "working_table", "LOOKUPS",
 ]
