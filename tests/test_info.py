@@ -44,6 +44,19 @@ def test_cfnet_counts(tmp_path, scale, expected):
     assert info["output_domain"] == "display" and info["flops"] > 0
 
 
+@pytest.mark.parametrize("experiment,expected", [
+    ("kalantari2017.yaml", 383_909),  # WE, the released variant (Direct 383,603, WIE 384,368)
+    ("wu2018.yaml", 16_606_339),
+    ("ahdrnet.yaml", 1_441_283),  # the official class's unused attConv1/3 (73,856) are not built
+])
+def test_learned_merger_counts(experiment, expected):
+    """The learned three-exposure mergers at full size, one sub-network each, linear output."""
+    info = describe([str(EXP / experiment)])
+    assert info["parameters"]["total"] == expected
+    assert list(info["parameters"]["subnetworks"].values()) == [expected]
+    assert info["output_domain"] == "linear" and info["flops"] > 0
+
+
 def test_dotted_model_overrides_on_the_command_line(capsys):
     for form in (["--model.init_args.scale", "4"], ["--model.init_args.scale=4"]):
         assert main(["info", "--config", str(EXP / "cfnet.yaml"), *form, "--json"]) == 0
