@@ -330,3 +330,22 @@ def test_kalantari_override_trains_a_bracket_merger(kalantari, tmp_path: Path) -
     cli = build_cli(["fit", *args, "--run_dir", str(tmp_path / "fit")])
     assert isinstance(cli.datamodule, KalantariDataModule)
     assert cli.datamodule.train_set is not None and cli.datamodule.val_set is not None  # one step + one full-image val batch
+
+
+def test_real_hdr_brackets_train_each_learned_merger(real_hdr_dir: Path, tmp_path: Path) -> None:
+    """Brackets synthesised from the real HDR folder train every learned three-exposure merger (one
+    step each, tiny width) with a finite loss."""
+    import math
+
+    from hdrlab.cli import build_cli
+
+    for experiment in ("kalantari2017", "wu2018", "ahdrnet"):
+        cli = build_cli([
+            "fit", "--config", str(REPO / "experiments" / f"{experiment}.yaml"),
+            "--config", str(OVERRIDES / "real_hdr_brackets.yaml"),
+            "--data.init_args.root", str(real_hdr_dir / "polyhaven_drei"), "--data.init_args.patch_size", "32",
+            "--data.init_args.batch_size", "2", "--width", "0.125", "--trainer.fast_dev_run", "1",
+            "--wandb", "disabled", "--run_dir", str(tmp_path / experiment),
+        ])  # fmt: skip
+        loss = float(cli.trainer.callback_metrics["train/loss"])
+        assert math.isfinite(loss) and loss > 0, experiment
