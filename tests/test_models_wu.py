@@ -15,6 +15,7 @@ from hdrlab.errors import ConfigError
 from hdrlab.losses.domains import mu_law_domain
 from hdrlab.losses.wu import wu_loss, wu_tonemap
 from hdrlab.methods.two_stage import TwoStage
+from hdrlab.models.blocks.conv import init_tf_truncated_normal_
 from hdrlab.models.generators import Le2023Generator
 from hdrlab.models.mergers.wu import (
     SameConvTranspose2d,
@@ -22,7 +23,6 @@ from hdrlab.models.mergers.wu import (
     WuNet,
     WuResidualBlock,
     reflect_same_padding,
-    truncated_normal_,
 )
 from hdrlab.stack import ExposureStack
 from support.overfit import fixed_batch
@@ -95,7 +95,7 @@ def test_residual_block_rule():
 
 def test_initialisation_is_the_official_one():
     torch.manual_seed(0)
-    w = truncated_normal_(torch.empty(200_000), std=0.02)
+    w = init_tf_truncated_normal_(torch.empty(200_000), std=0.02)
     # N(0, 0.02) cut at 2 std: std 0.02 * 0.8796, nothing beyond 0.04
     assert float(w.abs().max()) <= 0.04 and abs(float(w.std()) - 0.02 * 0.8796) < 2e-4
     net = WuNet(width=0.5)

@@ -9,13 +9,16 @@ Ports of TensorFlow 1 networks need two things PyTorch does not give directly:
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hdrlab.errors import ConfigError
 
-__all__ = ["check_spatial_multiple", "scale_channels", "same_padding_amounts", "pad_same", "conv2d_same", "init_tf_glorot_"]
+__all__ = ["check_spatial_multiple", "scale_channels", "same_padding_amounts", "pad_same", "conv2d_same", "init_tf_glorot_",
+           "init_tf_truncated_normal_"]
 
 
 def scale_channels(channels: int, width: float) -> int:
@@ -115,3 +118,16 @@ def init_tf_glorot_(module: nn.Module) -> nn.Module:
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
     return module
+
+
+def init_tf_truncated_normal_(weight: torch.Tensor, *, std: float) -> torch.Tensor:
+    """Fill ``weight`` in place with TF's ``truncated_normal`` init: N(0, std^2) cut at +-2 std.
+
+    Inverse-CDF sampling (uniform between the CDF values of -+2, then ``erfinv``), because
+    ``nn.init.trunc_normal_``'s rejection loop reads the data and fails on meta / fake tensors.
+    Same distribution as TF; a different random stream.
+    """
+    lo = 0.5 * (1.0 + math.erf(-2.0 / math.sqrt(2.0)))  # Phi(-2)
+    with torch.no_grad():
+        weight.uniform_(lo, 1.0 - lo).mul_(2.0).sub_(1.0).erfinv_().mul_(std * math.sqrt(2.0))
+    return weight

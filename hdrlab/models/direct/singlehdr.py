@@ -44,7 +44,13 @@ from torch import nn
 
 from hdrlab.camera import LUT_SIZE, inverse_gamma_curve, lut_apply, lut_grid, make_monotone
 from hdrlab.errors import ConfigError
-from hdrlab.models.blocks.conv import check_spatial_multiple, init_tf_glorot_, pad_same, scale_channels
+from hdrlab.models.blocks.conv import (
+    check_spatial_multiple,
+    init_tf_glorot_,
+    init_tf_truncated_normal_,
+    pad_same,
+    scale_channels,
+)
 from hdrlab.models.blocks.features import sobel_edges, soft_histogram_maps
 from hdrlab.models.blocks.unet import AvgPoolBilinearUNet
 from hdrlab.weights import require_weights
@@ -341,17 +347,6 @@ class _UpStep(nn.Module):
         return torch.relu(self.bn(torch.relu(self.conv(x))))
 
 
-def _tf_truncated_normal_(weight: torch.Tensor, std: float) -> torch.Tensor:
-    """``tf.truncated_normal`` init (normal cut at +-2 std) by inverse-CDF sampling.
-
-    Written out because ``nn.init.trunc_normal_`` loops on data (fails under FakeTensorMode).
-    """
-    lo = 0.5 * (1.0 + math.erf(-2.0 / math.sqrt(2.0)))
-    with torch.no_grad():
-        weight.uniform_(lo, 1.0 - lo).mul_(2.0).sub_(1.0).erfinv_().mul_(std * math.sqrt(2.0))
-    return weight
-
-
 def _fuse_conv(dec_ch: int, skip_ch: int) -> nn.Conv2d:
     """1x1 conv over ``cat[decoder, skip]`` initialised to elementwise addition (HDRCNN fuse)."""
     conv = nn.Conv2d(dec_ch + skip_ch, dec_ch, 1)
@@ -425,7 +420,7 @@ class HallucinationNet(nn.Module):
         self.input_fuse = _fuse_conv(3, 3)
         for m in [*self.encoder, self.latent_conv, *(u.conv for u in self.ups)]:
             if isinstance(m, nn.Conv2d):
-                _tf_truncated_normal_(m.weight, std=0.02)
+                init_tf_truncated_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
         nn.init.xavier_normal_(self.head_conv.weight)
         nn.init.zeros_(self.head_conv.bias)

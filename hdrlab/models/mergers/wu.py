@@ -63,7 +63,7 @@ from torch import nn
 from hdrlab.errors import ConfigError
 from hdrlab.losses.domains import MU_KALANTARI
 from hdrlab.losses.wu import wu_loss
-from hdrlab.models.blocks.conv import scale_channels
+from hdrlab.models.blocks.conv import init_tf_truncated_normal_, scale_channels
 from hdrlab.models.mergers.triplet import KALANTARI_GAMMA, TripletMerger
 from hdrlab.stack import ExposureStack
 
@@ -76,7 +76,6 @@ __all__ = [
     "WuNet",
     "WuResidualBlock",
     "reflect_same_padding",
-    "truncated_normal_",
 ]
 
 #: BatchNorm of the official ``ops.batch_norm`` (TF decay 0.9 -> PyTorch momentum 0.1, eps 1e-5)
@@ -110,25 +109,13 @@ def reflect_same_padding(size: int, kernel_size: int, stride: int) -> tuple[int,
     return total // 2, total - total // 2
 
 
-def truncated_normal_(weight: torch.Tensor, *, std: float) -> torch.Tensor:
-    """Fill ``weight`` in place with N(0, std^2) truncated at +-2 std (TF ``truncated_normal_initializer``).
-
-    Inverse-CDF sampling (uniform between the CDF values of -+2, then ``erfinv``) instead of
-    ``nn.init.trunc_normal_``, whose rejection loop reads the data and fails on meta/fake tensors.
-    """
-    edge = math.erf(2.0 / math.sqrt(2.0))  # 2 Phi(2) - 1
-    with torch.no_grad():
-        weight.uniform_(-edge, edge).erfinv_().mul_(std * math.sqrt(2.0)).clamp_(-2.0 * std, 2.0 * std)
-    return weight
-
-
 class ReflectSameConv2d(nn.Conv2d):
     """``Conv2d`` (bias) after the official REFLECT "same" padding (:func:`reflect_same_padding`):
     ``[B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)]``. Init: truncated normal std 0.02 (2 std), bias 0."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding=0, bias=True)
-        truncated_normal_(self.weight, std=WU_INIT_STD)
+        init_tf_truncated_normal_(self.weight, std=WU_INIT_STD)
         nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
