@@ -18,6 +18,7 @@ __all__ = [
     "check_spatial_multiple",
     "conv2d_same",
     "init_tf_glorot_",
+    "init_tf_truncated_normal_",
     "pad_same",
     "same_padding_amounts",
     "scale_channels",

@@ -52,7 +52,6 @@ then divide by 255; the network therefore saw 8-bit-quantised LDRs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
