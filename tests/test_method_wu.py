@@ -86,6 +86,20 @@ def test_prediction_selects_three_of_a_longer_bracket():
     torch.testing.assert_close(pred, expected)
 
 
+def test_prediction_pads_a_size_off_the_stride_and_crops_back():
+    """A full image need not be a multiple of 8 (Kalantari's 1000 x 1500 is not): the bracket is
+    replicate-padded to the stride and the prediction cropped back to the input's size."""
+    torch.manual_seed(0)
+    method = Wu2018(width=0.125, metrics=("psnr_mu",)).eval()
+    batch = fixed_batch(scene_seed=0, patch_size=36, bracket_ev=BRACKET)
+    with torch.no_grad():
+        pred = method.predict_image(batch)
+        padded = dict(batch)
+        padded["stack"] = torch.nn.functional.pad(batch["stack"].flatten(0, 1), (0, 4, 0, 4), mode="replicate").unflatten(0, (1, 3))
+        reference = method.predict_image(padded)
+    assert pred.shape == (1, 3, 36, 36) and torch.equal(pred, reference[..., :36, :36])
+
+
 def test_experiment_yaml_fast_dev_run(tmp_path):
     from hdrlab.cli import build_cli
 

@@ -15,14 +15,13 @@ from hdrlab.errors import ConfigError
 from hdrlab.losses.domains import mu_law_domain
 from hdrlab.losses.wu import wu_loss, wu_tonemap
 from hdrlab.methods.two_stage import TwoStage
-from hdrlab.models.blocks.conv import init_tf_truncated_normal_
+from hdrlab.models.blocks.conv import init_tf_truncated_normal_, same_padding_amounts
 from hdrlab.models.generators import Le2023Generator
 from hdrlab.models.mergers.wu import (
     SameConvTranspose2d,
     WuMerger,
     WuNet,
     WuResidualBlock,
-    reflect_same_padding,
 )
 from hdrlab.stack import ExposureStack
 from support.overfit import fixed_batch
@@ -60,11 +59,11 @@ def test_parameter_counts_width1_official_and_fake_forward():
     assert all(bn.momentum == 0.1 and bn.eps == 1e-5 and bn.affine for bn in bns)
 
 
-def test_reflect_same_padding_is_the_official_rule():
+def test_same_padding_is_the_official_rule():
     # 5x5 stride 2 on even sizes pads (1, 2); on odd sizes (2, 2); stride-1 convs pad symmetrically
-    assert [reflect_same_padding(n, 5, 2) for n in (256, 32, 4)] == [(1, 2)] * 3
-    assert reflect_same_padding(255, 5, 2) == (2, 2)
-    assert reflect_same_padding(64, 5, 1) == (2, 2) and reflect_same_padding(64, 3, 1) == (1, 1)
+    assert [same_padding_amounts(n, 5, 2) for n in (256, 32, 4)] == [(1, 2)] * 3
+    assert same_padding_amounts(255, 5, 2) == (2, 2)
+    assert same_padding_amounts(64, 5, 1) == (2, 2) and same_padding_amounts(64, 3, 1) == (1, 1)
     conv = WuNet(width=WIDTH).encoders[0].conv1
     x = torch.rand(1, 6, 16, 24)
     expected = F.conv2d(F.pad(x, (1, 2, 1, 2), mode="reflect"), conv.weight, conv.bias, stride=2)

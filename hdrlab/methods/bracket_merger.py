@@ -9,14 +9,18 @@ AHDRNet) are thin subclasses that build their merger and set the official optimi
 
 Prediction: the merger's linear output, rescaled from the stack's reference exposure to the ev-0
 exposure (:func:`hdrlab.methods.two_stage.rescale_to_input`), scored with the HDR metrics against
-``batch["hdr"]``.
+``batch["hdr"]``. A bracket whose size is not a multiple of the merger's ``stride`` (e.g. a full
+1000 x 1500 Kalantari image for Wu et al.'s stride 8) is replicate-padded at the bottom and right
+and the prediction cropped back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from hdrlab.data.batch import HDRBatch, bracket_stack, example_bracket
 from hdrlab.errors import ConfigError
@@ -75,9 +79,17 @@ class BracketMergerMethod(HDRMethod):
         return self.merger.objective(self.stack(batch), batch)
 
     def predict_image(self, batch: HDRBatch) -> torch.Tensor:
-        """Linear radiance ``[B, 3, H, W]`` relative to the ev-0 exposure (``batch["hdr"]``'s scale)."""
+        """Linear radiance ``[B, 3, H, W]`` relative to the ev-0 exposure (``batch["hdr"]``'s scale);
+        sizes that are not a multiple of the merger's ``stride`` are padded and cropped back."""
         stack = self.stack(batch)
-        return rescale_to_input(self.merger(stack), stack)
+        height, width = stack.images.shape[-2:]
+        stride = self.merger.stride
+        pad_h, pad_w = -height % stride, -width % stride
+        merged = stack
+        if pad_h or pad_w:
+            images = F.pad(stack.images.flatten(0, 1), (0, pad_w, 0, pad_h), mode="replicate")
+            merged = dataclasses.replace(stack, images=images.unflatten(0, stack.images.shape[:2]))
+        return rescale_to_input(self.merger(merged), stack)[..., :height, :width]
 
     def extra_visuals(self, batch: HDRBatch) -> dict[str, torch.Tensor]:
         """``{"stack": [B, K, 3, H, W]}``: the merged bracket."""

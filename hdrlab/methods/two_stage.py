@@ -43,9 +43,9 @@ Training modes:
 * ``freeze_merger``: the merger is frozen (eval mode); the generator is trained through it; the
   merger must be ``differentiable``.
 * ``joint``: both train; the merger must be differentiable and have parameters.
-* ``auto``: ``joint`` when the merger has trainable parameters (a learned merger starts untrained
-  unless ``merger_ckpt`` loads it), else ``freeze_merger`` (classical mergers): one setting that is
-  valid for every merger of a generator x merger grid.
+* ``auto``: ``joint`` when the merger has parameters (a learned merger; it trains too, also when
+  ``merger_ckpt`` loads trained weights: use ``freeze_merger`` to keep those fixed), else
+  ``freeze_merger`` (classical mergers): one setting valid for every merger of a generator x merger grid.
 
 Impossible combinations raise :class:`hdrlab.errors.ConfigError` at construction (a merger
 without parameters cannot be trained, a non-differentiable merger passes no gradient, an arity

@@ -58,3 +58,4 @@ class Wu2018(BracketMergerMethod):
         self.save_hyperparameters()
         self.merger = WuMerger(width=width, num_res_blocks=num_res_blocks, select_ev=select_ev,
                                loss_domain=loss_domain)
+        self.check_merger()

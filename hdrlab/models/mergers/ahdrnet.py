@@ -71,7 +71,8 @@ AHDRNET_GROWTH_RATE = 32
 #: official ``nDenselayer`` and the number of DRDBs hard-wired in ``AHDR``
 AHDRNET_DENSE_LAYERS = 6
 AHDRNET_BLOCKS = 3
-#: official submodules that ``AHDR.forward`` never uses (dropped by the ``ahdrnet`` official weights format)
+#: official submodules that ``AHDR.forward`` never uses (not built here; the ``ahdrnet`` format of
+#: :mod:`hdrlab.weights_import` drops their tensors)
 AHDRNET_OFFICIAL_UNUSED: tuple[str, ...] = ("attConv1", "attConv3")
 
 

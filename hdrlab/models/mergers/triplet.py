@@ -2,7 +2,8 @@
 2018, AHDRNet / Yan et al. 2019): :class:`TripletMerger`.
 
 All three take exactly three LDR exposures (low, middle = reference, high) and share the
-conventions of the Kalantari data set and code (``mergers.md`` section 0 of the method specs):
+conventions of the Kalantari data set and of the three official codes (Kalantari's ``ReadExpoTimes``,
+``LDRtoHDR`` and ``RangeCompressor``; the same steps in AHDRNet's and Wu's data and loss code):
 
 * exposure times ``t_i = 2 ** (ev_i - ev_min)``: the darkest image has ``t = 1``;
 * the gamma model of the camera: ``H_i = clip(I_i, 0, 1) ** 2.2 / t_i`` (:func:`gamma_inputs`);

@@ -62,7 +62,7 @@ from torch import nn
 from hdrlab.errors import ConfigError
 from hdrlab.losses.domains import MU_KALANTARI
 from hdrlab.losses.wu import wu_loss
-from hdrlab.models.blocks.conv import init_tf_truncated_normal_, scale_channels
+from hdrlab.models.blocks.conv import init_tf_truncated_normal_, same_padding_amounts, scale_channels
 from hdrlab.models.mergers.triplet import KALANTARI_GAMMA, TripletMerger
 from hdrlab.stack import ExposureStack
 
@@ -74,7 +74,6 @@ __all__ = [
     "WuMerger",
     "WuNet",
     "WuResidualBlock",
-    "reflect_same_padding",
 ]
 
 #: BatchNorm of the official ``ops.batch_norm`` (TF decay 0.9 -> PyTorch momentum 0.1, eps 1e-5)
@@ -97,19 +96,8 @@ def check_wu_size(height: int, width: int, *, name: str = "WuMerger") -> None:
         )
 
 
-def reflect_same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
-    """``(before, after)`` REFLECT padding of the official ``ops.conv2d`` along one axis.
-
-    ``total = max(k - s, 0)`` when ``size % s == 0``, else ``max(k - size % s, 0)``; ``before = total // 2``.
-    Example: 5x5 stride 2 on an even size -> ``(1, 2)``; 5x5 stride 1 -> ``(2, 2)``.
-    """
-    rest = size % stride
-    total = max(kernel_size - (stride if rest == 0 else rest), 0)
-    return total // 2, total - total // 2
-
-
 class ReflectSameConv2d(nn.Conv2d):
-    """``Conv2d`` (bias) after the official REFLECT "same" padding (:func:`reflect_same_padding`):
+    """``Conv2d`` (bias) after the official REFLECT "same" padding (:func:`hdrlab.models.blocks.conv.same_padding_amounts`, TF's ``SAME`` amounts):
     ``[B, C_in, H, W] -> [B, C_out, ceil(H / s), ceil(W / s)]``. Init: truncated normal std 0.02 (2 std), bias 0."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 2) -> None:
@@ -119,8 +107,8 @@ class ReflectSameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, s = self.kernel_size[0], self.stride[0]
-        top, bottom = reflect_same_padding(x.shape[-2], k, s)
-        left, right = reflect_same_padding(x.shape[-1], k, s)
+        top, bottom = same_padding_amounts(x.shape[-2], k, s)
+        left, right = same_padding_amounts(x.shape[-1], k, s)
         return super().forward(F.pad(x, (left, right, top, bottom), mode="reflect"))
 
 
