@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from kornia.color import linear_rgb_to_rgb
+from kornia.color import linear_rgb_to_rgb, rgb_to_linear_rgb
 
 from hdrlab.camera import luminance
 from hdrlab.errors import ConfigError
@@ -34,6 +34,7 @@ from hdrlab.errors import ConfigError
 __all__ = [
     "DISPLAY_WHITE",
     "display",
+    "display_inverse",
     "exposure_brackets",
     "exposure_gamma",
     "false_color_log_luminance",
@@ -150,6 +151,26 @@ def display(x: torch.Tensor) -> torch.Tensor:
         Display-referred sRGB image in ``[0, 1]``, same shape.
     """
     return linear_rgb_to_rgb(reinhard_extended(x, white=DISPLAY_WHITE)).clamp(0.0, 1.0)
+
+
+def display_inverse(y: torch.Tensor) -> torch.Tensor:
+    """Exact inverse of :func:`display` on ``[0, 1]`` (e.g. a fused display label as radiance).
+
+    ``display(x) = srgb_oetf(R_w(x))`` with ``R_w(v) = v (1 + v / w^2) / (1 + v)``, ``w = 16``. The
+    inverse decodes sRGB (``kornia.color.rgb_to_linear_rgb``) to ``d`` and solves the quadratic
+    ``v^2 / w^2 + (1 - d) v - d = 0`` for its non-negative root, written without cancellation as
+    ``v = 2 d / ((1 - d) + sqrt((1 - d)^2 + 4 d / w^2))``.
+
+    Args:
+        y: display-referred image ``[..., 3, H, W]`` (values outside ``[0, 1]`` are clamped).
+
+    Returns:
+        Linear radiance ``[..., 3, H, W]`` in ``[0, 16]`` (display value 1 -> the white point 16,
+        display 0.735 -> 1, the input clip level), same shape and dtype.
+    """
+    d = rgb_to_linear_rgb(y.clamp(0.0, 1.0)).clamp(0.0, 1.0)
+    rest = 1.0 - d
+    return 2.0 * d / (rest + torch.sqrt(rest * rest + 4.0 * d / (DISPLAY_WHITE * DISPLAY_WHITE)))
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -29,7 +29,6 @@ _EXPORTS: dict[str, str] = {
     "KalantariDataModule": "hdrlab.data.brackets",
     "SICEDataModule": "hdrlab.data.brackets",
     "BracketSceneDataset": "hdrlab.data.brackets",
-    "inverse_display": "hdrlab.data.brackets",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -45,13 +45,13 @@ from hdrlab.data.datamodules import _SynthDataModule, collate_hdr_batch
 from hdrlab.data.public import KalantariDataset, SICEDataset, read_list_file
 from hdrlab.data.synthesis import clip_mask, sample_generator
 from hdrlab.errors import ConfigError, HDRIOError
+from hdrlab.tonemap import display_inverse
 
 __all__ = [
     "KALANTARI_TEST_SCENES",
     "BracketSceneDataset",
     "KalantariDataModule",
     "SICEDataModule",
-    "inverse_display",
     "heldout_names",
     "sice_frame_indices",
 ]
@@ -69,30 +69,6 @@ _VALIDATION = ("heldout", "test")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def inverse_display(y: Tensor) -> Tensor:
-    """Exact inverse of :func:`hdrlab.tonemap.display` on ``[0, 1]``.
-
-    ``display(x) = srgb_oetf(R_w(x))`` with ``R_w(v) = v (1 + v / w^2) / (1 + v)``, ``w = 16``. The
-    inverse decodes sRGB (``kornia.color.rgb_to_linear_rgb``) to ``d`` and solves the quadratic
-    ``v^2 / w^2 + (1 - d) v - d = 0`` for its non-negative root, written without cancellation as
-    ``v = 2 d / ((1 - d) + sqrt((1 - d)^2 + 4 d / w^2))``.
-
-    Args:
-        y: display-referred image ``[..., 3, H, W]`` (values outside ``[0, 1]`` are clamped).
-
-    Returns:
-        Linear radiance ``[..., 3, H, W]`` in ``[0, 16]`` (display value 1 -> the white point 16,
-        display 0.735 -> 1, the input clip level), same shape and dtype.
-    """
-    from kornia.color import rgb_to_linear_rgb
-
-    from hdrlab.tonemap import DISPLAY_WHITE
-
-    d = rgb_to_linear_rgb(y.clamp(0.0, 1.0)).clamp(0.0, 1.0)
-    rest = 1.0 - d
-    return 2.0 * d / (rest + torch.sqrt(rest * rest + 4.0 * d / (DISPLAY_WHITE * DISPLAY_WHITE)))
 
 
 def heldout_names(names: list[str], count: int) -> set[str]:
@@ -289,7 +265,7 @@ class BracketSceneDataset(Dataset):
         clip_bits: bit depth of the :func:`~hdrlab.data.synthesis.clip_mask` rule.
         seed: experiment seed.
         cache: keep decoded scenes in memory (per process).
-        hdr_from_label: ``hdr = inverse_display(label)`` (SICE) instead of the stored radiance.
+        hdr_from_label: ``hdr = hdrlab.tonemap.display_inverse(label)`` (SICE) instead of the stored radiance.
     """
 
     def __init__(self, scenes: Any, *, train: bool, patch_size: int = 256, crops_per_scene: int = 1, flips: bool = True,
@@ -352,7 +328,7 @@ class BracketSceneDataset(Dataset):
         stack = _to_float(rec["stack"][..., rows, cols])
         reference = rec["reference"]
         ref = stack[reference] if reference is not None else _to_float(rec["reference_image"][..., rows, cols])
-        hdr = inverse_display(_to_float(rec["label"][..., rows, cols])) if self.hdr_from_label else rec["hdr"][..., rows, cols]
+        hdr = display_inverse(_to_float(rec["label"][..., rows, cols])) if self.hdr_from_label else rec["hdr"][..., rows, cols]
         parts = [stack, ref[None], hdr[None]]
         if generator is not None:
             horizontal, vertical = (torch.rand(2, generator=generator) < 0.5).tolist() if self.flips else (False, False)
@@ -597,7 +573,7 @@ class SICEDataModule(_BracketDataModule):
     8 bits) so the longer side is at most ``max_side`` (SICE frames are several megapixels; sizes
     differ across sequences, frames of one sequence share one; ``None`` keeps the full size).
 
-    Ground truth: SICE has no radiance. ``hdr = inverse_display(label)`` (the exact inverse of
+    Ground truth: SICE has no radiance. ``hdr = hdrlab.tonemap.display_inverse(label)`` (the exact inverse of
     :func:`hdrlab.tonemap.display`), so display-domain methods (e.g. CF-Net, scored against
     ``display(hdr)``) train and score against the label itself. ``hdr`` is NOT scene radiance
     relative to the reference exposure: linear-domain HDR metrics on SICE are not meaningful, and
