@@ -51,8 +51,8 @@ Options that are not in the official code (deviations, each named):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,7 @@ from hdrlab.losses.domains import MU_KALANTARI
 from hdrlab.losses.kalantari import check_reduction, kalantari_loss
 from hdrlab.models.blocks.conv import scale_channels
 from hdrlab.models.mergers.alignment import align_to_reference
-from hdrlab.models.mergers.triplet import KALANTARI_GAMMA, TripletMerger, center_crop, gamma_inputs
+from hdrlab.models.mergers.triplet import KALANTARI_GAMMA, TripletMerger, center_crop
 from hdrlab.stack import ExposureStack
 
 __all__ = [
@@ -227,19 +227,13 @@ class KalantariMerger(TripletMerger):
         """:meth:`TripletMerger.merge` of the aligned stack."""
         return super().merge(self.align(stack)[0])
 
-    def objective(self, stack: ExposureStack, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss on the aligned stack; with ``alignment="flow"`` the label is replaced by the
-        reference in HDR where the flow left the needed image invalid (module docstring)."""
-        if self.alignment == "none":
-            return super().objective(stack, batch)
-        self.check_stack(stack)
-        if "hdr" not in batch:
-            raise ConfigError("KalantariMerger's objective needs ground truth batch['hdr'] [B, 3, H, W]")
+    def objective_inputs(self, stack: ExposureStack, hdr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The training inputs of the aligned stack; with ``alignment="flow"`` the label is replaced by
+        the reference in HDR where the flow left the needed image invalid (module docstring)."""
         aligned, invalid = self.align(stack)
-        ldr, hdr = gamma_inputs(aligned, gamma=self.gamma)
-        target = self.network_target(aligned, batch["hdr"])
-        dark = ldr[:, 1] < 0.5
-        bad = (dark & invalid[:, 1]) | (~dark & invalid[:, 0])
-        target = torch.where(bad, hdr[:, 1], target)
-        pred = self.forward_net(ldr, hdr)
-        return self.loss(pred, center_crop(target, pred.shape[-2:]))
+        ldr, hdr_in, target = super().objective_inputs(aligned, hdr)
+        if invalid is not None:
+            dark = ldr[:, 1] < 0.5
+            bad = (dark & invalid[:, 1]) | (~dark & invalid[:, 0])
+            target = torch.where(bad, hdr_in[:, 1], target)
+        return ldr, hdr_in, target

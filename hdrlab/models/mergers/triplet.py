@@ -154,15 +154,22 @@ class TripletMerger(StackMerger):
         scale = torch.exp2(stack.ev[:, 0]).to(hdr.dtype)
         return (hdr * scale.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
 
+    def objective_inputs(self, stack: ExposureStack, hdr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(ldr, hdr_in, target)`` of one training step: :func:`gamma_inputs` of ``stack`` and
+        :meth:`network_target` of the ground truth ``hdr``. Mergers that prepare the stack first (e.g.
+        an alignment that also edits the label) override it."""
+        return (*gamma_inputs(stack, gamma=self.gamma), self.network_target(stack, hdr))
+
     def objective(self, stack: ExposureStack, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """:meth:`loss` between the network output on ``stack`` and ``batch["hdr"]`` in the network domain
-        (centre-cropped to the output when the network shrinks it)."""
+        (:meth:`objective_inputs`; centre-cropped to the output when the network shrinks it)."""
         self.check_stack(stack)
         if "hdr" not in batch:
-            raise ConfigError(f"{type(self).__name__}'s objective needs ground truth batch['hdr'] [B, 3, H, W]")
-        pred = self.forward_net(*gamma_inputs(stack, gamma=self.gamma))
-        target = center_crop(self.network_target(stack, batch["hdr"]), pred.shape[-2:])
-        return self.loss(pred, target)
+            raise ConfigError(f"{type(self).__name__}'s objective needs ground truth batch['hdr'] [B, 3, H, W]; "
+                              "train it on data with HDR ground truth")
+        ldr, hdr_in, target = self.objective_inputs(stack, batch["hdr"])
+        pred = self.forward_net(ldr, hdr_in)
+        return self.loss(pred, center_crop(target, pred.shape[-2:]))
 
 
 def center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
