@@ -617,8 +617,32 @@ AHDRNET = OfficialFormat(
     to_official=_ahdrnet_to_official,
 )
 
+
+# --------------------------------------------------------------------------- ExpandNet
+#: official ``ExpandNet`` (dmarnerides/hdr-expandnet ``model.py``) keys; hdrlab keeps its module names
+_EXPANDNET_KEY = re.compile(r"(local_net|mid_net|glob_net|end_net)\.\d+(\.0)?\.(weight|bias)")
+
+
+def _expandnet_key(key: str) -> str:
+    """Official ``ExpandNet`` key -> the same key of :class:`hdrlab.models.direct.ExpandNet` (``KeyError``: unknown)."""
+    if not _EXPANDNET_KEY.fullmatch(key):
+        raise KeyError(key)
+    return key
+
+
+EXPANDNET = OfficialFormat(
+    name="expandnet",
+    title="ExpandNet",
+    method_class="hdrlab.methods.expandnet.ExpandNetMethod",
+    experiment="experiments/expandnet.yaml",
+    files=("model state dict (weights.pth)",),
+    prefixes=("net.",),
+    to_hdrlab=_expandnet_key,
+    to_official=_expandnet_key,
+)
+
 #: the official formats by ``hdrlab import-weights`` method name
-FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023, AHDRNET)}
+FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023, AHDRNET, EXPANDNET)}
 
 
 def official_format(name: str) -> OfficialFormat:

@@ -129,6 +129,7 @@ PAPERS = {
     "kalantari2017": ("models/mergers/kalantari.py", "losses/kalantari.py", "methods/kalantari.py"),
     "wu2018": ("models/mergers/wu.py", "losses/wu.py", "methods/wu.py"),
     "ahdrnet": ("models/mergers/ahdrnet.py", "losses/ahdrnet.py", "methods/ahdrnet.py"),
+    "expandnet": ("models/direct/expandnet.py", "losses/expandnet.py", "methods/expandnet.py"),
 }
 #: consumers that must read declarations, never name a paper's module
 GENERIC = ("methods/base.py", "methods/two_stage.py", "methods/build.py", "budget", "commands/info.py",

@@ -18,3 +18,4 @@ from hdrlab.methods.bracket_merger import BracketMergerMethod
 from hdrlab.methods.kalantari import Kalantari2017
 from hdrlab.methods.wu import Wu2018
 from hdrlab.methods.ahdrnet import AHDRNet
+from hdrlab.methods.expandnet import ExpandNetMethod
