@@ -45,6 +45,12 @@ def crf_dir(data_root: Path) -> Path:
     return _require(data_root / "crf")
 
 
+@pytest.fixture(scope="session")
+def expandnet_weights(data_root: Path) -> Path:
+    """The official ExpandNet state dict (``weights/expandnet/weights.pth``)."""
+    return _require(data_root / "weights" / "expandnet" / "weights.pth")
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

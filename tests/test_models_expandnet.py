@@ -37,12 +37,9 @@ OFFICIAL_CASES = [
 
 
 @pytest.fixture(scope="module")
-def official_net(data_root: Path) -> ExpandNet:
-    path = data_root / "weights" / "expandnet" / "weights.pth"
-    if not path.exists():
-        pytest.skip(f"official ExpandNet weights {path} are missing")
+def official_net(expandnet_weights: Path) -> ExpandNet:
     net = ExpandNet()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    net.load_state_dict(torch.load(expandnet_weights, map_location="cpu", weights_only=True), strict=True)
     return net.eval()
 
 
@@ -173,13 +170,13 @@ def test_experiment_yaml_fast_dev_run(tmp_path):
     assert np.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
 
 
-def test_import_weights_cli_converts_the_official_file(data_root, tmp_path):
+def test_import_weights_cli_converts_the_official_file(expandnet_weights, tmp_path):
     """``hdrlab import-weights expandnet weights.pth`` maps every official tensor (strict load in
     ``hdrlab test``) and round-trips back to the official state dict."""
     from hdrlab.cli import build_cli, main
     from hdrlab.weights_import import EXPANDNET
 
-    weights = data_root / "weights" / "expandnet" / "weights.pth"
+    weights = expandnet_weights
     official = torch.load(weights, map_location="cpu", weights_only=True)
     out = tmp_path / "expandnet_official.ckpt"
     config = ["--config", str(REPO / "experiments" / "expandnet.yaml")]

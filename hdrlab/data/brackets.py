@@ -33,7 +33,7 @@ import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -363,6 +363,9 @@ class BracketSceneDataset(Dataset):
 class _BracketDataModule(_SynthDataModule):
     """Shared setup of the real-bracket DataModules (training crops, validation choice, eval loaders)."""
 
+    #: items' ``hdr`` is the label mapped through ``tonemap.display_inverse`` (no radiance ground truth)
+    hdr_from_label: ClassVar[bool] = False
+
     def __init__(self, *, patch_size: int, crops_per_scene: int, flips: bool, rotate90: bool, validation: str,
                  num_val_scenes: int, eval_crop: int | None, clip_bits: int, cache: bool, batch_size: int,
                  eval_batch_size: int, num_workers: int, seed: int) -> None:
@@ -392,7 +395,6 @@ class _BracketDataModule(_SynthDataModule):
         self.clip_bits = int(clip_bits)
         self.cache = bool(cache)
         self.eval_batch_size = int(eval_batch_size)
-        self.hdr_from_label = False
 
     # subclasses: the scene source of a split ("train" / "test"), optionally restricted to names
     def _source(self, split: str, names: list[str] | None = None) -> Any:
@@ -594,6 +596,8 @@ class SICEDataModule(_BracketDataModule):
             different sequences differ in size: keep ``eval_batch_size=1`` unless ``eval_crop`` is set.
     """
 
+    hdr_from_label = True
+
     def __init__(
         self,
         *,
@@ -641,7 +645,6 @@ class SICEDataModule(_BracketDataModule):
         self.num_exposures = int(num_exposures)
         self.ev_step = float(ev_step)
         self.max_side = max_side
-        self.hdr_from_label = True
 
     def part_dir(self, part: str) -> Path:
         """The folder of ``part`` (``"part1"`` / ``"part2"``) under ``root``."""
