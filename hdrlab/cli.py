@@ -53,6 +53,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "budget": ("hdrlab.commands.budget", "peak training memory of experiments and the plan for --memory_budget (no GPU needed)"),
     "compare": ("hdrlab.commands.compare", "compare runs/sweeps: grouped table (md+csv), plots, index.html"),
     "info": ("hdrlab.commands.info", "trainable parameters per sub-network and FLOPs of an experiment at full size"),
+    "table": ("hdrlab.commands.table", "parameters and FLOPs of every shipped method next to the published figures (Markdown / JSON)"),
     "sweep": ("hdrlab.commands.sweep", "run a W&B sweep file online (logged in) or with the offline agent"),
     "recipe": ("hdrlab.commands.recipe", "run a multi-stage training recipe (e.g. SingleHDR's stage-wise training) as chained fits"),
     "import-weights": ("hdrlab.commands.import_weights", "convert an official pretrained release (CEVR, ...) into an hdrlab checkpoint"),

@@ -82,6 +82,10 @@ class OfficialFormat:
     #: hdrlab key endings that a method may leave out depending on its options (e.g. BatchNorm
     #: running statistics under ``track_running_stats=False``): dropped when the target lacks them
     optional: tuple[str, ...] = ()
+    #: hdrlab key endings that no official file holds (BatchNorm ``num_batches_tracked`` of a
+    #: TensorFlow release, buffers filled from other files): not required by :func:`check_against`,
+    #: not written by :meth:`inverse`; the method keeps its built values
+    kept: tuple[str, ...] = ()
 
     def key_to_hdrlab(self, key: str, index: int) -> str | None:
         """Official key of file ``index`` -> hdrlab key below its prefix (``KeyError``: unknown key)."""
@@ -133,7 +137,8 @@ class OfficialFormat:
             for index, prefix in enumerate(self.prefixes):
                 if key.startswith(prefix):
                     rel = key[len(prefix):]
-                    out[index][self.key_to_official(rel, index)] = self.tensor_to_official(rel, tensor)
+                    if not (self.kept and rel.endswith(self.kept)):
+                        out[index][self.key_to_official(rel, index)] = self.tensor_to_official(rel, tensor)
                     break
         return out
 
@@ -151,7 +156,7 @@ def check_against(fmt: OfficialFormat, converted: Mapping[str, torch.Tensor],
 
     Every converted key must exist in ``target`` with the same shape (keys ending in one of
     ``fmt.optional`` that ``target`` lacks are dropped), and every ``target`` key under the
-    format's prefixes must be converted.
+    format's prefixes must be converted (except those ending in one of ``fmt.kept``).
 
     Returns:
         The converted tensors that go into ``target``.
@@ -170,7 +175,7 @@ def check_against(fmt: OfficialFormat, converted: Mapping[str, torch.Tensor],
             raise ConfigError(f"{fmt.title} {fmt.official_name(key)} has shape {have} but the hdrlab network "
                               f"expects {want}{hint}")
     for key in sorted(target):
-        if key.startswith(fmt.prefixes) and key not in converted:
+        if key.startswith(fmt.prefixes) and key not in converted and not (fmt.kept and key.endswith(fmt.kept)):
             raise ConfigError(f"{fmt.title} {fmt.official_name(key)} is missing (expected shape "
                               f"{tuple(target[key].shape)}); give the complete official file")
     return converted
@@ -618,6 +623,402 @@ AHDRNET = OfficialFormat(
 )
 
 
+# --------------------------------------------------------------------------- HDRCNN
+#: official TensorLayer ``network.model`` (gabrieleilertsen/hdrcnn ``network.py``) ->
+#: :class:`~hdrlab.models.direct.hdrcnn.HDRCNN`. ``tl.files.save_npz(net.all_params)`` writes ONE
+#: array, ``params``: a pickled object array of the 80 parameters in layer-creation order, without
+#: names (``tl.files.assign_params`` loads it by position). Per layer: ``Conv2dLayer`` ``W_conv2d``
+#: ``[kh, kw, in, out]``, ``b_conv2d``; ``DeConv2dLayer`` ``W_deconv2d`` ``[kh, kw, out, in]``,
+#: ``b_deconv2d``; ``BatchNormLayer`` ``beta``, ``gamma``, ``moving_mean``, ``moving_variance``.
+#: The names below are the TensorFlow variable names of that order; the reader names positions with them.
+_HDRCNN_CONV = (("W_conv2d", "weight"), ("b_conv2d", "bias"))
+_HDRCNN_DECONV = (("W_deconv2d", "weight"), ("b_deconv2d", "bias"))
+_HDRCNN_BN = (("beta", "bias"), ("gamma", "weight"), ("moving_mean", "running_mean"),
+              ("moving_variance", "running_var"))
+#: pickle globals of a NumPy object array of arrays: the only ones the HDRCNN reader resolves
+_NUMPY_ARRAY_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+})
+
+
+def _hdrcnn_layout() -> tuple[tuple[str, str], ...]:
+    """(official variable name, ``HDRCNN`` key) of every official parameter, in the file's order."""
+    layers = [(f"encoder/h{s + 1}/conv_{k + 1}", f"encoder.stages.{s}.{2 * k}", _HDRCNN_CONV)
+              for s, count in enumerate((2, 2, 3, 3, 3)) for k in range(count)]
+    layers += [("encoder/h6/conv", "latent_conv", _HDRCNN_CONV), ("encoder/h6/batch_norm", "latent_bn", _HDRCNN_BN)]
+    for i in range(5):
+        if i:
+            layers.append((f"decoder/h{i + 1}/fuse_skip_connection", f"fuses.{i - 1}", _HDRCNN_CONV))
+        layers += [(f"decoder/h{i + 1}/decon2d", f"ups.{i}.deconv", _HDRCNN_DECONV),
+                   (f"decoder/h{i + 1}/decon2d/batch_norm_dc", f"ups.{i}.bn", _HDRCNN_BN)]
+    layers += [("decoder/h6/fuse_skip_connection", "fuses.4", _HDRCNN_CONV),
+               ("decoder/h7/conv2d", "head_conv", _HDRCNN_CONV),
+               ("decoder/h7/batch_norm", "head_bn", _HDRCNN_BN),
+               ("decoder/h7/fuse_skip_connection", "input_fuse", _HDRCNN_CONV)]
+    return tuple((f"{official}/{o}", f"{ours}.{h}") for official, ours, params in layers for o, h in params)
+
+
+#: the 80 official parameters in ``hdrcnn_params.npz`` order: (TensorFlow variable name, HDRCNN key)
+HDRCNN_LAYOUT: tuple[tuple[str, str], ...] = _hdrcnn_layout()
+_HDRCNN_TO_HDRLAB = dict(HDRCNN_LAYOUT)
+_HDRCNN_TO_OFFICIAL = {ours: official for official, ours in HDRCNN_LAYOUT}
+
+
+def _read_tensorlayer_list(path: Path, archive: object) -> list:
+    """The arrays of a TensorLayer ``save_npz`` file (``params.npy``: a pickled object array);
+    only NumPy's array constructors are resolved while unpickling, nothing else runs."""
+    import io
+    import pickle
+
+    import numpy as np
+
+    class _ArraysOnly(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            if (module, name) not in _NUMPY_ARRAY_GLOBALS:
+                raise pickle.UnpicklingError(f"{module}.{name} is not a NumPy array constructor")
+            if module.startswith("numpy.core.") and hasattr(np, "_core"):
+                module = "numpy._core." + module[len("numpy.core."):]
+            return super().find_class(module, name)
+
+    with archive.open("params.npy") as f:  # type: ignore[attr-defined]
+        version = np.lib.format.read_magic(f)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise HDRIOError(f"{path}: params.npy has .npy format version {version}; give the official "
+                             "TensorLayer file (hdrcnn_params.npz)")
+        shape, _, dtype = readers[version](f)
+        if not dtype.hasobject or len(shape) != 1:
+            raise HDRIOError(f"{path}: params holds one {dtype} array of shape {shape}, not TensorLayer's list of "
+                             "parameters; give the official hdrcnn_params.npz")
+        try:
+            arrays = _ArraysOnly(io.BytesIO(f.read()), encoding="latin1").load()
+        except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise HDRIOError(f"{path}: params could not be read as a list of NumPy arrays ({err}); give the "
+                             "official hdrcnn_params.npz") from err
+    if not all(isinstance(a, np.ndarray) and not a.dtype.hasobject for a in arrays):
+        raise HDRIOError(f"{path}: params holds something other than numeric arrays; give the official "
+                         "hdrcnn_params.npz")
+    return [torch.from_numpy(np.array(a)) for a in arrays]
+
+
+def _read_hdrcnn(path: str | Path) -> State:
+    """An HDRCNN weights file -> ``{official variable name: tensor}``.
+
+    TensorLayer's positional file (one ``params`` list) is named by :data:`HDRCNN_LAYOUT`; entries
+    beyond the 80 official ones are named ``params[<index>]``. An archive of named arrays (TensorFlow
+    variable names, e.g. TensorLayer's ``save_npz_dict``) is read as is, less a ``:0`` suffix and the
+    training script's ``siamese/`` scope.
+    """
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise HDRIOError(f"{path} does not exist; give the path of the official weights file (hdrcnn_params.npz)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if archive.namelist() == ["params.npy"]:
+                arrays = _read_tensorlayer_list(path, archive)
+                names = [HDRCNN_LAYOUT[i][0] if i < len(HDRCNN_LAYOUT) else f"params[{i}]" for i in range(len(arrays))]
+                return dict(zip(names, arrays))
+    except zipfile.BadZipFile as err:
+        raise HDRIOError(f"{path} is not a NumPy .npz archive ({err}); give the official hdrcnn_params.npz") from err
+    state = read_npz_state(path)
+    return {re.sub(r":0$", "", re.sub(r"^siamese/", "", key)): tensor for key, tensor in state.items()}
+
+
+def _hdrcnn_tensor_to_hdrlab(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """TF conv ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``; TF transposed conv ``[kh, kw, out, in]``
+    -> ``ConvTranspose2d``'s ``[in, out, kh, kw]`` (the same axis permutation, no spatial flip)."""
+    if key.endswith(("/W_conv2d", "/W_deconv2d")) and tensor.ndim == 4:
+        return tensor.permute(3, 2, 0, 1).contiguous()
+    return tensor
+
+
+def _hdrcnn_tensor_to_official(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    if key.endswith(".weight") and tensor.ndim == 4:
+        return tensor.permute(2, 3, 1, 0).contiguous()
+    return tensor
+
+
+HDRCNN = OfficialFormat(
+    name="hdrcnn",
+    title="HDRCNN",
+    method_class="hdrlab.methods.hdrcnn.HDRCNNMethod",
+    experiment="experiments/hdrcnn.yaml",
+    files=("official weights (hdrcnn_params.npz, TensorLayer save_npz)",),
+    prefixes=("net.",),
+    to_hdrlab=_HDRCNN_TO_HDRLAB.__getitem__,
+    to_official=_HDRCNN_TO_OFFICIAL.__getitem__,
+    tensor_to_hdrlab=_hdrcnn_tensor_to_hdrlab,
+    tensor_to_official=_hdrcnn_tensor_to_official,
+    reader=_read_hdrcnn,
+)
+
+
+# --------------------------------------------------------------------------- CF-Net
+#: official ``CFNet`` (ytZhang99/CF-Net ``model.py``) -> :class:`~hdrlab.models.mergers.cfnet.CFNet`.
+#: Every official block is ``Sequential(conv[, PReLU])`` (``.0`` conv / deconv, ``.1`` PReLU); the
+#: over branch is ``*_over`` / ``srb_1`` / ``cfb_over<t>`` / ``out_1``, the under branch ``*_under`` /
+#: ``srb_2`` / ``cfb_under<t>`` / ``out_2``. Official (``torch.save({"model": state_dict(), "loss": [...]})``)
+#: names -> hdrlab names below ``merger.net.``
+_CFNET_FEB = {"conv_in_over": "feb_over.0", "feat_in_over": "feb_over.1",
+              "conv_in_under": "feb_under.0", "feat_in_under": "feb_under.1"}
+_CFNET_BRANCH = {"srb_1": "srb_over", "srb_2": "srb_under", "cfb_over": "cfbs_over", "cfb_under": "cfbs_under"}
+_CFNET_GROUPS = {"upBlocks": "up", "downBlocks": "down", "uptranBlocks": "lr_transitions",
+                 "downtranBlocks": "hr_transitions"}
+#: reconstruction heads: official (deconv, conv) name -> hdrlab ``rec_*`` list; ``out_1.j`` is step j + 1
+_CFNET_REC = {"out_over": ("rec_over", 0, 0), "conv_out_over": ("rec_over", 0, 1),
+              "out_under": ("rec_under", 0, 0), "conv_out_under": ("rec_under", 0, 1)}
+_CFNET_REC_LISTS = {"out_1": ("rec_over", 0), "conv_out_1": ("rec_over", 1),
+                    "out_2": ("rec_under", 0), "conv_out_2": ("rec_under", 1)}
+_CFNET_BLOCK = re.compile(r"(?:(compress_in|compress_out|re_guide)|(upBlocks|downBlocks|uptranBlocks|downtranBlocks)"
+                          r"\.(\d+))\.([01])\.(weight|bias)")
+_CFNET_LAYER = re.compile(r"([01])\.(weight|bias)")
+#: layers without a PReLU (``.1``): the under branch's first conv and the RGB output convs
+_CFNET_NO_ACT = ("conv_in_under", "conv_out_over", "conv_out_under", "conv_out_1", "conv_out_2")
+
+
+def _cfnet_layer(rest: str, key: str, *, activation: bool) -> str:
+    """``0.weight`` / ``0.bias`` / ``1.weight`` (PReLU slope) checked; ``KeyError`` otherwise."""
+    m = _CFNET_LAYER.fullmatch(rest)
+    if m is None or (m[1] == "1" and (m[2] != "weight" or not activation)):
+        raise KeyError(key)
+    return rest
+
+
+def _cfnet_to_hdrlab(key: str) -> str:
+    """Official ``CFNet`` key -> ``CFNet`` key of hdrlab (``KeyError``: unknown)."""
+    head, _, rest = key.partition(".")
+    if head in _CFNET_FEB:
+        return f"{_CFNET_FEB[head]}.{_cfnet_layer(rest, key, activation=head not in _CFNET_NO_ACT)}"
+    if head in _CFNET_REC:
+        net, index, part = _CFNET_REC[head]
+        return f"{net}.{index}.{part}.{_cfnet_layer(rest, key, activation=head not in _CFNET_NO_ACT)}"
+    if head in _CFNET_REC_LISTS:
+        step, _, tail = rest.partition(".")
+        net, part = _CFNET_REC_LISTS[head]
+        if not step.isdigit():
+            raise KeyError(key)
+        return f"{net}.{int(step) + 1}.{part}.{_cfnet_layer(tail, key, activation=head not in _CFNET_NO_ACT)}"
+    m = re.fullmatch(r"(srb_[12])|(cfb_over|cfb_under)(\d+)", head)
+    block = _CFNET_BLOCK.fullmatch(rest)
+    if m is None or block is None or (block[1] == "re_guide" and m[1]) or (block[4] == "1" and block[5] != "weight"):
+        raise KeyError(key)
+    prefix = _CFNET_BRANCH[m[1]] if m[1] else f"{_CFNET_BRANCH[m[2]]}.{int(m[3])}"
+    if block[1] == "compress_in":
+        return f"{prefix}.compress_in.{block[4]}.{block[5]}"
+    if block[1]:
+        return f"{prefix}.groups.{block[1]}.{block[4]}.{block[5]}"
+    return f"{prefix}.groups.{_CFNET_GROUPS[block[2]]}.{block[3]}.{block[4]}.{block[5]}"
+
+
+def _cfnet_to_official(key: str) -> str:
+    parts = key.split(".")
+    if parts[0] in ("feb_over", "feb_under"):
+        return f"{ {v: k for k, v in _CFNET_FEB.items()}[f'{parts[0]}.{parts[1]}']}.{parts[2]}.{parts[3]}"
+    if parts[0] in ("rec_over", "rec_under"):
+        step, part, tail = int(parts[1]), int(parts[2]), ".".join(parts[3:])
+        if step == 0:
+            name = {(n, p): k for k, (n, _, p) in _CFNET_REC.items()}[(parts[0], part)]
+            return f"{name}.{tail}"
+        name = {v: k for k, v in _CFNET_REC_LISTS.items()}[(parts[0], part)]
+        return f"{name}.{step - 1}.{tail}"
+    if parts[0] in ("srb_over", "srb_under"):
+        head, rest = {v: k for k, v in _CFNET_BRANCH.items()}[parts[0]], parts[1:]
+    else:
+        head, rest = f"{ {v: k for k, v in _CFNET_BRANCH.items()}[parts[0]]}{parts[1]}", parts[2:]
+    if rest[0] == "compress_in":
+        return f"{head}.{'.'.join(rest)}"
+    rest = rest[1:]  # below "groups"
+    if rest[0] in ("compress_out", "re_guide"):
+        return f"{head}.{'.'.join(rest)}"
+    return f"{head}.{ {v: k for k, v in _CFNET_GROUPS.items()}[rest[0]]}.{'.'.join(rest[1:])}"
+
+
+def _cfnet_colour_axis(key: str, *, official: bool) -> int | None:
+    """Colour axis of a tensor that reads or writes image channels (BGR officially), else ``None``."""
+    if official:
+        head = key.partition(".")[0]
+        if head in ("conv_in_over", "conv_in_under") and key.endswith(".0.weight"):
+            return 1
+        if head.startswith("conv_out_"):
+            return 0
+        return None
+    if re.fullmatch(r"feb_(over|under)\.0\.0\.weight", key):
+        return 1
+    return 0 if re.fullmatch(r"rec_(over|under)\.\d+\.1\.0\.(weight|bias)", key) else None
+
+
+def _cfnet_tensor_to_hdrlab(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    axis = _cfnet_colour_axis(key, official=True)
+    return tensor if axis is None else tensor.flip(axis)
+
+
+def _cfnet_tensor_to_official(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    axis = _cfnet_colour_axis(key, official=False)
+    return tensor if axis is None else tensor.flip(axis)
+
+
+def read_cfnet_state(path: str | Path) -> State:
+    """Read an official CF-Net ``.pth`` (``{"model": state_dict, "loss": [numpy floats]}``).
+
+    Like :func:`read_official_state` (``weights_only=True``), with NumPy scalars and dtypes (the
+    loss history) allowed as safe globals; no other code from the file runs.
+    """
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    allowed = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, type(np.dtype(np.float64))]
+    with torch.serialization.safe_globals(allowed):
+        return read_official_state(path)
+
+
+CFNET = OfficialFormat(
+    name="cfnet",
+    title="CF-Net",
+    method_class="hdrlab.methods.cfnet.CFNetMethod",
+    experiment="experiments/cfnet.yaml",
+    files=("official model file (model/model_x2.pth or model/model_x4.pth; set scale to match)",),
+    prefixes=("merger.net.",),
+    to_hdrlab=_cfnet_to_hdrlab,
+    to_official=_cfnet_to_official,
+    # the official test feeds and writes OpenCV's BGR order, hdrlab RGB: the colour axis of both
+    # FEB input convs and of every reconstruction output conv (weight and bias) is reversed
+    tensor_to_hdrlab=_cfnet_tensor_to_hdrlab,
+    tensor_to_official=_cfnet_tensor_to_official,
+    reader=lambda path: read_cfnet_state(path),
+)
+
+
+# --------------------------------------------------------------------------- SingleHDR
+#: official TensorFlow 1 graph (alex04072000/SingleHDR ``test_real_refinement.py``) ->
+#: :class:`~hdrlab.models.direct.singlehdr.SingleHDRNet` (``net.`` of ``SingleHDRMethod``). Scopes of the
+#: fine-tuned checkpoint ``ckpt_deq_lin_hal_ref/model.ckpt`` (``tf.train.Saver(tf.all_variables())``):
+#:
+#: * ``Dequantization_Net/conv2d[_n]/{kernel,bias}`` and ``Refinement_Net/...``: the 19 ``tf.layers.conv2d``
+#:   of each U-Net in creation order (head 2, down blocks 2 x 4, up blocks 2 x 4, tail);
+#: * ``crf_feature_net/{conv1,res<s><b>_branch<n>}/weights`` (+ ``conv1/biases``) and
+#:   ``crf_feature_net/{bn_conv1,bn<s><b>_branch<n>}/BatchNorm/{beta,gamma,moving_mean,moving_variance}``
+#:   (slim ResNet-50 trunk, no outer scope), ``ae_invcrf_decode_net/dense/{kernel,bias}``;
+#: * ``Hallucination_Net/encoder/h<s>/conv_<k>/{W_conv2d,b_conv2d}`` (VGG16), ``encoder/h6/conv``,
+#:   ``encoder/h6/batch_norm``, ``decoder/h<i>/decon2d`` (a 3x3 ``Conv2dLayer`` after nearest x2 and
+#:   reflect padding, not a transposed conv), ``decoder/h<i>/decon2d/batch_norm_dc``,
+#:   ``decoder/h<i>/fuse_skip_connection``, ``decoder/h7/{conv2d,batch_norm}`` (TensorLayer names);
+#: * Adam slots ``<variable>/Adam``, ``<variable>/Adam_1`` and ``beta1_power``, ``beta2_power`` (dropped).
+_SINGLEHDR_BN = (("beta", "bias"), ("gamma", "weight"), ("moving_mean", "running_mean"),
+                 ("moving_variance", "running_var"))
+_SINGLEHDR_UNET_CONVS = ("head1", "head2", *(f"down.{i}.conv{j}" for i in range(4) for j in (1, 2)),
+                         *(f"up.{i}.conv{j}" for i in range(4) for j in (1, 2)), "tail")
+#: torchvision ``vgg16().features`` index of each official VGG16 conv ``h<stage>/conv_<k>``
+_SINGLEHDR_VGG = {(1, 1): 0, (1, 2): 2, (2, 1): 5, (2, 2): 7, (3, 1): 10, (3, 2): 12, (3, 3): 14,
+                  (4, 1): 17, (4, 2): 19, (4, 3): 21, (5, 1): 24, (5, 2): 26, (5, 3): 28}
+_SINGLEHDR_UNUSED = re.compile(r".+/Adam(_\d+)?|beta[12]_power(_\d+)?|global_step")
+
+
+def _singlehdr_layout() -> tuple[tuple[str, str], ...]:
+    """(official variable name, ``SingleHDRNet`` key) of every official network tensor."""
+    pairs: list[tuple[str, str]] = []
+    for scope, ours in (("Dequantization_Net", "dequantization.unet"), ("Refinement_Net", "refinement.unet")):
+        for n, conv in enumerate(_SINGLEHDR_UNET_CONVS):
+            name = f"{scope}/conv2d{f'_{n}' if n else ''}"
+            pairs += [(f"{name}/kernel", f"{ours}.{conv}.weight"), (f"{name}/bias", f"{ours}.{conv}.bias")]
+
+    def bn(official: str, ours: str) -> list[tuple[str, str]]:
+        return [(f"{official}/{o}", f"{ours}.{h}") for o, h in _SINGLEHDR_BN]
+
+    lin = "crf_feature_net"
+    pairs += [(f"{lin}/conv1/weights", "linearization.conv1.weight"), (f"{lin}/conv1/biases", "linearization.conv1.bias")]
+    pairs += bn(f"{lin}/bn_conv1/BatchNorm", "linearization.bn1")
+    for stage, letters in (("2", "abc"), ("3", "ab")):
+        for index, letter in enumerate(letters):
+            ours = f"linearization.res{stage}.{index}"
+            for branch, part in (("2a", "a"), ("2b", "b"), ("2c", "c")):
+                pairs.append((f"{lin}/res{stage}{letter}_branch{branch}/weights", f"{ours}.conv_{part}.weight"))
+                pairs += bn(f"{lin}/bn{stage}{letter}_branch{branch}/BatchNorm", f"{ours}.bn_{part}")
+            if letter == "a":
+                pairs.append((f"{lin}/res{stage}a_branch1/weights", f"{ours}.shortcut.0.weight"))
+                pairs += bn(f"{lin}/bn{stage}a_branch1/BatchNorm", f"{ours}.shortcut.1")
+    pairs += [("ae_invcrf_decode_net/dense/kernel", "linearization.fc.weight"),
+              ("ae_invcrf_decode_net/dense/bias", "linearization.fc.bias")]
+
+    def tl_conv(official: str, ours: str) -> list[tuple[str, str]]:
+        return [(f"Hallucination_Net/{official}/W_conv2d", f"hallucination.{ours}.weight"),
+                (f"Hallucination_Net/{official}/b_conv2d", f"hallucination.{ours}.bias")]
+
+    for (stage, k), index in _SINGLEHDR_VGG.items():
+        pairs += tl_conv(f"encoder/h{stage}/conv_{k}", f"encoder.{index}")
+    pairs += tl_conv("encoder/h6/conv", "latent_conv") + bn("Hallucination_Net/encoder/h6/batch_norm",
+                                                               "hallucination.latent_bn")
+    for i in range(5):
+        pairs += tl_conv(f"decoder/h{i + 1}/decon2d", f"ups.{i}.conv")
+        pairs += bn(f"Hallucination_Net/decoder/h{i + 1}/decon2d/batch_norm_dc", f"hallucination.ups.{i}.bn")
+        pairs += tl_conv(f"decoder/h{i + 2}/fuse_skip_connection", f"fuses.{i}")
+    pairs += tl_conv("decoder/h7/conv2d", "head_conv") + bn("Hallucination_Net/decoder/h7/batch_norm",
+                                                              "hallucination.head_bn")
+    pairs += tl_conv("decoder/h7/fuse_skip_connection", "input_fuse")
+    return tuple(pairs)
+
+
+#: every official network tensor of the fine-tuned SingleHDR checkpoint: (TensorFlow name, ``SingleHDRNet`` key)
+SINGLEHDR_LAYOUT: tuple[tuple[str, str], ...] = _singlehdr_layout()
+_SINGLEHDR_TO_HDRLAB = dict(SINGLEHDR_LAYOUT)
+_SINGLEHDR_TO_OFFICIAL = {ours: official for official, ours in SINGLEHDR_LAYOUT}
+
+
+def _singlehdr_to_hdrlab(key: str) -> str | None:
+    """Official variable -> ``SingleHDRNet`` key; Adam slots / ``beta*_power`` / ``global_step`` -> ``None``."""
+    if key in _SINGLEHDR_TO_HDRLAB:
+        return _SINGLEHDR_TO_HDRLAB[key]
+    if _SINGLEHDR_UNUSED.fullmatch(key):
+        return None
+    raise KeyError(key)
+
+
+def _singlehdr_tensor_to_hdrlab(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """TF conv kernels ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``; the dense kernel ``[in, out]`` -> ``[out, in]``."""
+    if tensor.ndim == 4:
+        return tensor.permute(3, 2, 0, 1).contiguous()
+    if tensor.ndim == 2 and key.endswith("/kernel"):
+        return tensor.t().contiguous()
+    return tensor
+
+
+def _singlehdr_tensor_to_official(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.ndim == 4:
+        return tensor.permute(2, 3, 1, 0).contiguous()
+    if tensor.ndim == 2 and key.endswith(".weight"):
+        return tensor.t().contiguous()
+    return tensor
+
+
+def _read_singlehdr(path: str | Path) -> State:
+    """A TensorFlow checkpoint (its ``.index`` file or prefix) -> ``{variable name: tensor}``."""
+    from hdrlab.tf_checkpoint import read_tf_checkpoint
+
+    return read_tf_checkpoint(path)
+
+
+SINGLEHDR = OfficialFormat(
+    name="singlehdr",
+    title="SingleHDR",
+    method_class="hdrlab.methods.singlehdr.SingleHDRMethod",
+    experiment="experiments/singlehdr.yaml",
+    files=("fine-tuned TensorFlow checkpoint (ckpt_deq_lin_hal_ref/model.ckpt.index, .data-* beside it)",),
+    prefixes=("net.",),
+    to_hdrlab=_singlehdr_to_hdrlab,
+    to_official=_SINGLEHDR_TO_OFFICIAL.__getitem__,
+    tensor_to_hdrlab=_singlehdr_tensor_to_hdrlab,
+    tensor_to_official=_singlehdr_tensor_to_official,
+    reader=_read_singlehdr,
+    # BatchNorm batch counters have no TensorFlow variable; the EMoR curves come from invemor.txt
+    # (the method's emor_path), not from the checkpoint
+    kept=("num_batches_tracked", "linearization.inv_mean", "linearization.inv_basis"),
+)
+
+
 # --------------------------------------------------------------------------- ExpandNet
 #: official ``ExpandNet`` (dmarnerides/hdr-expandnet ``model.py``) keys; hdrlab keeps its module names
 _EXPANDNET_KEY = re.compile(r"(local_net|mid_net|glob_net|end_net)\.\d+(\.0)?\.(weight|bias)")
@@ -642,7 +1043,7 @@ EXPANDNET = OfficialFormat(
 )
 
 #: the official formats by ``hdrlab import-weights`` method name
-FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023, AHDRNET, EXPANDNET)}
+FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023, AHDRNET, HDRCNN, CFNET, SINGLEHDR, EXPANDNET)}
 
 
 def official_format(name: str) -> OfficialFormat:

@@ -40,7 +40,8 @@ def test_demo_one_scene_end_to_end(tmp_path, real_hdr_dir, monkeypatch, capsys):
                  "--learned_samples", "8"]) == 0
     printed = capsys.readouterr().out
     assert "| Debevec (bracket, CRF recovered) |" in printed and "real_" in printed
-    for folder in ("gt", "input", "debevec", "debevec_known_crf", "inverse_crf", "linear_itmo", "le2023_debevec_demo"):
+    for folder in ("gt", "input", "debevec", "debevec_known_crf", "inverse_crf", "linear_itmo", "le2023_debevec_demo",
+                   "expandnet_official"):
         assert len(list((out / folder).glob("*.exr" if folder != "input" else "*.png"))) == 2
     assert len(list((out / "previews").glob("*_panel.png"))) == 2
     # one labelled comparison figure for the procedural scene and one for the real scene
@@ -48,6 +49,8 @@ def test_demo_one_scene_end_to_end(tmp_path, real_hdr_dir, monkeypatch, capsys):
     assert len(comparisons) == 2 and comparisons[0].startswith("real_") and comparisons[1] == "scene_0000_comparison.png"
     assert "comparison figures (" in printed
     assert (out / "learned" / "checkpoints" / "last.ckpt").is_file()  # the single-image model the demo trained
+    # the official ExpandNet weights of $HDRLAB_DATA, imported once and run with the official inference
+    assert (out / "expandnet" / "expandnet_official.ckpt").is_file() and "| ExpandNet, official weights" in printed
     scores = json.loads((out / "results.json").read_text())
     assert set(scores["display"]) == {*scores["radiance"], "mertens"}
     assert all(0 < row["display_psnr"] < 100 for row in scores["display"].values())

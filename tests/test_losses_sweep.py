@@ -74,7 +74,7 @@ def _direct_argv(variant: dict[str, Any]) -> list[str]:
 
 def test_grid_is_variants_times_seeds_and_command_carries_the_config(spec, variants):
     points = grid_points(spec)
-    assert len(variants) == 45 and len(points) == 45 * 2
+    assert len(variants) == 58 and len(points) == 58 * 2
     assert {p["seed_everything"] for p in points} == {0, 1}
     assert [str(c) for c in spec.command] == ["${env}", "${interpreter}", "-m", "hdrlab", "fit", "--config",
                                              "experiments/overrides/sweep_losses.yaml", "${args}"]
@@ -123,7 +123,8 @@ def test_axes_cover_every_method_and_loss_domain(variants):
         by_class.setdefault(_class_name(variant), []).append(_overrides(variant))
     assert set(by_class) == {"SingleHDRMethod", "Le2023Method", "CFNetMethod", "TwoStage",
                              "DeepRecursiveMethod", "CEVRMethod", "Kim2021Method",
-                             "Kalantari2017", "Wu2018", "AHDRNet"}
+                             "Kalantari2017", "Wu2018", "AHDRNet", "ExpandNetMethod", "HDRCNNMethod",
+                             "DuHDRMethod"}
     single = by_class["SingleHDRMethod"]
     assert all(v["stage"] == "hallucination" for v in single)  # the stage whose loss has P and TV
     weights = {(v["perceptual_weight"], v["tv_weight"]) for v in single if "perceptual_weight" in v}
@@ -143,6 +144,14 @@ def test_axes_cover_every_method_and_loss_domain(variants):
     # the learned three-exposure mergers: the domain of their one loss term
     for name in ("Kalantari2017", "Wu2018", "AHDRNet"):
         assert [v["loss_domain"] for v in by_class[name]] == ["mu_law", "linear", "log", "pu21"]
+    # ExpandNet: the cosine weight (0 = L1 only, official 5); HDRCNN: direct vs I/R and its lambda
+    assert by_class["ExpandNetMethod"] == [{"loss_lambda": w} for w in (0.0, 1.0, 5.0, 10.0)]
+    assert by_class["HDRCNNMethod"] == [{"loss": "direct"}] + [{"loss": "ir", "loss_lambda": w} for w in (0.2, 0.5, 0.8)]
+    # DuHDR's ITnet stage: the dual clipping term off / official, and every HDR loss domain
+    duhdr = by_class["DuHDRMethod"]
+    assert all(v["stage"] == "hallucination" for v in duhdr)
+    assert {v["itn_dual_weight"] for v in duhdr if "itn_dual_weight" in v} == {0.0, 10.0}
+    assert {v.get("loss_domain", "mu_law") for v in duhdr} == set(DOMAINS)
 
 
 def _init_options(cls: type) -> set[str]:
@@ -186,6 +195,9 @@ def test_one_variant_per_method_builds_with_its_loss_setting(spec, variants, cli
         "Kalantari2017": lambda m: m.merger.loss_domain == "log",
         "Wu2018": lambda m: m.merger.loss_domain == "pu21",
         "AHDRNet": lambda m: m.merger.loss_domain == "linear",
+        "ExpandNetMethod": lambda m: m.loss_lambda == 0.0,
+        "HDRCNNMethod": lambda m: (m.loss_kind, m.loss_lambda) == ("ir", 0.2),
+        "DuHDRMethod": lambda m: (m.stage, m.loss_domain) == ("hallucination", "pu21"),
     }
     chosen = {
         "SingleHDRMethod": {"stage": "hallucination", "loss_domain": "pu21"},
@@ -198,6 +210,9 @@ def test_one_variant_per_method_builds_with_its_loss_setting(spec, variants, cli
         "Kalantari2017": {"loss_domain": "log"},
         "Wu2018": {"loss_domain": "pu21"},
         "AHDRNet": {"loss_domain": "linear"},
+        "ExpandNetMethod": {"loss_lambda": 0.0},
+        "HDRCNNMethod": {"loss": "ir", "loss_lambda": 0.2},
+        "DuHDRMethod": {"stage": "hallucination", "loss_domain": "pu21"},
     }
     for variant in variants:
         name = _class_name(variant)

@@ -188,3 +188,19 @@ def test_import_weights_cli_converts_the_official_file(expandnet_weights, tmp_pa
                      "--ckpt_path", str(out)])
     state = cli.model.state_dict()
     assert all(torch.equal(state[f"net.{k}"], v) for k, v in official.items())
+    # reconstruct with the imported checkpoint and no further flags: the official inference on the
+    # whole photo (its .config.yaml found next to it), times one printed factor per image
+    from hdrlab.commands.reconstruct import input_scale_factor
+    from hdrlab.io import read_hdr, read_ldr
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "venice_sunset_1k.png").write_bytes((FIXTURES / "venice_sunset_1k.png").read_bytes())
+    expected = torch.from_numpy(np.load(FIXTURES / "venice_sunset_1k_prediction.npy")[..., ::-1].copy()).permute(2, 0, 1)
+    assert main(["reconstruct", str(photos), "-o", str(tmp_path / "kept"), "--ckpt", str(out), "--keep_scale"]) == 0
+    kept = torch.as_tensor(read_hdr(tmp_path / "kept" / "venice_sunset_1k.exr"))
+    assert float((kept - expected).abs().max()) <= 1e-4
+    assert main(["reconstruct", str(photos), "-o", str(tmp_path / "scaled"), "--ckpt", str(out)]) == 0
+    scaled = torch.as_tensor(read_hdr(tmp_path / "scaled" / "venice_sunset_1k.exr"))
+    factor = input_scale_factor(kept, read_ldr(photos / "venice_sunset_1k.png").image)
+    assert factor > 1.0 and torch.allclose(scaled, kept * factor, rtol=1e-6, atol=0)

@@ -155,13 +155,11 @@ def _check_recipe_points(spec: Any, points: list[dict[str, Any]], cli_parser: An
 
 def test_grid_sizes_and_axes() -> None:
     sizes = {p.stem: len(grid_points(load_sweep(p))) for p in SWEEP_FILES}
-    assert sizes["losses"] == 45 * 2  # variants x seeds (tests/test_losses_sweep.py)
-    assert sizes["mask_thresholds"] == 6 * 2
-    assert sizes["dataset_size"] == 8 * 4 * 3  # experiments x scene counts x seeds
+    assert sizes["losses"] == 58 * 2  # variants x seeds (tests/test_losses_sweep.py)
+    assert sizes["mask_thresholds"] == 15 * 2  # variants x seeds (test_mask_threshold_variants_set_their_threshold)
+    assert sizes["dataset_size"] == 11 * 4 * 3  # experiments x scene counts x seeds
     assert sizes["smoke"] == 2
     assert sizes["heldout"] == 6 * 2  # recipes x seeds
-    taus = sorted({p["model.init_args.clip_threshold"] for p in grid_points(load_sweep(REPO / "sweeps/mask_thresholds.yaml"))})
-    assert taus == [0.80, 0.85, 0.88, 0.90, 0.95, 0.98]
     size_points = grid_points(load_sweep(REPO / "sweeps/dataset_size.yaml"))
     assert sorted({p["data.init_args.num_train_scenes"] for p in size_points}) == [15, 60, 240, 1000]
     assert {p["max_samples"] for p in size_points} == {320000}  # equal samples seen
@@ -169,10 +167,30 @@ def test_grid_sizes_and_axes() -> None:
     assert {(p["trainer.max_steps"], p["trainer.max_epochs"]) for p in size_points} == {(-1, -1)}
     experiments = sorted({p["config"]["config"] for p in size_points})
     assert experiments == sorted(f"experiments/{e}.yaml" for e in ("singlehdr", "drtmo", "deep_recursive", "kim2021", "cevr",
-                                                                     "kalantari2017", "wu2018", "ahdrnet"))
+                                                                     "kalantari2017", "wu2018", "ahdrnet",
+                                                                     "expandnet", "hdrcnn", "duhdr"))
     # every (experiment, scene count, seed) once: the scene axis is crossed with every experiment
     assert len({(p["config"]["config"], p["data.init_args.num_train_scenes"], p["seed_everything"])
                 for p in size_points}) == len(size_points)
+
+
+def test_mask_threshold_variants_set_their_threshold(cli_parser: Any) -> None:
+    """Every method with an exposure-mask threshold option joins sweeps/mask_thresholds.yaml with its
+    official value among the grid's; each variant parses to its experiment with that value."""
+    spec = load_sweep(REPO / "sweeps/mask_thresholds.yaml")
+    axes: dict[tuple[str, str], list[float]] = {}
+    for variant in spec.raw["parameters"]["config"]["values"]:
+        (key, value), = [(k, v) for k, v in variant.items() if k != "config"]
+        axes.setdefault((variant["config"], key), []).append(value)
+        cfg = parse_fit(cli_parser, ["fit", "--config", "experiments/overrides/sweep_mask_thresholds.yaml",
+                                     f"--config={variant}"])
+        assert cfg.fit.experiment == "mask_thresholds" and cfg.fit.model.init_args[key.rsplit(".", 1)[1]] == value
+    assert axes == {
+        ("experiments/le2023.yaml", "model.init_args.clip_threshold"): [0.80, 0.85, 0.88, 0.90, 0.95, 0.98],
+        ("experiments/singlehdr.yaml", "model.init_args.threshold"): [0.80, 0.88, 0.95],
+        ("experiments/duhdr.yaml", "model.init_args.threshold"): [0.80, 0.88, 0.95],
+        ("experiments/hdrcnn.yaml", "model.init_args.tau"): [0.85, 0.90, 0.95],
+    }
 
 
 def test_dataset_size_variants_parse_to_their_experiment(cli_parser: Any) -> None:

@@ -14,6 +14,12 @@ image is the single-LDR input), then reconstruct with
   generator through a known-CRF Debevec merge (``experiments/le2023_debevec.yaml`` with the tiny
   override, 4 U-Net levels, ev -2 / +2, a few hundred samples; a demo-scale model, not the paper's),
   its run folder in ``<out>/learned`` (``hdrlab reconstruct`` takes its checkpoint),
+* ``expandnet_official``: ExpandNet (Marnerides et al. 2018) with its official pretrained weights, when
+  ``$HDRLAB_DATA/weights/expandnet/weights.pth`` exists: imported with ``hdrlab import-weights
+  expandnet`` into ``<out>/expandnet/expandnet_official.ckpt`` and run with its official inference;
+  its output (arbitrary scale) is multiplied by one factor per image, the median ratio of the
+  input's true inverse CRF to it over the unclipped pixels, so the written radiance and the previews
+  are at the input's exposure like the other outputs (the metrics median-align every output anyway),
 * ``mertens``: Mertens exposure fusion (a display image: scored in the display table only).
 
 The bracket mergers (``debevec*``, ``mertens``) see five exposures; the single-image methods see
@@ -58,7 +64,8 @@ from hdrlab.errors import ConfigError
 from hdrlab.models.mergers import DebevecMerger, MertensMerger
 
 BRACKET_EV = (-4.0, -2.0, 0.0, 2.0, 4.0)
-RADIANCE_METHODS = ("debevec", "debevec_known_crf", "inverse_crf", "linear_itmo", "le2023_debevec_demo")
+RADIANCE_METHODS = ("debevec", "debevec_known_crf", "inverse_crf", "linear_itmo", "le2023_debevec_demo",
+                    "expandnet_official")
 #: what each output is, for the tables and panels
 LABELS = {
     "debevec": "Debevec (bracket, CRF recovered)",
@@ -66,6 +73,7 @@ LABELS = {
     "inverse_crf": "no hallucination (single image)",
     "linear_itmo": "linear iTMO (single image)",
     "le2023_debevec_demo": "Le2023 + Debevec, demo-scale (single image)",
+    "expandnet_official": "ExpandNet, official weights (single image)",
     "mertens": "Mertens fusion (bracket, display)",
 }
 #: columns of the comparison figures: output -> column title
@@ -73,6 +81,7 @@ COMPARISON_COLUMNS = {
     "inverse_crf": "no hallucination (inverse CRF)",
     "linear_itmo": "linear iTMO",
     "le2023_debevec_demo": "Le2023 + Debevec (demo-scale)",
+    "expandnet_official": "ExpandNet (official weights)",
     "debevec": "Debevec (bracket, CRF recovered)",
 }
 COMPARISON_CAPTION = (
@@ -213,6 +222,26 @@ def train_learned_model(out: Path, *, samples: int = LEARNED_SAMPLES) -> object 
     return load_method(ckpt)
 
 
+def official_expandnet(out: Path) -> object | None:
+    """ExpandNet with its official weights (module docstring), or ``None`` when
+    ``$HDRLAB_DATA/weights/expandnet/weights.pth`` or the checkout's ``experiments/`` is missing."""
+    from hdrlab.commands.import_weights import import_weights
+    from hdrlab.commands.reconstruct import load_method
+    from hdrlab.sweep.overrides import checkout_root
+
+    root, data = checkout_root(), os.environ.get("HDRLAB_DATA")
+    weights = Path(data) / "weights" / "expandnet" / "weights.pth" if data else None
+    if weights is None or not weights.is_file() or root is None or not (root / "experiments").is_dir():
+        print("[demo] ExpandNet (official weights) skipped: $HDRLAB_DATA/weights/expandnet/weights.pth or "
+              "experiments/ not found", flush=True)
+        return None
+    ckpt = (out / "expandnet" / "expandnet_official.ckpt").resolve()
+    if not ckpt.is_file():
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        import_weights("expandnet", [weights], ckpt, configs=[root / "experiments" / "expandnet.yaml"])
+    return load_method(ckpt)
+
+
 def part_one_sections(out: Path, report_dir: Path) -> list:
     """Part 1 (``results.json`` and the labelled panels) as report sections, panels copied next to
     the page; empty when part 1 has not run."""
@@ -344,6 +373,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no_sweep", action="store_true", help="skip the sweep part (sweeps/smoke.yaml + compare)")
     parser.add_argument("--no_learned", action="store_true",
                         help="skip training the demo-scale single-image model (part 1 then has baselines and mergers only)")
+    parser.add_argument("--no_official", action="store_true",
+                        help="skip the methods with official pretrained weights (ExpandNet)")
     parser.add_argument("--learned_samples", type=int, default=LEARNED_SAMPLES,
                         help="samples seen by the demo-scale single-image model")
     parser.add_argument("--sweep_trials", type=int, default=None,
@@ -374,8 +405,10 @@ def main(argv: list[str]) -> int:
           f"{args.size}x{args.size}, bracket ev {list(BRACKET_EV)}", flush=True)
 
     from hdrlab.methods.baselines import linear_highlight_expansion
+    from hdrlab.metrics.alignment import estimate_scale
 
     learned = None if args.no_learned else train_learned_model(out, samples=args.learned_samples)
+    expandnet = None if args.no_official else official_expandnet(out)
     candidates: list[dict] = []  # per scene: what the comparison figures need
     sampler = CRFSampler(family="mixed", split="test")
     debevec, debevec_known, mertens = DebevecMerger(crf="recover"), DebevecMerger(crf="known"), MertensMerger()
@@ -393,6 +426,11 @@ def main(argv: list[str]) -> int:
             }
             if learned is not None:
                 outputs["le2023_debevec_demo"] = learned.predict_image({"ldr": ldr, **luts})[0]
+            if expandnet is not None:  # arbitrary output scale: one factor to the input's exposure
+                pred = expandnet.predict_image({"ldr": ldr, **luts})
+                unclipped = ldr.amax(dim=1, keepdim=True) < 254.5 / 255
+                scale = estimate_scale(pred, outputs["inverse_crf"][None], mask=unclipped)
+                outputs["expandnet_official"] = pred[0] * scale[0]
             fused = mertens(stack)[0]
         io.write_exr(folders["gt"] / f"{name}.exr", hdr)
         io.write_png(folders["input"] / f"{name}.png", ldr[0])
@@ -403,6 +441,8 @@ def main(argv: list[str]) -> int:
                  "no halluc.": outputs["inverse_crf"], "lin. iTMO": outputs["linear_itmo"]}
         if "le2023_debevec_demo" in outputs:
             shown["Le2023 demo"] = outputs["le2023_debevec_demo"]
+        if "expandnet_official" in outputs:
+            shown["ExpandNet"] = outputs["expandnet_official"]
         previews = [tonemap.to_uint8(ldr[0])] + [tonemap.to_uint8(tonemap.reinhard(x[None])[0])
                                                  for x in list(shown.values())[1:]]
         previews += [tonemap.to_uint8(fused), tonemap.to_uint8(tonemap.false_color_log_luminance(hdr[None])[0])]

@@ -22,6 +22,18 @@
   down-exposure (``upexposure_model.chainer``, ``downexposure_model.chainer``) ->
   :class:`hdrlab.methods.drtmo.DrTMOMethod` (``levels: 9``); the colour axes of the first
   convolution and the last deconvolution are reversed (the official network works in BGR).
+* ``ahdrnet``: the official AHDRNet model file (``trained-model/ahdr_model.pt``) ->
+  :class:`hdrlab.methods.ahdrnet.AHDRNet`.
+* ``hdrcnn``: ``hdrcnn_params.npz`` (TensorLayer ``save_npz``: the 80 arrays in layer order, or named
+  arrays) -> :class:`hdrlab.methods.hdrcnn.HDRCNNMethod`; TensorFlow kernel layouts are permuted.
+* ``cfnet``: the official CF-Net ``model/model_x2.pth`` (``model_x4.pth`` with a config setting
+  ``scale: 4``) -> :class:`hdrlab.methods.cfnet.CFNetMethod`; the colour axes of both input
+  convolutions and of every reconstruction output convolution are reversed (official BGR).
+* ``singlehdr``: the fine-tuned SingleHDR TensorFlow 1 checkpoint, given as
+  ``ckpt_deq_lin_hal_ref/model.ckpt.index`` (its ``.data-*`` shard beside it), read without TensorFlow
+  (:mod:`hdrlab.tf_checkpoint`) -> :class:`hdrlab.methods.singlehdr.SingleHDRMethod`; kernels are
+  transposed, Adam slots dropped; the EMoR curves come from ``emor_path``.
+* ``expandnet``: the official ``weights.pth`` -> :class:`hdrlab.methods.expandnet.ExpandNetMethod`.
 * ``le2023``: the Le et al. 2023 Lightning checkpoint of ``EDNet`` (one file; its content-loss VGG19
   is dropped) -> :class:`hdrlab.methods.le2023_multiexposure.Le2023Method` (``levels: 7``).
 
@@ -39,7 +51,7 @@ Written (atomically):
   "global_step"}``; ``hdrlab_import`` records the format, the official files (name, sha256) and
   the configs. It loads with ``hdrlab test --config <the same configs> --ckpt_path OUT.ckpt``, as a
   composite's ``generator_ckpt`` (``TwoStage(generator_ckpt=OUT.ckpt)``), and with
-  ``hdrlab reconstruct ... --ckpt OUT.ckpt --config OUT.config.yaml``;
+  ``hdrlab reconstruct ... --ckpt OUT.ckpt`` (which finds ``OUT.config.yaml`` next to it);
 * ``OUT.config.yaml``: the resolved ``model`` section (plus ``width``) that ``hdrlab reconstruct``
   rebuilds the method from.
 
@@ -174,6 +186,5 @@ def main(argv: list[str]) -> int:
     print(f"wrote {out} and {out.with_name(out.stem + '.config.yaml')}\n"
           f"  test:        hdrlab test {configs}{width} "
           f"--ckpt_path {out}\n"
-          f"  reconstruct: hdrlab reconstruct IMAGE -o OUT_DIR --ckpt {out} "
-          f"--config {out.with_name(out.stem + '.config.yaml')}", file=sys.stderr)
+          f"  reconstruct: hdrlab reconstruct IMAGE -o OUT_DIR --ckpt {out}", file=sys.stderr)
     return 0

@@ -2,10 +2,11 @@
 
     hdrlab reconstruct IN.(png|jpg|tif)|DIR -o OUT --ckpt RUN/checkpoints/last.ckpt
         [--merger debevec_known_crf|debevec|mertens|own] [--tile 512] [--overlap 64] [--gamma 2.2]
-        [--memory_budget 4GiB]
+        [--memory_budget 4GiB] [--keep_scale]
 
 The method is rebuilt from the run folder of ``hdrlab fit``: ``<run_dir>/config.yaml`` (next to
-``<run_dir>/checkpoints/``, or ``--config``) gives the ``model`` section, instantiated through
+``<run_dir>/checkpoints/``), the ``OUT.config.yaml`` that ``hdrlab import-weights`` writes next to an
+imported ``OUT.ckpt``, or ``--config``, gives the ``model`` section, instantiated through
 jsonargparse exactly as LightningCLI did, and the checkpoint's ``state_dict`` (``torch.load(...,
 weights_only=True)``) fills it. (LightningCLI runs store no hyper-parameters in the checkpoint
 unless the method calls ``save_hyperparameters``, so ``load_from_checkpoint`` is not used.)
@@ -21,18 +22,26 @@ Kinds of method:
   method's exposure selection when it has one (``generation_ev`` / ``selected_ev``); a display
   merger's output is linearised with the assumed inverse CRF, as ``inverse_display``).
 * **direct** methods (``output_domain == "linear"``, no generator): ``predict_image`` on the photo.
+  A method that declares ``whole_image_inference`` (it bounds its memory with patches of its own,
+  e.g. ExpandNet's official inference) gets the whole photo, so its official pre- and
+  post-processing apply unchanged, unless ``--tile`` or ``--memory_budget`` is given.
 
 Camera response of real photos: unknown, assumed **sRGB-like gamma 2.2** (``--gamma``;
 ``x = y ** 2.2``) for the known-CRF merge, the ``crf_forward``/``crf_inverse`` of the batch and the
 clip mask; methods that estimate the CRF (SingleHDR) use their own estimate.
 
 Output scale: radiance relative to the input exposure (the photo clips at 1.0, the project
-convention). Preview: ``hdrlab.tonemap.display`` (sRGB-encoded extended Reinhard, white 16).
+convention). A method whose predictions have an arbitrary scale (``output_scale = "relative"``, e.g.
+ExpandNet's min-max mapped output) is multiplied by **one factor per image**: the median ratio of the
+photo linearised with the assumed CRF (``x ** gamma``) to the prediction over the photo's unclipped
+pixels (:func:`hdrlab.metrics.alignment.estimate_scale`, the metrics' alignment); the factor is
+printed. ``--keep_scale`` writes the method's output as it is. Preview: ``hdrlab.tonemap.display`` (sRGB-encoded extended Reinhard, white 16).
 
 Large images (documented default): the photo is padded (edge replication) to a multiple of
 ``--multiple`` (default: the stride the network declares: the generator's for generator methods,
 the method's for direct ones, e.g. 64 for Le2023's 7-level U-Nets, 32 for SingleHDR) and, when a side
-exceeds ``--tile`` (512), the network runs on overlapping tiles blended by
+exceeds ``--tile`` (512; whole-image methods: no tiling unless given), the network runs on
+overlapping tiles blended by
 :func:`hdrlab.budget.tiling.tiled_forward` (``--overlap`` 64, raised-cosine ramps); the merge runs
 once on the full generated stack (Mertens' pyramids are not tile-local).
 
@@ -66,6 +75,7 @@ __all__ = [
     "budget_tile_plan",
     "build_parser",
     "find_inputs",
+    "input_scale_factor",
     "load_method",
     "main",
     "method_generator",
@@ -82,6 +92,8 @@ LDR_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MERGERS: tuple[str, ...] = ("debevec_known_crf", "debevec", "mertens", "own")
 #: a pixel is clipped when its brightest channel is at 8-bit code 255 (docs/architecture.md)
 CLIP_THRESHOLD = 254.5 / 255.0
+#: ``--tile`` of methods without a whole-image inference of their own
+DEFAULT_TILE = 512
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merger", default="debevec_known_crf", choices=MERGERS,
                    help="merge of a generated stack (generator methods only)")
     p.add_argument("--gamma", type=float, default=2.2, help="assumed camera response x = y ** gamma of the photos")
-    p.add_argument("--tile", type=int, default=512, help="run the network on tiles when a side exceeds this")
+    p.add_argument("--tile", type=int, default=None,
+                   help="run the network on tiles when a side exceeds this (default 512; methods with a "
+                        "whole-image inference of their own: no tiling)")
     p.add_argument("--overlap", type=int, default=64, help="minimum overlap of neighbouring tiles (pixels)")
     p.add_argument("--multiple", type=int, default=None,
                    help="pad the photo to a multiple of this (default: the network's declared stride)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--keep_scale", action="store_true",
+                   help="write the output of a method with an arbitrary output scale as it is (default: one "
+                        "factor per image brings it to the photo's exposure)")
     p.add_argument("--memory_budget", default=None,
                    help="device memory budget, e.g. 4GiB or 512MiB (GB = 10^9 bytes); chooses the tile instead of --tile")
     return p
@@ -110,11 +127,13 @@ def _run_config_path(ckpt: Path, config: str | Path | None) -> Path:
         if not path.is_file():
             raise ConfigError(f"--config {path} does not exist; give the run's config.yaml")
         return path
-    for candidate in (ckpt.parent.parent / "config.yaml", ckpt.parent / "config.yaml"):
+    imported = ckpt.with_name(f"{ckpt.stem}.config.yaml")  # written by hdrlab import-weights
+    for candidate in (imported, ckpt.parent.parent / "config.yaml", ckpt.parent / "config.yaml"):
         if candidate.is_file():
             return candidate
     raise ConfigError(
-        f"no config.yaml found for {ckpt} (looked in {ckpt.parent.parent} and {ckpt.parent}); "
+        f"no config.yaml found for {ckpt} (looked for {imported.name} and config.yaml in {ckpt.parent.parent} "
+        f"and {ckpt.parent}); "
         "pass --config <run_dir>/config.yaml (runs with --trainer.fast_dev_run write none)"
     )
 
@@ -214,6 +233,25 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, t
     if ph or pw:
         image = F.pad(image, (0, pw, 0, ph), mode="replicate")
     return image, (h, w)
+
+
+def input_scale_factor(hdr: torch.Tensor, ldr: torch.Tensor, *, gamma: float = 2.2) -> float:
+    """The one factor that brings a prediction of arbitrary scale to the photo's exposure.
+
+    ``median(ldr ** gamma / hdr)`` over the channel values of the photo's unclipped pixels (brightest
+    channel below :data:`CLIP_THRESHOLD`) that are positive in both
+    (:func:`hdrlab.metrics.alignment.estimate_scale`, mode ``median``); 1.0 when no pixel qualifies.
+
+    Args:
+        hdr: ``[3, H, W]`` linear prediction.
+        ldr: ``[3, H, W]`` the photo's display values in ``[0, 1]``.
+        gamma: assumed camera response ``x = y ** gamma``.
+    """
+    from hdrlab.metrics.alignment import estimate_scale
+
+    ldr = ldr.to(hdr)
+    unclipped = ldr.amax(dim=0, keepdim=True) < CLIP_THRESHOLD
+    return float(estimate_scale(hdr, ldr.clamp(0.0, 1.0) ** gamma, mode="median", mask=unclipped))
 
 
 def photo_batch(ldr: torch.Tensor, crf: Any) -> dict[str, Any]:
@@ -424,6 +462,11 @@ def main(argv: Sequence[str]) -> int:
         args.multiple = network_multiple(method, args.merger)
     if args.multiple < 1:
         raise ConfigError(f"--multiple must be >= 1, got {args.multiple}")
+    whole_image = bool(getattr(method, "whole_image_inference", False)) and method_generator(method) is None
+    if args.tile is None:
+        args.tile = DEFAULT_TILE
+    elif whole_image:
+        whole_image = False  # an explicit --tile tiles every method
     if args.tile < args.multiple:
         raise ConfigError(f"--tile {args.tile} must be at least --multiple {args.multiple}")
     out_dir = Path(args.output)
@@ -433,7 +476,7 @@ def main(argv: Sequence[str]) -> int:
           f"assumed CRF gamma {args.gamma:g}, {len(inputs)} image(s)")
     for path in inputs:
         ldr = read_ldr(path).image
-        tile = args.tile
+        tile = max(ldr.shape[-2:]) if whole_image and budget is None else args.tile
         if budget is not None:
             from hdrlab.budget.units import format_size
 
@@ -447,7 +490,13 @@ def main(argv: Sequence[str]) -> int:
                   f"estimated tensor peak {format_size(plan.estimated_bytes)})")
         hdr = reconstruct_image(method, ldr, merger=args.merger, gamma=args.gamma, tile=tile,
                                 overlap=args.overlap, multiple=args.multiple).cpu()
+        note = ""
+        if getattr(method, "output_scale", "input") == "relative" and not args.keep_scale:
+            factor = input_scale_factor(hdr, ldr, gamma=args.gamma)
+            hdr = hdr * factor
+            note = f" (output scale x{factor:.4g} to the photo's exposure)"
         exr = write_exr(out_dir / f"{path.stem}.exr", hdr)
         png = write_png(out_dir / f"{path.stem}_preview.png", tonemap.display(hdr))
-        print(f"  {path.name}: {hdr.shape[-1]}x{hdr.shape[-2]}, max {float(hdr.max()):.3g} -> {exr.name}, {png.name}")
+        print(f"  {path.name}: {hdr.shape[-1]}x{hdr.shape[-2]}, max {float(hdr.max()):.3g}{note} -> {exr.name}, "
+              f"{png.name}")
     return 0

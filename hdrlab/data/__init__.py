@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "ProceduralHDRDataset": "hdrlab.data.datasets",
     "HDRFolderDataset": "hdrlab.data.datasets",
     "UnpairedLDRFolder": "hdrlab.data.datasets",
+    "UnpairedLDRDataModule": "hdrlab.data.unpaired",
     "HDRSynthRealDataset": "hdrlab.data.public",
     "HDREyeDataset": "hdrlab.data.public",
     "DrTMOBracketDataset": "hdrlab.data.public",

@@ -18,4 +18,6 @@ from hdrlab.methods.bracket_merger import BracketMergerMethod
 from hdrlab.methods.kalantari import Kalantari2017
 from hdrlab.methods.wu import Wu2018
 from hdrlab.methods.ahdrnet import AHDRNet
+from hdrlab.methods.duhdr import DuHDRMethod
 from hdrlab.methods.expandnet import ExpandNetMethod
+from hdrlab.methods.hdrcnn import HDRCNNMethod

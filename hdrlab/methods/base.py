@@ -85,6 +85,14 @@ class HDRMethod(L.LightningModule, ABC):
     output_domain: str = "linear"
     #: constructor options that name files to read (module docstring)
     file_options: ClassVar[tuple[str, ...]] = ()
+    #: scale of linear predictions: ``"input"`` (radiance relative to the input exposure, the
+    #: input's clip level is 1.0) or ``"relative"`` (an arbitrary scale per image, e.g. an output
+    #: min-max mapped to [0, 1]); consumers that write radiance (``hdrlab reconstruct``) rescale
+    #: ``"relative"`` predictions by one factor per image
+    output_scale: ClassVar[str] = "input"
+    #: ``predict_image`` bounds its own memory on any image size (it runs on internal patches), so
+    #: ``hdrlab reconstruct`` gives it the whole photo unless a tile or a memory budget is asked for
+    whole_image_inference: ClassVar[bool] = False
 
     def __init__(
         self,

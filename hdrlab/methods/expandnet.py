@@ -71,6 +71,10 @@ class ExpandNetMethod(HDRMethod):
     """
 
     output_domain = "linear"
+    #: the official output is min-max mapped to [0, 1] per image: its scale is arbitrary
+    output_scale = "relative"
+    #: the official inference runs on 256 px patches with the global feature computed once
+    whole_image_inference = True
 
     def __init__(
         self,

@@ -335,11 +335,11 @@ class LinearizationNet(nn.Module):
 
 
 class _UpStep(nn.Module):
-    """Nearest x2, reflect-pad 1, conv3x3 (bias) + ReLU, BN, ReLU (official ``deconv_layer``)."""
+    """Nearest x2, pad 1 (reflect; zeros for DuHDR's ITnet), conv3x3 (bias) + ReLU, BN, ReLU (official ``deconv_layer``)."""
 
-    def __init__(self, in_ch: int, out_ch: int, momentum: float, eps: float) -> None:
+    def __init__(self, in_ch: int, out_ch: int, momentum: float, eps: float, pad_mode: str = "reflect") -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, padding_mode="reflect")
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1, padding_mode=pad_mode)
         self.bn = nn.BatchNorm2d(out_ch, eps=eps, momentum=momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -383,6 +383,8 @@ class HallucinationNet(nn.Module):
             absent). Requires ``width=1``.
         bn_momentum: BN momentum.
         bn_eps: BN epsilon.
+        upsample_pad: padding of the 3x3 conv after each nearest-neighbour upsampling:
+            ``"reflect"`` (SingleHDR's official code) or ``"zeros"`` (TF ``'SAME'``, as DuHDR's ITnet).
     """
 
     def __init__(
@@ -393,10 +395,14 @@ class HallucinationNet(nn.Module):
         pretrained_encoder: bool = False,
         bn_momentum: float = 0.1,
         bn_eps: float = 1e-5,
+        upsample_pad: str = "reflect",
     ) -> None:
         super().__init__()
         if not 0.0 <= threshold < 1.0:
             raise ConfigError(f"HallucinationNet threshold must be in [0, 1), got {threshold}; the official value is 0.88")
+        if upsample_pad not in ("reflect", "zeros"):
+            raise ConfigError(f"HallucinationNet upsample_pad={upsample_pad!r} is unknown; use 'reflect' (SingleHDR) "
+                              "or 'zeros' (DuHDR)")
         self.threshold = threshold
         self.width = width
         layers: list[nn.Module] = []
@@ -413,7 +419,7 @@ class HallucinationNet(nn.Module):
         self.latent_conv = nn.Conv2d(c512, c512, 3, padding=1)
         self.latent_bn = nn.BatchNorm2d(c512, eps=bn_eps, momentum=bn_momentum)
         plan = ((c512, c512), (c512, c512), (c512, c256), (c256, c128), (c128, c64))
-        self.ups = nn.ModuleList(_UpStep(i, o, bn_momentum, bn_eps) for i, o in plan)
+        self.ups = nn.ModuleList(_UpStep(i, o, bn_momentum, bn_eps, upsample_pad) for i, o in plan)
         self.fuses = nn.ModuleList(_fuse_conv(o, o) for _, o in plan)  # skips s5, s4, s3, s2, s1
         self.head_conv = nn.Conv2d(c64, 3, 1)
         self.head_bn = nn.BatchNorm2d(3, eps=bn_eps, momentum=bn_momentum)
