@@ -30,10 +30,22 @@ def test_rows_count_at_full_size_next_to_the_paper(capsys):
 def test_markdown_numbers_the_notes():
     rows = build_rows(REPO / "experiments", only=["expandnet"])
     text = markdown(rows)
-    assert "| expandnet | ExpandNet | 456,899 | 456,899 | 460.00 k | 134.18 G | 53.40 G | 2.51 | [1] |" in text
+    assert "| expandnet | ExpandNet | 456,899 | 456,899 | 0.46 M | 134.18 G | 53.40 G | 2.51 | [1] |" in text
     assert f"1. ExpandNet: {PUBLISHED['expandnet'].note}" in text
 
 
 def test_unknown_experiment_is_one_line():
     with pytest.raises(ConfigError, match="no experiment file for \\['nope'\\]"):
         build_rows(REPO / "experiments", only=["nope"])
+
+
+def test_duhdr_note_matches_the_counts_of_the_paper_configuration():
+    """The figures the DuHDR note quotes: one ITnet pass, and the differential-net-only OOnet."""
+    from hdrlab.commands.info import describe
+
+    one_pass = describe([str(REPO / "experiments" / "duhdr.yaml")], overrides=["model.init_args.iterations=1"])
+    assert one_pass["flops"] == 443_111_998_464 and one_pass["parameters"]["total"] == 30_323_347
+    diff_only = describe([str(REPO / "experiments" / "duhdr.yaml")], overrides=["model.init_args.rfb=false"])
+    assert diff_only["parameters"]["total"] == 30_816_527
+    note = PUBLISHED["duhdr"].note
+    assert "30,816,527" in note and "443.11 G" in note and "30,323,347" in note

@@ -50,8 +50,7 @@ class Published:
 PUBLISHED: dict[str, Published] = {
     "hdrcnn": Published(
         "HDRCNN", 29.44e6, 242.81e9, 29_443_358, "gabrieleilertsen/hdrcnn network.py (VGG16 encoder, h6, decoder)",
-        "Parameters agree. The paper's FLOPs are 2 x the conv MACs at 512x512 (121.1 G); hdrlab also counts the "
-        "skip transforms and the blend, which add no multiply-adds of convolutions."),
+        "Parameters agree; FLOPs agree within 0.3% (both 2 x the multiply-adds of the convolutions at 512x512)."),
     "drtmo": Published(
         "DrTMO", 348.99e6, 3.12e12, 348_995_590, "DrTMO network.py (up- and down-exposure networks, 174,497,795 each)",
         "Parameters agree (both networks). hdrlab counts one pass of each network (each pass outputs the 8 "
@@ -65,14 +64,18 @@ PUBLISHED: dict[str, Published] = {
     "singlehdr": Published(
         "RCPNet (SingleHDR)", 29.13e6, 451.04e9, 29_036_815,
         "alex04072000/SingleHDR (dequantization, linearization, hallucination, refinement nets)",
-        "FLOPs agree within 0.2%. The paper's 29.13 M exceeds the official trainable count by 0.09 M, about "
-        "the Linearization-Net's BatchNorm statistics and the EMoR basis buffers, which are not trainable."),
+        "FLOPs agree within 0.3%. The paper's 29.13 M exceeds the official trainable count by 0.09 M, which no "
+        "sub-network of the official code accounts for (the Linearization-Net's 7,040 BatchNorm statistics and "
+        "the EMoR basis are far smaller)."),
     "duhdr": Published(
         "DuHDR", 30.81e6, 452.43e9, 30_323_347, "DoomsdayLeaf/DualHDR (Dnet + INnet + ITnet + OOnet of the test script)",
-        "The paper counts the inference chain Dnet + INnet + ITnet + OOnet (its per-network FLOPs are 37.94, "
-        "54.50, 320.52 and 39.47 G: one ITnet pass). The dual networks (CRF net, quantisation U-Net), used only "
-        "in training, are not in the paper's count; the paper's 30.81 M exceeds the official chain's "
-        "trainable count by 0.49 M, which no sub-network of the official code accounts for exactly."),
+        "The paper counts the inference chain Dnet + INnet + ITnet + OOnet with one ITnet pass and the "
+        "differential-net-only OOnet (the configuration of the authors' profiling script): hdrlab counts that "
+        "chain as 30,816,527 parameters (paper 30.81 M) and its per-network FLOPs, with the default RFB + "
+        "differential-net OOnet, as 37.83 / 54.30 / 320.05 / 30.93 G (paper 37.94 / 54.50 / 320.52 / 39.47 G; "
+        "the differential-net-only OOnet is 39.4 G). The row shows the official test script's chain (RFB + "
+        "differential net, 30,323,347) with hdrlab's default 3 ITnet passes (one pass: 443.11 G). The dual "
+        "networks, used only in training, are in neither count."),
 }
 #: input side (pixels) of the counts
 SIZE = 512
@@ -134,6 +137,8 @@ def build_rows(experiments: Path, *, only: list[str] | None = None, size: int = 
 def _si(value: float | None, unit: str = "") -> str:
     if value is None:
         return "-"
+    if unit == "params":
+        return f"{value / 1e6:.2f} M"
     for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.2f} {prefix}{unit}"
@@ -160,7 +165,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         official = "-" if row["official_params"] is None else f"{row['official_params']:,}"
         ratio = "-" if row["flops_ratio"] is None else f"{row['flops_ratio']:.2f}"
         lines.append(f"| {row['experiment']} | {row['method']} | {row['params']:,} | {official} "
-                     f"| {_si(row['paper_params'])} | {_si(row['flops'])} | {_si(row['paper_flops'])} | {ratio} | {mark} |")
+                     f"| {_si(row['paper_params'], 'params')} | {_si(row['flops'])} | {_si(row['paper_flops'])} | {ratio} | {mark} |")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
