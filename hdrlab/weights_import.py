@@ -1019,6 +1019,158 @@ SINGLEHDR = OfficialFormat(
 )
 
 
+# --------------------------------------------------------------------------- DuHDR
+#: DuHDR's released TensorFlow 1 checkpoints (DoomsdayLeaf/DualHDR ``ckpt/``, names and shapes as
+#: listed from their ``.index`` files) -> :class:`~hdrlab.models.direct.duhdr.DuHDRNet` (``net.`` of
+#: ``DuHDRMethod``), whose Dnet and INnet carry SingleHDR's module names (:data:`SINGLEHDR_LAYOUT`):
+#:
+#: * ``ckpt_dnet/model.ckpt``: Dnet, ``Dequantization_Net/conv2d[_n]/{kernel,bias}`` (38 tensors);
+#: * ``ckpt_inet/model.ckpt`` (the joint Dnet + INnet + Nnet training, Nnet built with
+#:   ``share_params=True``): the 38 Dnet tensors, INnet's ``crf_feature_net/*`` (91) and
+#:   ``ae_invcrf_decode_net/dense``, and Nnet, which *reuses* INnet's ``crf_feature_net`` trunk and adds
+#:   ``fc11/{weights,biases}`` (slim ``fully_connected`` of the NHWC-flattened 26x26x512 average pool
+#:   of a 256x256 input) and the root-scope ``dense/{kernel,bias}`` (``tf.layers.dense`` 11 -> 11);
+#: * Adam slots and ``beta1_power`` / ``beta2_power`` of both files are dropped.
+#:
+#: Limitation: ITnet (``Hallucination_Net``), OOnet (``Refinement_Net``) and the learnable Q have no
+#: released checkpoint in the repository (the full model is only on Baidu Pan) and are not mapped; an
+#: import leaves them at their freshly built values.
+_DUHDR_FC11_SIDE = 256 // 8 - 6
+"""Side of the pooled map ``fc11`` flattens (official Nnet input 256x256: 26x26)."""
+_DUHDR_NNET_HEAD = {"fc11/weights": "crf.fc.weight", "fc11/biases": "crf.fc.bias",
+                    "dense/kernel": "crf.decode.weight", "dense/bias": "crf.decode.bias"}
+_DUHDR_NNET_HEAD_OFFICIAL = {ours: official for official, ours in _DUHDR_NNET_HEAD.items()}
+#: ``DuHDRNet`` keys of Nnet's trunk: filled from INnet's (shared) trunk, never written back
+_DUHDR_SHARED_TRUNK = re.compile(r"crf\.(conv1|bn1|res2|res3)\..+")
+
+
+def _duhdr_key_map(networks: tuple[str, ...]) -> KeyMap:
+    """Official variable -> ``DuHDRNet`` key (below ``net.``) for a checkpoint holding ``networks``
+    (``KeyError`` for any other variable); optimizer slots -> ``None``."""
+    heads = tuple(f"{name}." for name in networks)
+
+    def to_hdrlab(key: str) -> str | None:
+        target = _DUHDR_NNET_HEAD.get(key) or _singlehdr_to_hdrlab(key)
+        if target is not None and not target.startswith(heads):
+            raise KeyError(key)
+        return target
+
+    return to_hdrlab
+
+
+def _duhdr_to_official(key: str) -> str:
+    """``DuHDRNet`` key (below ``net.``) -> official variable."""
+    return _DUHDR_NNET_HEAD_OFFICIAL[key] if key in _DUHDR_NNET_HEAD_OFFICIAL else _SINGLEHDR_TO_OFFICIAL[key]
+
+
+def _duhdr_fc11_split(rows: int, what: str) -> int:
+    """Channels ``C`` of a ``fc11`` input of ``rows = 26 * 26 * C`` (``ConfigError`` otherwise)."""
+    area = _DUHDR_FC11_SIDE * _DUHDR_FC11_SIDE
+    if rows % area:
+        raise ConfigError(f"DuHDR {what} has {rows} inputs, not {_DUHDR_FC11_SIDE}x{_DUHDR_FC11_SIDE}xC of the "
+                          "official Nnet head; build DuHDRMethod with crf_input_size: 256")
+    return rows // area
+
+
+def _duhdr_tensor_to_hdrlab(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """SingleHDR's layout changes, plus ``fc11/weights`` ``[(h, w, c), out]`` (TF's NHWC flatten) ->
+    ``[out, (c, h, w)]`` (PyTorch's NCHW flatten)."""
+    if key == "fc11/weights" and tensor.ndim == 2:
+        rows, out = tensor.shape
+        side = _DUHDR_FC11_SIDE
+        channels = _duhdr_fc11_split(rows, "fc11/weights")
+        return tensor.reshape(side, side, channels, out).permute(3, 2, 0, 1).reshape(out, rows).contiguous()
+    return _singlehdr_tensor_to_hdrlab(key, tensor)
+
+
+def _duhdr_tensor_to_official(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    if key == "crf.fc.weight":
+        out, rows = tensor.shape
+        side = _DUHDR_FC11_SIDE
+        channels = _duhdr_fc11_split(rows, "crf.fc.weight")
+        return tensor.reshape(out, channels, side, side).permute(2, 3, 1, 0).reshape(rows, out).contiguous()
+    return _singlehdr_tensor_to_official(key, tensor)
+
+
+@dataclass(frozen=True)
+class _DuHDRFormat(OfficialFormat):
+    """:class:`OfficialFormat` of one DuHDR checkpoint that fills several ``DuHDRNet`` networks.
+
+    :attr:`prefixes` are the networks the file fills (``net.dequantization.`` ...: what
+    :func:`check_against` requires complete and :meth:`inverse` writes); the key maps work below
+    ``net.``. With :attr:`shared_trunk`, INnet's ``crf_feature_net`` tensors also fill Nnet's trunk
+    (``net.crf.{conv1,bn1,res2,res3}``), as the official Nnet reuses INnet's variables; hdrlab's Nnet
+    has a trunk of its own, so :meth:`inverse` writes INnet's trunk only (an hdrlab Nnet trunk trained
+    apart from INnet's has no place in the official file and is not written).
+    """
+
+    shared_trunk: bool = False
+
+    def _below_net(self) -> OfficialFormat:
+        """The same mapping as a plain one-file format under ``net.``."""
+        import dataclasses
+
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(OfficialFormat)}
+        return OfficialFormat(**{**values, "prefixes": ("net.",)})
+
+    def _shared(self, key: str) -> bool:
+        return self.shared_trunk and _DUHDR_SHARED_TRUNK.fullmatch(key.removeprefix("net.")) is not None
+
+    def convert(self, states: Sequence[Mapping[str, torch.Tensor]]) -> State:
+        out = self._below_net().convert(states)
+        if self.shared_trunk:
+            lin = "net.linearization."
+            out.update({f"net.crf.{k[len(lin):]}": v.clone() for k, v in list(out.items())
+                        if k.startswith(lin) and self._shared(f"net.crf.{k[len(lin):]}")})
+        return out
+
+    def inverse(self, state: Mapping[str, torch.Tensor]) -> list[State]:
+        return self._below_net().inverse({k: v for k, v in state.items()
+                                          if k.startswith(self.prefixes) and not self._shared(k)})
+
+    def official_name(self, hdrlab_key: str) -> str:
+        if self._shared(hdrlab_key):
+            hdrlab_key = "net.linearization." + hdrlab_key[len("net.crf."):]
+        return self._below_net().official_name(hdrlab_key)
+
+
+#: BatchNorm batch counters have no TensorFlow variable; the EMoR curves of INnet and Nnet come
+#: from ``emor_path`` (invemor.txt / emor.txt), not from the checkpoints
+_DUHDR_KEPT = ("num_batches_tracked", "linearization.inv_mean", "linearization.inv_basis", "crf.mean", "crf.basis")
+
+DUHDR = _DuHDRFormat(
+    name="duhdr",
+    title="DuHDR",
+    method_class="hdrlab.methods.duhdr.DuHDRMethod",
+    experiment="experiments/duhdr.yaml",
+    files=("joint Dnet+INnet+Nnet TensorFlow checkpoint (ckpt/ckpt_inet/model.ckpt.index, .data-* beside it; "
+           "Nnet's fc11 needs --config experiments/duhdr.yaml --config experiments/overrides/duhdr_official_crf.yaml)",),
+    prefixes=("net.dequantization.", "net.linearization.", "net.crf."),
+    to_hdrlab=_duhdr_key_map(("dequantization", "linearization", "crf")),
+    to_official=_duhdr_to_official,
+    tensor_to_hdrlab=_duhdr_tensor_to_hdrlab,
+    tensor_to_official=_duhdr_tensor_to_official,
+    reader=_read_singlehdr,
+    kept=_DUHDR_KEPT,
+    shared_trunk=True,
+)
+
+DUHDR_DNET = _DuHDRFormat(
+    name="duhdr_dnet",
+    title="DuHDR Dnet",
+    method_class="hdrlab.methods.duhdr.DuHDRMethod",
+    experiment="experiments/duhdr.yaml",
+    files=("Dnet TensorFlow checkpoint (ckpt/ckpt_dnet/model.ckpt.index, .data-* beside it)",),
+    prefixes=("net.dequantization.",),
+    to_hdrlab=_duhdr_key_map(("dequantization",)),
+    to_official=_duhdr_to_official,
+    tensor_to_hdrlab=_duhdr_tensor_to_hdrlab,
+    tensor_to_official=_duhdr_tensor_to_official,
+    reader=_read_singlehdr,
+    kept=_DUHDR_KEPT,
+)
+
+
 # --------------------------------------------------------------------------- ExpandNet
 #: official ``ExpandNet`` (dmarnerides/hdr-expandnet ``model.py``) keys; hdrlab keeps its module names
 _EXPANDNET_KEY = re.compile(r"(local_net|mid_net|glob_net|end_net)\.\d+(\.0)?\.(weight|bias)")
@@ -1043,7 +1195,7 @@ EXPANDNET = OfficialFormat(
 )
 
 #: the official formats by ``hdrlab import-weights`` method name
-FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023, AHDRNET, HDRCNN, CFNET, SINGLEHDR, EXPANDNET)}
+FORMATS: dict[str, OfficialFormat] = {fmt.name: fmt for fmt in (CEVR, DEEP_RECURSIVE, KIM2021, DRTMO, LE2023, AHDRNET, HDRCNN, CFNET, SINGLEHDR, DUHDR, DUHDR_DNET, EXPANDNET)}
 
 
 def official_format(name: str) -> OfficialFormat:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from hdrlab.errors import ConfigError
+from hdrlab.errors import ConfigError, WeightsMissingError
 from hdrlab.losses.hdrcnn import hdrcnn_direct_loss, hdrcnn_gaussian_kernel, hdrcnn_ir_loss, highlight_mask
 from hdrlab.methods.hdrcnn import HDRCNNMethod
 from hdrlab.models.direct.hdrcnn import HDRCNN, hdrcnn_blend, skip_to_log_hdr
@@ -120,7 +120,7 @@ def test_imagenet_encoder_fold_and_missing_cache(tmp_path, monkeypatch):
     )
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
-    with pytest.raises(ConfigError, match="vgg16-397923af.pth") as err:
+    with pytest.raises(WeightsMissingError, match="vgg16-397923af.pth") as err:
         HDRCNN(pretrained_encoder=True)
     assert "\n" not in str(err.value)
     torch.manual_seed(0)

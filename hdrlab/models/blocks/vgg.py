@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from hdrlab.errors import ConfigError, WeightsMissingError
+from hdrlab.errors import ConfigError
 from hdrlab.models.blocks.conv import scale_channels
 
 __all__ = [
@@ -87,15 +87,13 @@ def read_cached_torchvision_vgg16() -> dict[str, torch.Tensor]:
     """torchvision's ImageNet VGG16 state dict from the torch hub cache (never downloaded).
 
     Raises:
-        ConfigError: the file ``vgg16-397923af.pth`` is missing from the cache folder, corrupt, or
-            not loadable; the message names the file, the folder and how to get it.
+        WeightsMissingError: the file ``vgg16-397923af.pth`` is missing from the cache folder or its
+            checksum differs; the message names the file, the folder and how to get it.
+        ConfigError: the file is not loadable.
     """
     from hdrlab.weights import require_weights
 
-    try:
-        path = require_weights("vgg16")
-    except WeightsMissingError as err:
-        raise ConfigError(str(err)) from None
+    path = require_weights("vgg16")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file

@@ -108,7 +108,6 @@ __all__ = [
     "DuHDRNet",
     "depth_to_space_tf",
     "fallback_crf_basis",
-    "hallucination_raw",
     "soft_clip",
 ]
 
@@ -512,27 +511,6 @@ class CRFNet(LinearizationNet):
 # --------------------------------------------------------------------------------------------
 
 
-def hallucination_raw(net: HallucinationNet, linear: torch.Tensor) -> torch.Tensor:
-    """Unmasked output ``f(x)`` of a :class:`HallucinationNet` (before ReLU and mask).
-
-    The official iteration masks every pass with ``alpha`` of the *original* ``B`` while feeding
-    ``Clip(Y)``; :meth:`HallucinationNet.forward` masks with its own input, so the raw output is
-    needed. Same layers and order as that forward.
-    """
-    check_spatial_multiple(linear, 32, name="HallucinationNet")
-    x = 255.0 * linear.flip(1) - net.bgr_mean.to(linear.dtype)
-    skips = []
-    for i, layer in enumerate(net.encoder):
-        x = layer(x)
-        if isinstance(layer, nn.ReLU) and i + 1 < len(net.encoder) and isinstance(net.encoder[i + 1], nn.MaxPool2d):
-            skips.append(x)
-    y = torch.relu(net.latent_bn(net.latent_conv(x)))
-    for up, fuse, skip in zip(net.ups, net.fuses, reversed(skips)):
-        y = fuse(torch.cat([up(y), skip / 255.0], dim=1))
-    y = torch.relu(net.head_bn(net.head_conv(y)))
-    return net.input_fuse(torch.cat([y, linear], dim=1))
-
-
 class DuHDRNet(nn.Module):
     """DuHDR: SingleHDR's primal chain (ITnet with zero padding, OOnet with RFB + MS-SE) and its duals.
 
@@ -609,12 +587,12 @@ class DuHDRNet(nn.Module):
         n = self.iterations if iterations is None else int(iterations)
         if n < 1:
             raise ConfigError(f"DuHDRNet.hallucinate iterations={n} must be >= 1")
+        # every pass masks with alpha of the original B and adds its residual to B (official training)
         mask = overexposure_mask(linear, self.threshold)
-        source = linear
+        hallucinated = linear
         for k in range(n):
-            if k:
-                source = self.clipping(hallucinated)
-            residual = mask * torch.relu(hallucination_raw(self.hallucination, source))
+            source = self.clipping(hallucinated) if k else linear
+            residual = mask * torch.relu(self.hallucination.raw(source))
             hallucinated = linear + residual
         return {"mask": mask, "residual": residual, "hallucinated": hallucinated}
 

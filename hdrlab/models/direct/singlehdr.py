@@ -53,7 +53,7 @@ from hdrlab.models.blocks.conv import (
 )
 from hdrlab.models.blocks.features import sobel_edges, soft_histogram_maps
 from hdrlab.models.blocks.unet import AvgPoolBilinearUNet
-from hdrlab.weights import require_weights
+from hdrlab.models.blocks.vgg import CAFFE_BGR_MEAN, fold_torchvision_input, read_cached_torchvision_vgg16
 
 __all__ = [
     "NUM_EMOR_WEIGHTS",
@@ -76,11 +76,9 @@ NUM_EMOR_WEIGHTS = 11
 OVEREXPOSURE_THRESHOLD = 0.88
 """tau of the hallucination mask; the official code writes it as ``thr = 0.12`` (= 1 - tau)."""
 
-VGG_BGR_MEAN = (103.939, 116.779, 123.68)
+VGG_BGR_MEAN = CAFFE_BGR_MEAN
 """Caffe VGG per-channel mean (B, G, R) on the 0-255 scale."""
 
-_TORCHVISION_MEAN = (0.485, 0.456, 0.406)
-_TORCHVISION_STD = (0.229, 0.224, 0.225)
 # torchvision vgg16().features indices: conv layers and the ReLUs feeding a max-pool (skip taps)
 _VGG16_PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 _VGG16_TAPS = (3, 8, 15, 22, 29)
@@ -123,29 +121,9 @@ def linearization_features(image: torch.Tensor, bins: tuple[int, ...] = (4, 8, 1
     return torch.cat([image, sobel_edges(image), soft_histogram_maps(image, bins)], dim=1)
 
 
-def fold_torchvision_vgg16_input(weight: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-express torchvision's first VGG16 conv for the caffe-style input of the official code.
-
-    torchvision convs see ``n_c = (x_c - mu_c) / sigma_c`` (RGB, ``x`` in [0, 1]); the official
-    encoder sees ``z = 255 x[BGR] - VGG_BGR_MEAN``. Since ``n`` is affine in ``z`` the conv can be
-    rewritten exactly: ``W'[:, 2-c] = W[:, c] / (255 sigma_c)``,
-    ``b' = b + sum_{c,kh,kw} W[:, c] (m_{2-c} / 255 - mu_c) / sigma_c``. Equal outputs everywhere
-    except the 1-pixel border, where zero padding means a different value in the two domains.
-
-    Args:
-        weight: ``[64, 3, 3, 3]`` torchvision ``features.0.weight``.
-        bias: ``[64]`` torchvision ``features.0.bias``.
-
-    Returns:
-        ``(weight', bias')`` for a conv on the caffe-style BGR input.
-    """
-    mu = torch.tensor(_TORCHVISION_MEAN, dtype=weight.dtype, device=weight.device)
-    sigma = torch.tensor(_TORCHVISION_STD, dtype=weight.dtype, device=weight.device)
-    mean_rgb = torch.tensor(VGG_BGR_MEAN[::-1], dtype=weight.dtype, device=weight.device)
-    scaled = weight / (255.0 * sigma).view(1, 3, 1, 1)
-    offset = ((mean_rgb / 255.0 - mu) / sigma).view(1, 3, 1, 1)
-    new_bias = bias + (weight * offset).sum(dim=(1, 2, 3))
-    return scaled.flip(1), new_bias
+#: torchvision's first VGG16 conv re-expressed for the caffe-style input of the official code
+#: (``z = 255 x[BGR] - VGG_BGR_MEAN``; exact except on the 1-pixel border): the generic helper
+fold_torchvision_vgg16_input = fold_torchvision_input
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +410,7 @@ class HallucinationNet(nn.Module):
         nn.init.zeros_(self.head_conv.bias)
         self.register_buffer("bgr_mean", torch.tensor(VGG_BGR_MEAN).view(1, 3, 1, 1), persistent=False)
         if pretrained_encoder:
-            self.load_torchvision_vgg16(_read_cached_torchvision_vgg16())
+            self.load_torchvision_vgg16(read_cached_torchvision_vgg16())
 
     def load_torchvision_vgg16(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load torchvision VGG16 conv weights into the encoder, folding its input normalisation.
@@ -472,6 +450,13 @@ class HallucinationNet(nn.Module):
             (``alpha * R``, >= 0, exactly 0 where alpha = 0) and ``hallucinated``
             ``A = B + alpha R`` ``[B, 3, H, W]`` (linear, >= 0).
         """
+        mask = overexposure_mask(linear, self.threshold)
+        residual = mask * torch.relu(self.raw(linear))
+        return {"mask": mask, "residual": residual, "hallucinated": linear + residual}
+
+    def raw(self, linear: torch.Tensor) -> torch.Tensor:
+        """The network's output ``f(B)`` ``[B, 3, H, W]`` before the ReLU and the mask (``R = ReLU(f)``),
+        for ``linear`` ``[B, 3, H, W]`` with H and W multiples of 32."""
         check_spatial_multiple(linear, 32, name="HallucinationNet")
         x = 255.0 * linear.flip(1) - self.bgr_mean.to(linear.dtype)
         skips = []
@@ -483,14 +468,7 @@ class HallucinationNet(nn.Module):
         for up, fuse, skip in zip(self.ups, self.fuses, reversed(skips)):
             y = fuse(torch.cat([up(y), skip / 255.0], dim=1))
         y = torch.relu(self.head_bn(self.head_conv(y)))
-        raw = self.input_fuse(torch.cat([y, linear], dim=1))
-        mask = overexposure_mask(linear, self.threshold)
-        residual = mask * torch.relu(raw)
-        return {"mask": mask, "residual": residual, "hallucinated": linear + residual}
-
-
-def _read_cached_torchvision_vgg16() -> dict[str, torch.Tensor]:
-    return torch.load(require_weights("vgg16"), map_location="cpu", weights_only=True)
+        return self.input_fuse(torch.cat([y, linear], dim=1))
 
 
 # --------------------------------------------------------------------------------------------
