@@ -30,6 +30,32 @@ def _require(path: Path) -> Path:
     pytest.skip(msg)
 
 
+NETGUARD = REPO / "tests" / "support" / "netguard"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No network at run time: install the connection guard (``tests/support/netguard``) in this
+    process and, through ``PYTHONPATH``, in every Python subprocess; attempts are logged to a file
+    that :func:`pytest_sessionfinish` checks."""
+    import sys
+    import tempfile
+
+    log = Path(tempfile.mkdtemp(prefix="hdrlab-netguard-")) / "attempts.log"
+    log.touch()
+    os.environ["HDRLAB_NETGUARD_LOG"] = str(log)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), os.environ.get("PYTHONPATH")]))
+    sys.path.insert(0, str(NETGUARD))
+    import sitecustomize  # noqa: F401 - the guard installs itself on import
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    log = Path(os.environ.get("HDRLAB_NETGUARD_LOG", ""))
+    attempts = log.read_text().splitlines() if log.is_file() else []
+    if attempts:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nnetwork access attempted during the tests ({len(attempts)}): " + "; ".join(attempts[:5]))
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     return _require(_data_root())
