@@ -139,3 +139,14 @@ def test_helpers_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="no config.yaml"):
         reconstruct.load_method(tmp_path / "run/checkpoints/last.ckpt")
     assert math.isclose(reconstruct.CLIP_THRESHOLD * 255, 254.5)
+
+
+def test_input_scale_factor_is_one_median_ratio_and_none_when_all_clipped():
+    from hdrlab.commands.reconstruct import input_scale_factor
+
+    ldr = torch.full((3, 4, 4), 0.5)
+    ldr[:, 0, 0] = 1.0  # one clipped pixel is left out of the fit
+    hdr = 0.25 * ldr ** 2.2
+    hdr[:, 0, 0] = 100.0
+    assert input_scale_factor(hdr, ldr) == pytest.approx(4.0, rel=1e-6)
+    assert input_scale_factor(hdr, torch.ones(3, 4, 4)) is None

@@ -33,6 +33,12 @@
   ``ckpt_deq_lin_hal_ref/model.ckpt.index`` (its ``.data-*`` shard beside it), read without TensorFlow
   (:mod:`hdrlab.tf_checkpoint`) -> :class:`hdrlab.methods.singlehdr.SingleHDRMethod`; kernels are
   transposed, Adam slots dropped; the EMoR curves come from ``emor_path``.
+* ``duhdr`` / ``duhdr_dnet``: DuHDR's released TensorFlow 1 checkpoints ``ckpt/ckpt_inet/model.ckpt.index``
+  (Dnet, INnet and Nnet, whose trunk is INnet's, so it fills both; build with ``--config experiments/duhdr.yaml
+  --config experiments/overrides/duhdr_official_crf.yaml`` for Nnet's ``fc11`` head, its rows permuted from
+  TF's NHWC flatten) and ``ckpt/ckpt_dnet/model.ckpt.index`` (Dnet only) ->
+  :class:`hdrlab.methods.duhdr.DuHDRMethod`; ITnet, OOnet and the learnable Q have no released checkpoint
+  and keep their built values.
 * ``expandnet``: the official ``weights.pth`` -> :class:`hdrlab.methods.expandnet.ExpandNetMethod`.
 * ``le2023``: the Le et al. 2023 Lightning checkpoint of ``EDNet`` (one file; its content-loss VGG19
   is dropped) -> :class:`hdrlab.methods.le2023_multiexposure.Le2023Method` (``levels: 7``).

@@ -235,12 +235,13 @@ def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, t
     return image, (h, w)
 
 
-def input_scale_factor(hdr: torch.Tensor, ldr: torch.Tensor, *, gamma: float = 2.2) -> float:
+def input_scale_factor(hdr: torch.Tensor, ldr: torch.Tensor, *, gamma: float = 2.2) -> float | None:
     """The one factor that brings a prediction of arbitrary scale to the photo's exposure.
 
     ``median(ldr ** gamma / hdr)`` over the channel values of the photo's unclipped pixels (brightest
     channel below :data:`CLIP_THRESHOLD`) that are positive in both
-    (:func:`hdrlab.metrics.alignment.estimate_scale`, mode ``median``); 1.0 when no pixel qualifies.
+    (:func:`hdrlab.metrics.alignment.estimate_scale`, mode ``median``); ``None`` when no pixel
+    qualifies (every pixel clipped, or the prediction is zero wherever the photo is not).
 
     Args:
         hdr: ``[3, H, W]`` linear prediction.
@@ -250,8 +251,11 @@ def input_scale_factor(hdr: torch.Tensor, ldr: torch.Tensor, *, gamma: float = 2
     from hdrlab.metrics.alignment import estimate_scale
 
     ldr = ldr.to(hdr)
-    unclipped = ldr.amax(dim=0, keepdim=True) < CLIP_THRESHOLD
-    return float(estimate_scale(hdr, ldr.clamp(0.0, 1.0) ** gamma, mode="median", mask=unclipped))
+    target = ldr.clamp(0.0, 1.0) ** gamma
+    valid = (ldr.amax(dim=0, keepdim=True) < CLIP_THRESHOLD) & (hdr > 0) & (target > 0)
+    if not bool(valid.any()):
+        return None
+    return float(estimate_scale(hdr, target, mode="median", mask=valid.any(dim=0, keepdim=True)))
 
 
 def photo_batch(ldr: torch.Tensor, crf: Any) -> dict[str, Any]:
@@ -476,7 +480,8 @@ def main(argv: Sequence[str]) -> int:
           f"assumed CRF gamma {args.gamma:g}, {len(inputs)} image(s)")
     for path in inputs:
         ldr = read_ldr(path).image
-        tile = max(ldr.shape[-2:]) if whole_image and budget is None else args.tile
+        # whole-image methods: one tile as large as the padded photo
+        tile = math.ceil(max(ldr.shape[-2:]) / args.multiple) * args.multiple if whole_image and budget is None else args.tile
         if budget is not None:
             from hdrlab.budget.units import format_size
 
@@ -493,8 +498,11 @@ def main(argv: Sequence[str]) -> int:
         note = ""
         if getattr(method, "output_scale", "input") == "relative" and not args.keep_scale:
             factor = input_scale_factor(hdr, ldr, gamma=args.gamma)
-            hdr = hdr * factor
-            note = f" (output scale x{factor:.4g} to the photo's exposure)"
+            if factor is None:
+                note = " (every pixel clipped: output scale left as the method gives it)"
+            else:
+                hdr = hdr * factor
+                note = f" (output scale x{factor:.4g} to the photo's exposure)"
         exr = write_exr(out_dir / f"{path.stem}.exr", hdr)
         png = write_png(out_dir / f"{path.stem}_preview.png", tonemap.display(hdr))
         print(f"  {path.name}: {hdr.shape[-1]}x{hdr.shape[-2]}, max {float(hdr.max()):.3g}{note} -> {exr.name}, "

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -34,6 +33,7 @@ from hdrlab.losses.duhdr import (
 )
 from hdrlab.losses.singlehdr import SingleHDRPerceptualLoss, image_loss_mask
 from hdrlab.methods.base import HDRMethod
+from hdrlab.models.blocks.conv import pad_to_multiple
 from hdrlab.models.direct.duhdr import DuHDRNet, fallback_crf_basis
 from hdrlab.models.direct.singlehdr import NUM_EMOR_WEIGHTS, OVEREXPOSURE_THRESHOLD, fallback_inverse_crf_basis
 
@@ -70,16 +70,6 @@ UNPAIRED_TERMS: dict[str, tuple[str, ...]] = {
     "itn": ("hallucination",),  # Eq. 20
     "oo": ("refinement",),  # Eq. 25
 }
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad ``[B, C, H, W]`` at the bottom/right to multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
 class DuHDRMethod(HDRMethod):
@@ -244,6 +234,19 @@ class DuHDRMethod(HDRMethod):
             self.load_network(init_checkpoint)
         if stage_checkpoints:
             self.load_subnetworks(stage_checkpoints)
+        self._from_scratch = stage in ("joint", "refinement", "unpaired") and not (init_checkpoint or stage_checkpoints)
+
+    def on_fit_start(self) -> None:
+        """Warn once when a stage that fine-tunes trained networks (Algorithm 1 lines 9-11,
+        Algorithm 2) starts from scratch: train stage-wise first."""
+        super().on_fit_start()
+        if self._from_scratch and self.trainer.ckpt_path is None:
+            from lightning.pytorch.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"DuHDR stage {self.stage!r} starts from untrained networks; the paper trains Dnet, INnet and ITnet "
+                "on their own first. Train stage-wise: hdrlab recipe experiments/recipes/duhdr_stagewise.yaml "
+                "(or pass model.init_args.stage_checkpoints / init_checkpoint)")
 
     # ------------------------------------------------------------------ structure
     def subnetworks_all(self) -> dict[str, nn.Module]:
@@ -393,7 +396,7 @@ class DuHDRMethod(HDRMethod):
     def forward(self, ldr: torch.Tensor, *, inverse_crf: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """All intermediates of :class:`DuHDRNet` for ``ldr`` ``[B, 3, H, W]`` in [0, 1] (any H, W:
         reflect-padded to multiples of 32 and cropped back)."""
-        padded, (h, w) = _pad_to_multiple(ldr, DuHDRNet.stride)
+        padded, (h, w) = pad_to_multiple(ldr, DuHDRNet.stride)
         out = self.net(padded, inverse_crf=inverse_crf)
         return {k: (v[..., :h, :w] if v.dim() == 4 else v) for k, v in out.items()}
 
@@ -403,7 +406,7 @@ class DuHDRMethod(HDRMethod):
 
     def global_branch(self, ldr: torch.Tensor) -> torch.Tensor:
         """INnet's inverse CRF ``[B, 1, 1024]`` estimated once on a (downsampled) full image."""
-        padded, _ = _pad_to_multiple(ldr, DuHDRNet.stride)
+        padded, _ = pad_to_multiple(ldr, DuHDRNet.stride)
         return self.net.linearization(self.net.dequantization(padded))
 
     def predict_tile(self, batch: HDRBatch, context: torch.Tensor | None = None) -> torch.Tensor:

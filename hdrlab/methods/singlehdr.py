@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanSquaredError
 
@@ -30,6 +29,7 @@ from hdrlab.losses.singlehdr import (
     linearization_loss,
 )
 from hdrlab.methods.base import HDRMethod
+from hdrlab.models.blocks.conv import pad_to_multiple
 from hdrlab.models.direct.singlehdr import (
     NUM_EMOR_WEIGHTS,
     OVEREXPOSURE_THRESHOLD,
@@ -62,16 +62,6 @@ STAGE_LEARNING_RATES: dict[str, float] = {
     "joint": 1e-5,
 }
 
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad ``[B, C, H, W]`` at the bottom/right to multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,7 +315,7 @@ class SingleHDRMethod(HDRMethod):
         """All intermediates of :class:`SingleHDRNet` for ``ldr`` ``[B, 3, H, W]`` in [0, 1]
         (any H, W: reflect-padded to multiples of 32 and cropped back); ``inverse_crf`` optionally
         given (see :meth:`global_branch`)."""
-        padded, (h, w) = _pad_to_multiple(ldr, SingleHDRNet.stride)
+        padded, (h, w) = pad_to_multiple(ldr, SingleHDRNet.stride)
         out = self.net(padded, inverse_crf=inverse_crf)
         return {k: (v[..., :h, :w] if v.dim() == 4 else v) for k, v in out.items()}
 
@@ -337,7 +327,7 @@ class SingleHDRMethod(HDRMethod):
     def global_branch(self, ldr: torch.Tensor) -> torch.Tensor:
         """The camera's inverse CRF ``[B, 1, 1024]`` estimated once on a (downsampled) full image:
         tiles of a large photo share it instead of each estimating its own."""
-        padded, _ = _pad_to_multiple(ldr, SingleHDRNet.stride)
+        padded, _ = pad_to_multiple(ldr, SingleHDRNet.stride)
         return self.net.linearization(self.net.dequantization(padded))
 
     # ------------------------------------------------------------------ evaluation

@@ -17,7 +17,7 @@ from torch import nn
 
 from hdrlab.errors import ConfigError
 
-__all__ = ["check_spatial_multiple", "scale_channels", "same_padding_amounts", "pad_same", "conv2d_same", "init_tf_glorot_",
+__all__ = ["check_spatial_multiple", "pad_to_multiple", "scale_channels", "same_padding_amounts", "pad_same", "conv2d_same", "init_tf_glorot_",
            "init_tf_truncated_normal_"]
 
 
@@ -49,6 +49,18 @@ def check_spatial_multiple(x: torch.Tensor, multiple: int, *, name: str) -> None
             f"{name} expects a batch [B, C, H, W] with H and W multiples of {multiple}, got "
             f"{tuple(x.shape)}; pad or resize the image first (the official code pads symmetrically)"
         )
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad ``x`` ``[B, C, H, W]`` at the bottom and right to multiples of ``multiple`` (reflection,
+    or edge replication where a side is too short to reflect); returns the padded tensor and the
+    original ``(H, W)`` to crop back to."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
 
 
 def same_padding_amounts(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
