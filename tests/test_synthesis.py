@@ -159,3 +159,9 @@ def test_emor_family_uses_the_real_emor_file(scenes, crf_dir):
     lut = sample["crf_forward"]
     assert torch.all(lut.diff(dim=-1) >= -1e-6)
     assert abs(float(lut[..., 0])) < 1e-6 and abs(float(lut[..., -1]) - 1) < 1e-6
+
+
+@pytest.mark.parametrize("ev", [[1.0, 1.0], [4.0], [-2.0, 0.0, 0.0]])
+def test_bracket_needs_distinct_exposures(ev):
+    with pytest.raises(ConfigError, match="at least 2 distinct exposures"):
+        PairSynthesizer(patch_size=32, bracket_ev=ev)

@@ -224,6 +224,9 @@ class PairSynthesizer:
         self.jpeg_quality = jpeg_quality
         self.flips = bool(flips)
         self.bracket_ev = sorted(float(e) for e in bracket_ev) if bracket_ev is not None else None
+        if self.bracket_ev is not None and (len(self.bracket_ev) < 2 or len(set(self.bracket_ev)) < len(self.bracket_ev)):
+            raise ConfigError(f"PairSynthesizer.bracket_ev {list(bracket_ev)} needs at least 2 distinct exposures "
+                              "(a repeated ev brackets nothing); give distinct values, e.g. [-4, 4]")
         self.emor_path = emor_path
         self._sampler: Any = None
 
