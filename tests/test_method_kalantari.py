@@ -67,24 +67,35 @@ def test_wie_overfits_one_scene():
     assert result.gain >= 10.0
 
 
-def test_we_training_lowers_its_loss():
-    """WE on the same scene (width 1/4, Adam lr 1e-3, test-only). Its initial output, about the mean of
-    the three H_i = L_i^2.2 / t_i, is within ~0.5 dB PSNR-mu of the best per-pixel choice of one H_i
-    (the synthetic CRF is not a 2.2 gamma, so the H_i disagree), so a 10 dB gain is out of reach for
-    a blend of them. The paper's loss (mu-law at mu 5000 on radiance relative to the darkest
-    exposure, which weights the shadows) still falls. Measured (CPU, 1 thread): loss 0.00873 ->
-    0.00459 after 100 steps, while hdrlab's PSNR-mu (median-aligned, normalised by the p99.9 of the
-    ground truth, so dominated by the bright range) went 29.46 -> 28.20 dB; not asserted."""
+def _gamma_camera(batch: dict) -> dict:
+    """The batch's bracket re-rendered through the gamma-2.2 camera of the Kalantari data (the
+    camera WE's inputs ``H_i = L_i^2.2 / t_i`` assume), 8-bit, same exposures."""
+    from hdrlab.camera import CRF, synthesize_stack
+
+    crf = CRF.gamma(2.2)
+    stack = synthesize_stack(batch["hdr"], BRACKET, crf)
+    n = batch["hdr"].shape[0]
+    return {**batch, "stack": stack.images, "ldr": stack.images[:, stack.reference],
+            "crf_forward": crf.forward_lut[None].expand(n, *crf.forward_lut.shape),
+            "crf_inverse": crf.inverse_lut[None].expand(n, *crf.inverse_lut.shape)}
+
+
+def test_we_overfits_one_scene():
+    """WE (width 1/4, Adam lr 1e-3, test-only) on the same scene photographed with the gamma-2.2
+    camera its input transform assumes (the Kalantari data's). With the batch's random CRF instead,
+    the ``H_i`` disagree and WE's initial average is already within ~0.5 dB of the best blend of
+    them, so no blend can gain 10 dB (docs/methods.md). Measured: 35.18 -> 49.16 dB (+13.99) in
+    300 steps (CPU, 1 thread)."""
     torch.manual_seed(0)
-    batch = fixed_batch(scene_seed=0, patch_size=32, bracket_ev=BRACKET, emitter_range=EMITTERS)
+    batch = _gamma_camera(fixed_batch(scene_seed=0, patch_size=32, bracket_ev=BRACKET, emitter_range=EMITTERS))
     method = Kalantari2017(width=0.25, lr=1e-3, metrics=("psnr_mu",))
     with torch.no_grad():
         first = float(method.compute_loss(batch)[0])
-    result = overfit(method, batch, steps=100)
+    result = overfit(method, batch, steps=300)
     with torch.no_grad():
         last = float(method.compute_loss(batch)[0])
     print(f"Kalantari 2017 WE: loss {first:.5f} -> {last:.5f}, {result}")
-    assert last < 0.65 * first
+    assert result.gain >= 10.0 and last < first
 
 
 @pytest.mark.parametrize("variant", ["direct", "we", "wie"])
