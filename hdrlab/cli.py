@@ -24,9 +24,16 @@
 * Utility subcommands (``weights``, ``synth``, ``eval``, ``merge``, ``demo``, ...) live in
   :mod:`hdrlab.commands`, one module each with ``main(argv) -> int``, imported lazily.
 
-User errors (:class:`hdrlab.errors.HDRLabError`, also when jsonargparse wraps one raised while
-building the model or data, and configuration parse errors) are printed as one line without a
-traceback and exit 2 (:func:`user_error_message`).
+Errors: every failure ends in one line ``hdrlab <subcommand>: error: ...`` on stderr without a
+traceback (:func:`main`, :func:`classify_error`): exit 2 for usage and input errors
+(:class:`hdrlab.errors.HDRLabError`, also when jsonargparse wraps one raised while building the
+model or data; parse errors; file, checkpoint, image and binary-config errors), exit 1 for runtime
+failures (out of memory, a full disk) and for bugs, which print ``internal error: <Type>: <message>``.
+``hdrlab --debug <subcommand> ...`` or ``HDRLAB_DEBUG=1`` re-raises runtime failures and bugs with
+their traceback. Checks run before work: ``--config`` files are text, ``--ckpt_path`` is a safe
+Lightning checkpoint of the configured method (:mod:`hdrlab.checkpoints`), ``--memory_budget`` is
+positive (``--memory_budget -4GiB`` is read as ``--memory_budget=-4GiB``); the run folder is created
+once the model and data are built, and removed again while empty when the command fails.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from hdrlab.errors import ConfigError, HDRLabError
+from hdrlab.errors import ConfigError, HDRLabError, RunFailure
 from hdrlab.runs import config_args, experiment_name
 
 #: utility subcommand -> (module, one-line help). Explicit on purpose: no folder scanning.
@@ -91,8 +98,20 @@ def _wandb_mode(choice: str) -> str | None:
         return "offline"
 
 
+class _ParsedOnly(Exception):
+    """Raised by :func:`build_cli` with ``parse_only=True`` once the arguments are parsed and checked."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__("parsed")
+        self.config = config
+
+
+#: ``--ckpt_path`` values Lightning resolves itself
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
+
+
 def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[str, Any] | None = None,
-              forced_plan: Any = None) -> Any:
+              forced_plan: Any = None, parse_only: bool = False) -> Any:
     """Build (and by default run) the LightningCLI. Imported lazily: Lightning is slow to import.
 
     Args:
@@ -102,6 +121,8 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
             (so a caller can resume the same run after a failure).
         forced_plan: a memory plan to apply instead of planning from ``--memory_budget``
             (the out-of-memory step-down).
+        parse_only: parse and check the arguments (configs, keys, values, ``--memory_budget``,
+            ``--ckpt_path``) and return the parsed config of the subcommand; nothing is built or written.
     """
     state = {} if state is None else state
     import lightning as L
@@ -159,6 +180,9 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                                 help="test only: also write each test image's prediction (<name>.exr, as scored), "
                                      "input (<name>_input.png) and reference (<name>_reference.exr) into "
                                      "<run_dir>/test_outputs/")
+            parser.add_argument("--on_nonfinite", type=Literal["stop", "skip"], default="stop",
+                                help="fit: a NaN/inf loss or gradient stops the run naming the step (stop) or "
+                                     "skips that optimizer step (skip); hdrlab.callbacks.nonfinite")
 
         def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
             # the --config entries, read from the command line: under parser_mode="omegaconf+"
@@ -167,6 +191,37 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
             argv = sys.argv[1:] if args is None else args
             self.config_entries = config_args(argv) if isinstance(argv, (list, tuple)) else None
             super().parse_arguments(parser, args)
+
+        def _parse_ckpt_path(self) -> None:
+            # Lightning replaces the config's model by the checkpoint's hyper-parameters: a checkpoint
+            # of another method would silently run that method; and it loads the file unchecked
+            sub = self.config.get("subcommand")
+            cfg = self.config[sub] if sub else self.config
+            ckpt_path = cfg.get("ckpt_path")
+            self.checkpoint = None
+            if ckpt_path is not None and str(ckpt_path) not in LIGHTNING_CKPT_NAMES:
+                from hdrlab.checkpoints import describe_checkpoint, load_checkpoint
+
+                given = state.pop("checkpoint", None)
+                if given is not None and str(given[0]) == str(ckpt_path):
+                    self.checkpoint = given[1]
+                else:
+                    self.checkpoint = load_checkpoint(ckpt_path, option="--ckpt_path")  # one line per bad file
+                if not isinstance(self.checkpoint, dict) or "state_dict" not in self.checkpoint \
+                        or "pytorch-lightning_version" not in self.checkpoint:
+                    raise HDRLabError(f"--ckpt_path {ckpt_path} is {describe_checkpoint(self.checkpoint)}, not a "
+                                      "Lightning checkpoint; give one written by 'hdrlab fit' or 'hdrlab "
+                                      "import-weights'")
+                hparams = self.checkpoint.get("hyper_parameters") if isinstance(self.checkpoint, dict) else None
+                held = hparams.get("_class_path") if isinstance(hparams, dict) else None
+                model = cfg.get("model")
+                wanted = model.get("class_path") if model is not None and hasattr(model, "get") else None
+                if held and wanted and str(held).rpartition(".")[2] != str(wanted).rpartition(".")[2]:
+                    raise ConfigError(
+                        f"--ckpt_path {ckpt_path} is {describe_checkpoint(self.checkpoint)}, but the config builds "
+                        f"{wanted}; give the config of the method the file holds, or a checkpoint of "
+                        f"{str(wanted).rpartition('.')[2]}")
+            super()._parse_ckpt_path()
 
         def before_instantiate_classes(self) -> None:
             cfg = self.config[self.subcommand] if self.subcommand else self.config
@@ -182,6 +237,12 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
             if cfg.get("wandb") not in ("auto", "online", "offline", "disabled"):
                 raise HDRLabError(f"--wandb={cfg.get('wandb')!r}; use auto, online, offline or disabled")
             self.budget_plan = None
+            if cfg.get("memory_budget") is not None:
+                from hdrlab.checkpoints import check_memory_budget
+
+                check_memory_budget(cfg.memory_budget)
+            if parse_only:
+                raise _ParsedOnly(cfg)
             if cfg.get("memory_budget") and (self.subcommand or "fit") == "fit":
                 from hdrlab.budget.fit import plan_for_fit
 
@@ -194,8 +255,8 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                 self.budget_plan = state["plan"] = plan
             if cfg.get("protocol") is not None:
                 self._apply_protocol(cfg)
+            # created by instantiate_trainer, once the model and data are built
             self.run_dir = state["run_dir"] = run_dir.resolve()
-            self.run_dir.mkdir(parents=True, exist_ok=True)
 
         def _apply_protocol(self, cfg: Any) -> None:
             """``--protocol``: the method's ``metrics`` and ``align`` become the protocol's (test only)."""
@@ -215,6 +276,11 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
         def after_instantiate_classes(self) -> None:
             super().after_instantiate_classes()
             cfg = self.config[self.subcommand] if self.subcommand else self.config
+            if getattr(self, "checkpoint", None) is not None:
+                from hdrlab.checkpoints import check_state_dict
+
+                check_state_dict(self.model, self.checkpoint, path=cfg.ckpt_path, option="--ckpt_path")
+                self.checkpoint = None  # Lightning reads the file again
             domain = getattr(self.model, "output_domain", "linear")
             if cfg.get("protocol") is not None and domain != "linear":
                 raise ConfigError(f"--protocol {cfg.protocol}: {type(self.model).__name__} predicts display images "
@@ -224,6 +290,13 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
         def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
             cfg = self.config[self.subcommand] if self.subcommand else self.config
             run_dir = self.run_dir
+            if not run_dir.exists():
+                from hdrlab.checkpoints import check_output_dir
+
+                check_output_dir(run_dir, option="run folder (--run_dir / --runs_root)")
+            # the folders this run creates, deepest first: removed again when the command fails empty-handed
+            state["created_dirs"] = [p for p in [run_dir, *run_dir.parents] if not p.exists()]
+            run_dir.mkdir(parents=True, exist_ok=True)
             trainer_cfg = self._get(self.config_init, "trainer", default={})
             loggers: list[Any] = []
             if trainer_cfg.get("logger") is not False:
@@ -270,6 +343,9 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
                     callbacks.append(MemoryBudgetCallback(self.budget_plan))
                 if cfg.get("max_samples"):
                     callbacks.append(SampleBudget(cfg.max_samples))
+                from hdrlab.callbacks.nonfinite import NonFiniteGuard
+
+                callbacks.append(NonFiniteGuard(cfg.get("on_nonfinite") or "stop"))
                 # after every callback that may stop the run, so it saves the step the run stops on
                 callbacks.append(LastCheckpoint(str(run_dir / "checkpoints" / "last.ckpt")))
             if self.subcommand == "test":
@@ -292,9 +368,16 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
         import torch
 
         torch.set_num_threads(max(1, int(threads)))
-    return HDRLabCLI(
-        HDRMethod,
-        L.LightningDataModule,
+    try:
+        return _make(HDRLabCLI, HDRMethod, L.LightningDataModule, args, run)
+    except _ParsedOnly as parsed:
+        return parsed.config
+
+
+def _make(cls: Any, model: Any, data: Any, args: Any, run: bool) -> Any:
+    return cls(
+        model,
+        data,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
@@ -306,14 +389,15 @@ def build_cli(args: list[str] | None = None, *, run: bool = True, state: dict[st
     )
 
 
-def fit_with_oom_step_down(args: list[str] | None) -> None:
+def fit_with_oom_step_down(args: list[str] | None, state: dict[str, Any] | None = None) -> None:
     """``hdrlab fit``; with ``--memory_budget``, a CUDA out-of-memory error steps the plan down once
     (:func:`hdrlab.budget.plan.step_down`: autocast, then checkpointing, then a smaller micro-batch
     with more accumulation, then a smaller patch) and the run continues from its last checkpoint
     (written on the failure by :class:`~hdrlab.callbacks.run_artifacts.LastCheckpoint`).
     Only exercised here with an injected ``torch.OutOfMemoryError``: untested on real GPUs.
+    ``state`` (:func:`build_cli`) is filled as the run goes.
     """
-    state: dict[str, Any] = {}
+    state = {} if state is None else state
     try:
         build_cli(args, state=state)
         return
@@ -328,8 +412,8 @@ def fit_with_oom_step_down(args: list[str] | None) -> None:
     from hdrlab.budget.methods import estimator_from_config
     from hdrlab.budget.plan import BudgetError, step_down
 
-    stride = estimator_from_config(state["config"], name="fit config").stride
-    lower = step_down(state["plan"], stride=stride)
+    estimator = estimator_from_config(state["config"], name="fit config")
+    lower = step_down(state["plan"], stride=estimator.stride, estimator=estimator.candidate_estimator())
     if lower is None:
         raise BudgetError(f"out of memory with the most frugal plan ({state['plan'].describe()}); "
                           "raise --memory_budget", required_bytes=None) from first
@@ -346,8 +430,17 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
           "- Expected a <class 'NoneType'>")
 
 
+def _chain(err: BaseException) -> list[BaseException]:
+    seen, chain, node = set(), [], err
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        chain.append(node)
+        node = node.__cause__ or node.__context__
+    return chain
+
+
 def user_error_message(err: BaseException) -> str | None:
-    """One short message for an error a user caused, or ``None`` for a bug (keep the traceback).
+    """One short message for an error a user caused, or ``None`` for other errors.
 
     * an :class:`~hdrlab.errors.HDRLabError` anywhere in the exception chain (a constructor's
       ``ConfigError``, a missing pretrained file, ...), which jsonargparse wraps in its own errors:
@@ -359,11 +452,7 @@ def user_error_message(err: BaseException) -> str | None:
 
     from hdrlab.errors import WeightsMissingError
 
-    seen, chain, node = set(), [], err
-    while node is not None and id(node) not in seen:
-        seen.add(id(node))
-        chain.append(node)
-        node = node.__cause__ or node.__context__
+    chain = _chain(err)
     for node in chain:
         if isinstance(node, HDRLabError):
             message = str(node)
@@ -378,32 +467,195 @@ def user_error_message(err: BaseException) -> str | None:
     return None
 
 
+def _first_line(text: object, limit: int = 400) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, MemoryError):
+        return True
+    if type(err).__name__ == "OutOfMemoryError" or (isinstance(err, RuntimeError) and "out of memory" in str(err)):
+        return True
+    return False
+
+
+def classify_error(err: BaseException) -> tuple[int, str] | None:
+    """``(exit status, one-line message)`` of a failure the command line reports without a traceback.
+
+    Exit 2 (usage or input errors): :class:`~hdrlab.errors.HDRLabError` and parse errors
+    (:func:`user_error_message`), file errors (``OSError``: missing, permission denied, a folder
+    where a file is meant, an existing file), unreadable checkpoints (pickle and PyTorch zip
+    errors), images OpenCV / OpenEXR cannot decode, binary files read as text
+    (``UnicodeDecodeError``) and values too large (``OverflowError``). Exit 1 (runtime failures):
+    out of memory (``MemoryError``, CUDA out-of-memory) and a full disk. ``None``: anything else,
+    a bug (:func:`main` reports it as an internal error).
+    """
+    import errno
+    import pickle
+
+    message = user_error_message(err)
+    if message is not None:
+        return 2, message
+    chain = _chain(err)
+    for node in chain:
+        if isinstance(node, RunFailure):
+            return 1, _first_line(node) or type(node).__name__
+        if _is_out_of_memory(node):
+            detail = _first_line(node) or "MemoryError"
+            return 1, (f"out of memory ({detail}); lower the batch, patch or tile size, or give a "
+                       "--memory_budget where the command takes one")
+        if isinstance(node, OSError) and node.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {node.filename}" if node.filename else ""
+            return 1, f"no space left on the device{where}; free some space or write to another folder"
+    for node in chain:
+        module = type(node).__module__ or ""
+        text = _first_line(node)
+        if isinstance(node, pickle.UnpicklingError) or "PytorchStreamReader" in str(node) \
+                or module.startswith("_pickle") or "weights_only" in str(node):
+            return 2, ("a checkpoint file is not a loadable PyTorch checkpoint (damaged, truncated, or refers to "
+                       "code a weights-only load refuses); give a checkpoint written by 'hdrlab fit'")
+        if isinstance(node, OSError):
+            what = node.strerror or text or type(node).__name__
+            files = " -> ".join(str(f) for f in (node.filename, node.filename2) if f)
+            hint = {
+                PermissionError: "check its permissions or choose another path",
+                IsADirectoryError: "it is a folder: give a file path",
+                NotADirectoryError: "a part of the path is a file, not a folder",
+                FileExistsError: "it exists already: remove it or choose another path",
+                FileNotFoundError: "check the path",
+            }.get(type(node), "check the path")
+            return 2, f"{files + ': ' if files else ''}{what}; {hint}"
+        if module.startswith("cv2") and type(node).__name__ == "error":
+            return 2, f"OpenCV cannot process an image ({text}); check that the file is a valid image"
+        if module.startswith(("OpenEXR", "Imath")):
+            return 2, f"OpenEXR cannot read or write a file ({text}); check that the file is a valid .exr"
+        if isinstance(node, UnicodeDecodeError):
+            return 2, (f"a file read as text holds binary data ({text}); give a UTF-8 text file (YAML configs "
+                       "and sweep files are text)")
+        if isinstance(node, OverflowError):
+            return 2, f"a value is too large ({text}); give a smaller value"
+    return None
+
+
+def debug_enabled() -> bool:
+    """``HDRLAB_DEBUG`` is set to something other than ``""`` / ``0`` / ``false``."""
+    return os.environ.get("HDRLAB_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _split_memory_budget(argv: list[str]) -> list[str]:
+    """``--memory_budget -4GiB`` as ``--memory_budget=-4GiB``, so that argparse does not read the
+    negative value as an option (and the value's own check reports it)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        item = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if item == "--memory_budget" and nxt is not None and nxt[:1] == "-" and nxt[1:2].isdigit():
+            out.append(f"{item}={nxt}")
+            i += 2
+            continue
+        out.append(item)
+        i += 1
+    return out
+
+
+def _ckpt_path_arg(argv: list[str]) -> str | None:
+    """The last ``--ckpt_path`` value of a command line (``None`` when not given)."""
+    value = None
+    for i, item in enumerate(argv):
+        if item == "--ckpt_path" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif item.startswith("--ckpt_path="):
+            value = item.split("=", 1)[1]
+    return value
+
+
+def _check_config_files(argv: list[str], state: dict[str, Any]) -> None:
+    """Each ``--config`` file of a trainer command exists and is UTF-8 text, and a ``--ckpt_path``
+    file is a loadable checkpoint (one line otherwise), before Lightning is imported. The loaded
+    checkpoint is kept in ``state["checkpoint"]`` for :func:`build_cli`."""
+    ckpt_path = _ckpt_path_arg(argv)
+    if ckpt_path not in (None, "", "null", "None") and ckpt_path not in LIGHTNING_CKPT_NAMES:
+        from hdrlab.checkpoints import load_checkpoint
+
+        state["checkpoint"] = (ckpt_path, load_checkpoint(ckpt_path, option="--ckpt_path"))
+    for entry in config_args(argv):
+        path = Path(str(entry))
+        if not path.is_file():
+            continue  # jsonargparse reports missing files and inline YAML itself
+        try:
+            path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"--config {path} is not a text (YAML) file: byte {err.start} is not UTF-8; "
+                              "give an experiment YAML such as experiments/<x>.yaml") from err
+        except OSError as err:
+            raise ConfigError(f"--config {path} cannot be read ({err.strerror or err}); check its permissions") from err
+
+
+def _run(name: str, rest: list[str], from_sys: bool) -> int:
+    if name in TRAINER_SUBCOMMANDS:
+        state: dict[str, Any] = {}
+        _check_config_files(rest, state)
+        args: list[str] | None = [name, *rest]
+        if from_sys:  # LightningCLI reads sys.argv itself (and warns when given both)
+            sys.argv[1:] = [name, *rest]
+            args = None
+        try:
+            if name == "fit":
+                fit_with_oom_step_down(args, state=state)
+            else:
+                build_cli(args, state=state)
+        except BaseException:
+            _remove_if_empty(state.get("created_dirs") or [])
+            raise
+        return 0
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    """The folders a failed run created (deepest first), as long as they are empty."""
+    for path in created:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
+    """``hdrlab [--debug] <subcommand> ...``; returns the exit status.
+
+    Every failure ends in one line ``hdrlab <subcommand>: error: ...`` on stderr: exit 2 for
+    usage and input errors, 1 for runtime failures (out of memory, a full disk)
+    (:func:`classify_error`); any other exception is a bug, reported as ``hdrlab <subcommand>:
+    internal error: <Type>: <message>`` with exit 1. ``--debug`` (before the subcommand) or
+    ``HDRLAB_DEBUG=1`` re-raises runtime failures and bugs with their traceback.
+    """
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_enabled()
+    while argv and argv[0] == "--debug":
+        debug = True
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
-    name, rest = argv[0], argv[1:]
-    if name in TRAINER_SUBCOMMANDS:
-        try:
-            if name == "fit":
-                fit_with_oom_step_down(None if from_sys else [name, *rest])
-            else:
-                build_cli(None if from_sys else [name, *rest])
-        except Exception as err:  # noqa: BLE001 - user errors become one line, bugs keep their traceback
-            message = user_error_message(err)
-            if message is None:
-                raise
-            print(f"hdrlab {name}: error: {message}", file=sys.stderr)
-            return 2
-        return 0
-    if name not in SUBCOMMANDS:
+    name, rest = argv[0], _split_memory_budget(argv[1:])
+    if name not in TRAINER_SUBCOMMANDS and name not in SUBCOMMANDS:
         print(f"hdrlab: unknown subcommand {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
     try:
-        return int(module.main(rest) or 0)
-    except HDRLabError as err:
-        print(f"hdrlab {name}: error: {err}", file=sys.stderr)
-        return 2
+        return _run(name, rest, from_sys)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line (module docstring)
+        known = classify_error(err)
+        if known is not None and (known[0] == 2 or not debug):
+            code, message = known
+            print(f"hdrlab {name}: error: {_first_line(message, 1000)}", file=sys.stderr)
+            return code
+        if debug:
+            raise
+        print(f"hdrlab {name}: internal error: {type(err).__name__}: {_first_line(err)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1

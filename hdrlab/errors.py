@@ -2,7 +2,8 @@
 
 Every user-facing failure (bad file, bad config, impossible combination) raises a
 subclass of :class:`HDRLabError` whose message names the offending thing and the fix.
-The command line prints such errors without a traceback and exits with status 2.
+The command line prints such errors without a traceback and exits with status 2;
+:class:`RunFailure` (a run stopped for a reason found while it ran) gives one line and status 1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ class HDRIOError(HDRLabError):
 
 class ConfigError(HDRLabError):
     """A configuration value or combination is invalid; the message names the key and the fix."""
+
+
+class RunFailure(RuntimeError):
+    """A run stopped for a reason found while it ran (e.g. a non-finite loss), not a bug and not a
+    bad input; the message names what and where. The command line prints it in one line, exit 1."""
 
 
 class WeightsMissingError(HDRLabError):

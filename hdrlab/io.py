@@ -16,7 +16,17 @@ Formats and the library that decodes them:
 * Radiance RGBE (``.hdr``, ``.pic``, ``.rgbe``) and PFM (``.pfm``) through OpenCV; headers are
   parsed here first so that absurd sizes fail fast instead of allocating.
 * 8/16-bit PNG, JPEG and TIFF through OpenCV; EXIF ``Orientation`` and ``ExposureTime`` through
-  PIL.
+  PIL (a damaged EXIF block is ignored with a warning). PNG chunks (lengths, critical-chunk CRCs,
+  ``IEND``) and JPEG marker segments (lengths, scans, the end-of-image marker) are walked here
+  first: libjpeg decodes a JPEG cut short with grey rows and only prints "Premature end of JPEG
+  file", and OpenCV is slow on PNG chunk lengths beyond the data, so both are errors before any
+  decoding. The declared size (PNG ``IHDR``, JPEG frame header, TIFF through PIL) is checked
+  against :data:`MAX_SIDE` / :data:`MAX_PIXELS` and, for PNG, JPEG, PFM and Radiance files, against
+  the decoded size.
+
+Every failure to read (missing, empty, truncated or corrupt file, OpenCV / OpenEXR errors) is an
+:class:`~hdrlab.errors.HDRIOError` naming the file; ``tests/test_fuzz_readers.py`` checks this on
+mutated files of every format.
 
 Negative values. Half-float noise, chroma reconstruction (``Y, RY, BY``) and gamut mapping
 (``chromaticities``) leave small negative values in real files. Measured on the shared real set
@@ -43,6 +53,7 @@ import os
 import re
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,10 +203,16 @@ def _finalize_hdr(
         if strict:
             raise HDRIOError(f"{path}: {n_neg} negative values (min {low:.3g}) and strict=True.")
         if low < -negative_tolerance * max(peak, 0.0):
+            if peak > 0:
+                step = 10.0 ** (math.floor(math.log10(-low / peak)) - 1)  # round up to 2 significant digits
+                need = float(f"{math.ceil(-low / peak / step) * step:.2g}")
+                fix = (f"clamp it to >= 0 where it is made, or clamp it anyway with a tolerance >= {need:g} "
+                       f"(hdrlab eval --negative_tolerance {need:g}; read_hdr(negative_tolerance={need:g}))")
+            else:
+                fix = "no value is positive, so no tolerance helps; fix the file where it is made"
             raise HDRIOError(
                 f"{path}: negative values down to {low:.3g}, beyond the noise tolerance "
-                f"{negative_tolerance:g} x max ({peak:.3g}); this is signed data, not a radiance map "
-                "(raise negative_tolerance to clamp it anyway)."
+                f"{negative_tolerance:g} x max ({peak:.3g}); this is signed data, not a radiance map; {fix}."
             )
         warnings.warn(
             f"{path.name}: clamped {n_neg} small negative values (min {low:.3g}, max {peak:.3g}) to 0.",
@@ -349,7 +366,7 @@ def exr_header_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with OpenEXR.File(str(path), header_only=True) as exr:
             return _exr_window_size(dict(exr.header()))
-    except (RuntimeError, ValueError, OSError, KeyError) as err:
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as err:
         raise HDRIOError(f"{path}: unreadable OpenEXR header ({err}); the file is corrupt or truncated.") from err
 
 
@@ -361,12 +378,26 @@ def _default_view_channels(header: dict[str, Any], names: list[str]) -> dict[str
     """
     chosen = {n: n for n in names if "." not in n}
     views = header.get("multiView") or []
-    if views:
+    if views and isinstance(views, (list, tuple)) and isinstance(views[0], str):
         prefix = f"{views[0]}."
         for n in names:
             if n.startswith(prefix) and "." not in n[len(prefix):]:
                 chosen.setdefault(n[len(prefix):], n)
     return chosen
+
+
+def _exr_chromaticities(path: Path, header: dict[str, Any]) -> tuple[float, ...] | None:
+    """The 8 floats of the ``chromaticities`` attribute (``None`` when absent); raises when malformed."""
+    chroma = header.get("chromaticities")
+    if chroma is None:
+        return None
+    try:
+        values = tuple(float(v) for v in chroma)
+    except (TypeError, ValueError) as err:
+        raise HDRIOError(f"{path}: malformed chromaticities attribute ({err}); the file is corrupt.") from err
+    if len(values) != 8 or not all(math.isfinite(v) for v in values):
+        raise HDRIOError(f"{path}: malformed chromaticities attribute {values}; the file is corrupt.")
+    return values
 
 
 def _read_exr_rgb(path: Path, adaptation: str) -> np.ndarray:
@@ -375,7 +406,7 @@ def _read_exr_rgb(path: Path, adaptation: str) -> np.ndarray:
         with OpenEXR.File(str(path), header_only=True) as exr:
             header = dict(exr.header())  # copied: the File clears its dicts on close
         height, width = _exr_window_size(header)
-    except (RuntimeError, ValueError, OSError, KeyError) as err:
+    except (RuntimeError, ValueError, OSError, KeyError, TypeError) as err:
         raise HDRIOError(f"{path}: unreadable OpenEXR header ({err}); the file is corrupt or truncated.") from err
     _check_size(path, height, width)
     try:
@@ -398,11 +429,18 @@ def _read_exr_rgb(path: Path, adaptation: str) -> np.ndarray:
             return upsample_chroma(data, height, width, xs, ysamp)
         raise HDRIOError(f"{path}: channel {names[name]!r} has shape {data.shape}, expected {(height, width)}.")
 
-    chroma = header.get("chromaticities")
+    chroma = _exr_chromaticities(path, header)
     if all(c in names for c in ("R", "G", "B")):
         rgb = np.stack([plane("R"), plane("G"), plane("B")], axis=-1)
     elif all(c in names for c in ("Y", "RY", "BY")):
-        rgb = yca_to_rgb(plane("Y"), plane("RY"), plane("BY"), luminance_weights_from_chromaticities(chroma))
+        with np.errstate(all="ignore"):
+            try:
+                weights = luminance_weights_from_chromaticities(chroma)
+            except (np.linalg.LinAlgError, ZeroDivisionError) as err:
+                raise HDRIOError(f"{path}: degenerate chromaticities {chroma} ({err}); the file is corrupt.") from err
+        if not (np.isfinite(weights).all() and weights[1] != 0):
+            raise HDRIOError(f"{path}: degenerate chromaticities {chroma}; the file is corrupt.")
+        rgb = yca_to_rgb(plane("Y"), plane("RY"), plane("BY"), weights)
     elif "Y" in names:
         rgb = np.repeat(plane("Y")[..., None], 3, axis=-1)
     else:
@@ -411,7 +449,13 @@ def _read_exr_rgb(path: Path, adaptation: str) -> np.ndarray:
             "hdrlab reads R,G,B or Y[,RY,BY] images."
         )
     if chroma is not None:
-        matrix = chromaticities_to_rec709_matrix(tuple(chroma), adaptation=adaptation)
+        with np.errstate(all="ignore"):
+            try:
+                matrix = chromaticities_to_rec709_matrix(chroma, adaptation=adaptation)
+            except (np.linalg.LinAlgError, ZeroDivisionError) as err:
+                raise HDRIOError(f"{path}: degenerate chromaticities {chroma} ({err}); the file is corrupt.") from err
+        if not np.isfinite(matrix).all():
+            raise HDRIOError(f"{path}: degenerate chromaticities {chroma}; the file is corrupt.")
         if not np.allclose(matrix, np.eye(3), atol=1e-6):
             rgb = (rgb.astype(np.float64) @ matrix.T).astype(np.float32)
     return rgb
@@ -471,8 +515,155 @@ def pfm_header_size(path: str | os.PathLike) -> tuple[int, int, int]:
     return height, width, channels
 
 
-def _cv2_read(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+#: JPEG markers without a length field: TEM (0x01), RST0..7 (0xD0..0xD7), SOI (0xD8)
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD9)))
+
+
+def _check_jpeg_structure(path: Path) -> tuple[int, int]:
+    """Walks the marker segments of a JPEG file from SOI to EOI and raises if the walk breaks off.
+
+    libjpeg (inside OpenCV) decodes a file cut short with its missing rows grey and only prints
+    "Premature end of JPEG file", so the structure is checked here: every segment's length must fit
+    in the file, a marker must follow every segment, the entropy-coded data of each scan must end
+    at a marker (``FF`` followed by neither ``00`` stuffing nor a restart marker), and an EOI
+    (``FF D9``) must come after at least one scan. Data after the EOI (padding, an appended
+    preview) is accepted; an embedded thumbnail inside an APP segment is skipped with its segment.
+
+    Returns:
+        ``(H, W)`` from the first start-of-frame segment.
+    """
+    data = path.read_bytes()
+    size = len(data)
+
+    def broken(why: str) -> HDRIOError:
+        return HDRIOError(f"{path}: truncated or corrupt JPEG ({why}); re-export or re-copy it.")
+
+    pos, scans, frame = 2, 0, None
+    while True:
+        if pos >= size:
+            raise broken(f"the data ends at byte {size} without the end-of-image marker FF D9")
+        if data[pos] != 0xFF:
+            raise broken(f"no segment marker at byte {pos}")
+        while pos < size and data[pos] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos >= size:
+            raise broken(f"the data ends at byte {size} without the end-of-image marker FF D9")
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:
+            if scans == 0 or frame is None:
+                raise broken("end-of-image marker before any frame header and image data")
+            return frame
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker == 0x00:
+            raise broken(f"stuffed byte FF 00 outside a scan at byte {pos - 2}")
+        if pos + 2 > size:
+            raise broken(f"the data ends at byte {size} inside the segment FF {marker:02X}")
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 2 or pos + length > size:
+            raise broken(f"segment FF {marker:02X} at byte {pos - 2} declares {length} bytes, {size - pos} are left")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and frame is None and length >= 7:
+            frame = ((data[pos + 3] << 8) | data[pos + 4], (data[pos + 5] << 8) | data[pos + 6])
+        pos += length
+        if marker != 0xDA:
+            continue
+        scans += 1
+        while True:  # entropy-coded data: up to the next FF that is not stuffing or a restart marker
+            pos = data.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= size:
+                raise broken(f"the data ends at byte {size} inside scan {scans}, without the end-of-image marker FF D9")
+            nxt = data[pos + 1]
+            if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+                pos += 2
+                continue
+            break
+
+
+def _check_png_structure(path: Path) -> tuple[int, int]:
+    """Walks the chunks of a PNG file from the signature to ``IEND`` and raises if the walk breaks off.
+
+    Every chunk's length must fit in the file (and below ``2**31``, PNG spec 5.3), the first chunk
+    must be ``IHDR``, critical chunks (upper-case first letter) must match their CRC-32, and an
+    ``IEND`` must come after at least one ``IDAT``; data after ``IEND`` is accepted. Ancillary chunks
+    with a bad CRC are left to the decoder (libpng skips them). The walk makes a file cut short an
+    error before OpenCV, which is slow on declared chunk lengths beyond the end of the data.
+
+    Returns:
+        ``(H, W)`` from ``IHDR``.
+    """
+    data = path.read_bytes()
+    size = len(data)
+
+    def broken(why: str) -> HDRIOError:
+        return HDRIOError(f"{path}: truncated or corrupt PNG ({why}); re-export or re-copy it.")
+
+    pos, frame, idat = 8, None, False
+    while True:
+        if pos + 8 > size:
+            raise broken(f"the data ends at byte {size} without the IEND chunk")
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        ctype = data[pos + 4:pos + 8]
+        if not ctype.isalpha():
+            raise broken(f"invalid chunk type {ctype!r} at byte {pos}")
+        if length >= 1 << 31 or pos + 12 + length > size:
+            raise broken(f"chunk {ctype.decode()} at byte {pos} declares {length} bytes, {max(size - pos - 12, 0)} are left")
+        body = data[pos + 8:pos + 8 + length]
+        if frame is None and ctype != b"IHDR":
+            raise broken(f"first chunk is {ctype.decode()}, not IHDR")
+        if ctype[:1].isupper() and zlib.crc32(data[pos + 4:pos + 8 + length]) != int.from_bytes(
+            data[pos + 8 + length:pos + 12 + length], "big"
+        ):
+            raise broken(f"CRC mismatch in chunk {ctype.decode()} at byte {pos}")
+        if ctype == b"IHDR":
+            if length != 13 or frame is not None:
+                raise broken("malformed IHDR chunk")
+            frame = (int.from_bytes(body[4:8], "big"), int.from_bytes(body[0:4], "big"))
+        elif ctype == b"IDAT":
+            idat = True
+        elif ctype == b"IEND":
+            if not idat:
+                raise broken("IEND before any IDAT image data")
+            return frame
+        pos += 12 + length
+
+
+def _ldr_header_size(path: Path, kind: str) -> tuple[int, int]:
+    """``(H, W)`` declared by a PNG (``IHDR``), JPEG (start of frame) or TIFF header, before decoding.
+
+    JPEG files get the full marker walk of :func:`_check_jpeg_structure`. TIFF sizes come from PIL's
+    header parser; a TIFF that PIL cannot parse is left to OpenCV (``(1, 1)`` is returned).
+    """
+    if kind == "JPEG":
+        return _check_jpeg_structure(path)
+    if kind == "PNG":
+        return _check_png_structure(path)
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                width, height = im.size
+    except Image.DecompressionBombError as err:
+        raise HDRIOError(f"{path}: header declares an absurd size ({err}); the file is corrupt.") from err
+    except Exception:  # noqa: BLE001 - PIL's TIFF parser raises many types; OpenCV decides then
+        return 1, 1
+    return height, width
+
+
+def _cv2_read(path: Path, expected: tuple[int, int] | None = None) -> np.ndarray:
+    """Decodes ``path`` with OpenCV; ``expected`` is the ``(H, W)`` its header declares, if parsed here."""
+    try:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise HDRIOError(f"{path}: OpenCV could not decode the pixels ({reason}); the file is corrupt.") from err
+    if img is not None and expected is not None and tuple(img.shape[:2]) != tuple(expected):
+        raise HDRIOError(
+            f"{path}: decoded {img.shape[0]}x{img.shape[1]} pixels but the header declares "
+            f"{expected[0]}x{expected[1]}; the file is corrupt."
+        )
     if img is None:
         raise HDRIOError(f"{path}: OpenCV could not decode the pixels; the file is corrupt or truncated.")
     return img
@@ -522,12 +713,12 @@ def read_hdr(
         rgb = _read_exr_rgb(p, adaptation)
     elif ext in (".hdr", ".pic", ".rgbe"):
         p, _ = _check_readable(path, "Radiance RGBE")
-        _check_size(p, *radiance_header_size(p))
-        rgb = _to_rgb(_cv2_read(p), p)
+        size = radiance_header_size(p)
+        _check_size(p, *size)
+        rgb = _to_rgb(_cv2_read(p, size), p)
     elif ext == ".pfm":
         p, _ = _check_readable(path, "PFM")
-        pfm_header_size(p)
-        rgb = _to_rgb(_cv2_read(p), p)
+        rgb = _to_rgb(_cv2_read(p, pfm_header_size(p)[:2]), p)
     else:
         raise HDRIOError(
             f"{path}: unknown HDR extension {ext!r}; read_hdr supports {', '.join(HDR_EXTENSIONS)} "
@@ -573,15 +764,30 @@ def read_exif(path: str | os.PathLike) -> tuple[int, float | None]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            exif = im.getexif()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns on every malformed EXIF entry it skips
+            with Image.open(path) as im:
+                exif = im.getexif()
+                orientation = exif.get(0x0112, 1)
+                exposure = exif.get_ifd(0x8769).get(0x829A)
+                if exposure is None:
+                    exposure = exif.get(0x829A)
     except (UnidentifiedImageError, OSError):
         return 1, None
-    orientation = int(exif.get(0x0112, 1) or 1)
-    exposure = exif.get_ifd(0x8769).get(0x829A)
-    if exposure is None:
-        exposure = exif.get(0x829A)
-    exposure_time = float(exposure) if exposure is not None and float(exposure) > 0 else None
+    except Exception as err:  # noqa: BLE001 - PIL's EXIF parser raises many types on a damaged block
+        warnings.warn(f"{Path(path).name}: unreadable EXIF block ({type(err).__name__}: {err}); ignored.",
+                      stacklevel=2)
+        return 1, None
+    try:
+        orientation = int(orientation or 1)
+    except (TypeError, ValueError, OverflowError):
+        orientation = 1
+    try:
+        exposure_time = float(exposure) if exposure is not None else None
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError):
+        exposure_time = None
+    if exposure_time is not None and not (math.isfinite(exposure_time) and exposure_time > 0):
+        exposure_time = None
     return (orientation if orientation in _ORIENT else 1), exposure_time
 
 
@@ -598,7 +804,9 @@ def read_ldr(path: str | os.PathLike, *, srgb_decode: bool = False) -> LDRImage:
         :class:`LDRImage` with ``image`` ``[3, H, W]`` float32 in ``[0, 1]``, EXIF orientation applied.
 
     Raises:
-        HDRIOError: missing/empty/corrupt file, wrong or unknown extension, float data.
+        HDRIOError: missing/empty/truncated/corrupt file (a JPEG without its end-of-image marker, a
+            PNG without ``IEND`` or with a bad critical-chunk CRC), absurd declared size, wrong or
+            unknown extension, float data.
     """
     ext = Path(path).suffix.lower()
     if ext not in _LDR_KIND:
@@ -607,7 +815,9 @@ def read_ldr(path: str | os.PathLike, *, srgb_decode: bool = False) -> LDRImage:
             "(use read_hdr for EXR/HDR/PFM)."
         )
     p, _ = _check_readable(path, _LDR_KIND[ext])
-    img = _cv2_read(p)
+    size = _ldr_header_size(p, _LDR_KIND[ext])
+    _check_size(p, *size)
+    img = _cv2_read(p, size if _LDR_KIND[ext] != "TIFF" else None)
     if img.dtype == np.uint8:
         bits, scale = 8, 255.0
     elif img.dtype == np.uint16:

@@ -40,6 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
     import sys
     import tempfile
 
+    # bugs keep their traceback in tests that call hdrlab.cli.main in-process (hdrlab --debug)
+    os.environ["HDRLAB_DEBUG"] = "1"
     log = Path(tempfile.mkdtemp(prefix="hdrlab-netguard-")) / "attempts.log"
     log.touch()
     os.environ["HDRLAB_NETGUARD_LOG"] = str(log)

@@ -12,6 +12,7 @@ import torch
 
 from hdrlab.cli import main as cli_main
 from hdrlab.commands.evaluate import main
+from hdrlab.errors import ConfigError
 from hdrlab.io import read_hdr, write_exr
 from hdrlab.metrics import PSNRL, PU21PSNR, PU21SSIM, PSNRMu
 
@@ -99,15 +100,32 @@ def test_lpips_without_weights_is_a_clear_error(folders, capsys, monkeypatch, tm
 
 
 def test_no_clipped_pixels_gives_null(tmp_path, capsys):
-    gt = _scene(0).clamp(max=0.9)
-    write_exr(tmp_path / "g.exr", gt)
-    write_exr(tmp_path / "p.exr", gt * 0.7)
-    args = ["--pred", str(tmp_path / "p.exr"), "--gt", str(tmp_path / "g.exr"), "--metrics", "psnr_l"]
+    """An image without clipped pixels scores null in ``--region clipped``; the mean is over the others.
+    When no image has one, every value would be null, which is an error naming the region and the fix."""
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "gt").mkdir()
+    for stem, gt in (("a", _scene(0)), ("b", _scene(1).clamp(max=0.9))):
+        write_exr(tmp_path / "gt" / f"{stem}.exr", gt)
+        write_exr(tmp_path / "pred" / f"{stem}.exr", gt * 0.7)
+    args = ["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--metrics", "psnr_l"]
     assert main([*args, "--region", "clipped", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["per_image"]["p"]["psnr_l_clipped"] is None and out["mean"]["psnr_l_clipped"] is None
-    assert main([*args, "--json"]) == 0
+    assert out["per_image"]["b"]["psnr_l_clipped"] is None
+    assert out["mean"]["psnr_l_clipped"] == out["per_image"]["a"]["psnr_l_clipped"] is not None
+
+    single = ["--pred", str(tmp_path / "pred" / "b.exr"), "--gt", str(tmp_path / "gt" / "b.exr"), "--metrics", "psnr_l"]
+    with pytest.raises(ConfigError, match=r"--region clipped: no image has a clipped pixel.*use --region all"):
+        main([*single, "--region", "clipped", "--json"])
+    assert main([*single, "--json"]) == 0
     assert math.isclose(json.loads(capsys.readouterr().out)["mean"]["psnr_l"], 100.0)
+
+
+def test_tiny_images_name_the_metrics_that_fit(tmp_path):
+    """A 1x1 image is too small for the SSIM metrics and cvvdp; the error lists the ones that score it."""
+    write_exr(tmp_path / "g.exr", torch.full((3, 1, 1), 0.5))
+    write_exr(tmp_path / "p.exr", torch.full((3, 1, 1), 0.4))
+    with pytest.raises(ConfigError, match=r"1x1 pixels.*pu21_ssim 6x6.*use --metrics psnr_mu,psnr_l,pu21_psnr"):
+        main(["--pred", str(tmp_path / "p.exr"), "--gt", str(tmp_path / "g.exr")])
 
 
 def test_table_keeps_full_names_on_a_narrow_terminal(tmp_path, capsys, monkeypatch):
@@ -137,3 +155,27 @@ def test_table_keeps_full_names_on_a_narrow_terminal(tmp_path, capsys, monkeypat
         assert f"{value:.4f}" in text
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) > 40  # wider than the terminal, not squeezed
+
+
+def test_negative_tolerance_option_clamps_signed_pixels(tmp_path, capsys):
+    """Negatives beyond the default tolerance are an error that names the option and a value that
+    works; with ``--negative_tolerance`` at that value they are clamped and the pair is scored."""
+    import OpenEXR
+
+    from hdrlab.errors import HDRIOError
+
+    gt = _scene(0).clamp(max=1.0)
+    pred = gt.clone()
+    pred[:, :2, :2] = -0.3
+    with OpenEXR.File({"type": OpenEXR.scanlineimage},
+                      {c: np.ascontiguousarray(pred[i].numpy()) for i, c in enumerate("RGB")}) as exr:
+        exr.write(str(tmp_path / "p.exr"))
+    write_exr(tmp_path / "g.exr", gt)
+    args = ["--pred", str(tmp_path / "p.exr"), "--gt", str(tmp_path / "g.exr"), "--metrics", "psnr_l", "--json"]
+    with pytest.raises(HDRIOError, match=r"p.exr: negative values down to -0.3.*hdrlab eval --negative_tolerance 0.31\b"):
+        main(args)
+    with pytest.warns(UserWarning, match=r"p.exr: clamped 12 small negative values"):
+        assert main([*args, "--negative_tolerance", "0.31"]) == 0  # -0.3 is -0.30000001 in float32
+    assert json.loads(capsys.readouterr().out)["mean"]["psnr_l"] > 0
+    with pytest.raises(ConfigError, match=r"--negative_tolerance -1.0 must be a finite number >= 0"):
+        main([*args, "--negative_tolerance", "-1"])

@@ -131,6 +131,38 @@ def test_merge_errors_name_the_files(bracket, tmp_path):
         main([str(tmp_path / "missing.jpg"), str(jpegs[0]), "-o", out])
 
 
+def test_contradictory_and_duplicate_brackets_are_errors(bracket, tmp_path):
+    """Times against the brightness order (unless --force), a file twice, a copy, EV overflow, a span over
+    64 stops, a sample grid that does not fit and MTB on a 1-pixel image all stop before any write."""
+    _, _, pngs = bracket
+    out = tmp_path / "x.exr"
+    args = [str(p) for p in pngs]
+    with pytest.raises(ConfigError, match=r"shot_ev-2.png \(t=4\) is darker than shot_ev\+2.png \(t=0.25\).*--force"):
+        main([*args, "--ev", "2", "0", "-2", "-o", str(out)])
+    assert not out.exists()
+    assert main([*args, "--ev", "2", "0", "-2", "-o", str(out), "--force", "--method", "mertens"]) == 0
+    with pytest.raises(ConfigError, match=r"shot_ev-2.png is given twice \(images 1 and 2\)"):
+        main([args[0], args[0], args[2], "--ev", "-2", "0", "2", "-o", str(out)])
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(pngs[2].read_bytes())
+    with pytest.raises(ConfigError, match=r"shot_ev\+2.png and .*copy.png have identical pixels"):
+        main([*args, str(copy), "--ev", "-2", "0", "2", "3", "-o", str(out)])
+    with pytest.raises(ConfigError, match=r"--ev 2000: .*-1000..1000"):
+        main([*args, "--ev", "0", "1", "2000", "-o", str(out)])
+    with pytest.raises(ConfigError, match=r"span 80.0 stops.*at most 64"):
+        main([*args, "--ev", "-40", "0", "40", "-o", str(out)])
+    with pytest.raises(ConfigError, match=r"--smoothness nan must be a finite number"):
+        main([*args, "--ev", "-2", "0", "2", "-o", str(out), "--smoothness", "nan"])
+    tiny = [tmp_path / "t0.png", tmp_path / "t1.png"]
+    for path, code in zip(tiny, (60, 200)):
+        Image.fromarray(np.full((1, 1, 3), code, np.uint8)).save(path)
+    with pytest.raises(ConfigError, match=r"the default --samples 70 does not fit the 1x1 bracket.*use --samples 1 "):
+        main([*map(str, tiny), "--ev", "0", "2", "-o", str(out)])
+    with pytest.raises(ConfigError, match=r"--align mtb needs images of at least 2x2 pixels"):
+        main([*map(str, tiny), "--ev", "0", "2", "-o", str(out), "--align", "mtb", "--method", "mertens"])
+    assert main([*map(str, tiny), "--ev", "0", "2", "-o", str(out), "--samples", "1"]) == 0
+
+
 def test_cli_dispatch_prints_user_errors(bracket, tmp_path, capsys):
     _, _, pngs = bracket
     assert cli.main(["merge", *map(str, pngs), "-o", str(tmp_path / "y.exr")]) == 2

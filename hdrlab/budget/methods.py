@@ -42,8 +42,16 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from hdrlab.budget.estimate import MemoryEstimate, estimate_peak_memory
-from hdrlab.budget.plan import CUDA_OVERHEAD, CudaOverhead, Plan, PlanCandidate, enable_activation_checkpointing, plan_for_budget
-from hdrlab.errors import ConfigError
+from hdrlab.budget.plan import (
+    CUDA_OVERHEAD,
+    CudaOverhead,
+    InfeasibleCandidate,
+    Plan,
+    PlanCandidate,
+    enable_activation_checkpointing,
+    plan_for_budget,
+)
+from hdrlab.errors import ConfigError, HDRLabError
 from hdrlab.methods.build import build_method, without_files
 from hdrlab.runs import experiment_name
 
@@ -267,11 +275,25 @@ class MethodEstimator:
         return dataclasses.replace(result, checkpointing=checkpointing)
 
     def candidate_estimator(self) -> Callable[[PlanCandidate], int]:
-        """``PlanCandidate -> tensor peak bytes`` for :func:`hdrlab.budget.plan.plan_for_budget`."""
+        """``PlanCandidate -> tensor peak bytes`` for :func:`hdrlab.budget.plan.plan_for_budget`.
+
+        A candidate the training step cannot run (any error other than a user error,
+        :class:`~hdrlab.errors.HDRLabError`: e.g. batch norm's "Expected more than 1 value per
+        channel" at batch 1 and a patch of one stride) raises
+        :class:`~hdrlab.budget.plan.InfeasibleCandidate` naming the candidate and the error.
+        """
 
         def estimate(c: PlanCandidate) -> int:
-            return self.estimate(batch=c.batch, patch=c.patch, precision=c.precision,
-                                 checkpointing=c.checkpointing).peak_bytes
+            try:
+                return self.estimate(batch=c.batch, patch=c.patch, precision=c.precision,
+                                     checkpointing=c.checkpointing).peak_bytes
+            except HDRLabError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any failure of the step makes the candidate infeasible
+                first = (str(err).strip().splitlines() or [""])[0][:200]
+                raise InfeasibleCandidate(
+                    f"{self.name} cannot train at batch {c.batch}, patch {c.patch} "
+                    f"({type(err).__name__}: {first})") from err
 
         return estimate
 

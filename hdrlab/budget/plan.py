@@ -35,6 +35,7 @@ __all__ = [
     "PRECISIONS",
     "BudgetError",
     "CudaOverhead",
+    "InfeasibleCandidate",
     "Plan",
     "PlanCandidate",
     "autocast_context",
@@ -59,6 +60,12 @@ class BudgetError(ConfigError):
     def __init__(self, message: str, *, required_bytes: int | None = None) -> None:
         super().__init__(message)
         self.required_bytes = required_bytes
+
+
+class InfeasibleCandidate(Exception):
+    """The estimator cannot run a candidate at all, whatever the budget (e.g. a batch norm that
+    would see one value per channel: batch 1 at a patch of one network stride). The planner treats
+    such a candidate as not fitting and never proposes it; the message names the candidate and why."""
 
 
 def normalize_precision(precision: str) -> str:
@@ -359,6 +366,18 @@ def _last_true(items: Sequence, ok: Callable) -> int | None:
     return best
 
 
+def _first_true(items: Sequence, ok: Callable) -> int | None:
+    """Index of the first item with ``ok(item)`` for a suffix-true sequence (bisection), or None."""
+    lo, hi, best = 0, len(items) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if ok(items[mid]):
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
 def plan_for_budget(
     estimator: Callable[[PlanCandidate], int],
     *,
@@ -379,6 +398,11 @@ def plan_for_budget(
     patch, then the largest fitting micro-batch divisor at it). The chosen plan is re-estimated
     with a fresh estimator call and must fit.
 
+    Candidates the estimator cannot run (it raises :class:`InfeasibleCandidate`, e.g. a batch norm
+    over one value per channel at batch 1 and a patch of one stride) never fit: the micro-batches
+    and patches searched start at the smallest that run, and the smallest configuration named
+    when nothing fits is the smallest that runs.
+
     Args:
         estimator: candidate -> tensor peak bytes of one training step (e.g.
             :func:`hdrlab.budget.estimate.training_estimator`).
@@ -396,7 +420,8 @@ def plan_for_budget(
 
     Raises:
         BudgetError: nothing fits; the message and ``required_bytes`` give the smallest budget
-            that would work (smallest configuration's estimate + allowance).
+            that would work (smallest configuration's estimate + allowance); ``required_bytes`` is
+            None when no configuration runs at all.
         ConfigError: invalid arguments.
     """
     if effective_batch < 1:
@@ -405,46 +430,118 @@ def plan_for_budget(
         raise ConfigError(f"memory budget {budget_bytes} bytes must be positive")
     mixed = [normalize_precision(p) for p in allow_precisions if normalize_precision(p) != "32"]
     patches = patch_ladder(paper_patch, stride=stride, min_patch=min_patch)
-    cache: dict[PlanCandidate, int] = {}
+    cache: dict[PlanCandidate, int | None] = {}
+    reasons: dict[PlanCandidate, str] = {}
 
-    def need(c: PlanCandidate) -> int:
+    def tensors(c: PlanCandidate) -> int | None:
+        """Tensor peak of a candidate, None when it cannot run at all."""
         if c not in cache:
-            cache[c] = int(estimator(c))
-        return cuda_overhead.device_bytes(cache[c])
+            try:
+                cache[c] = int(estimator(c))
+            except InfeasibleCandidate as err:
+                cache[c], reasons[c] = None, str(err)
+        return cache[c]
+
+    def need(c: PlanCandidate) -> int | None:
+        peak = tensors(c)
+        return None if peak is None else cuda_overhead.device_bytes(peak)
 
     def fits(c: PlanCandidate) -> bool:
-        return need(c) <= budget_bytes
+        required = need(c)
+        return required is not None and required <= budget_bytes
+
+    def runs(c: PlanCandidate) -> bool:
+        return tensors(c) is not None
 
     lowest_precision = mixed[0] if mixed else "32"
+    micro = divisors(effective_batch)
+
+    def first_running_batch(patch: int) -> int | None:
+        """Index into ``micro`` of the smallest micro-batch that runs at ``patch`` (frugal knobs on);
+        a batch norm needs enough values per channel, so the batches that run are a suffix."""
+        if runs(PlanCandidate(micro[0], patch, lowest_precision, True)):
+            return 0
+        if not runs(PlanCandidate(micro[-1], patch, lowest_precision, True)):
+            return None
+        lo, hi = 1, len(micro) - 1  # micro[lo - 1] fails, micro[hi] runs
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if runs(PlanCandidate(micro[mid], patch, lowest_precision, True)):
+                hi = mid
+            else:
+                lo = mid + 1
+        return hi
+
     levels = [("32", False, "batch")] + [(p, False, "precision") for p in mixed] + [(lowest_precision, True, "checkpointing")]
+    ascending = patches[::-1]
+    k: int | None = None  # index into ascending of the smallest patch that runs
+
+    def smallest_running() -> PlanCandidate | None:
+        """The most frugal candidate that runs: smallest running patch, its smallest running batch."""
+        nonlocal k
+        if k is None:
+            k = 0 if first_running_batch(ascending[0]) is not None else _first_true(
+                ascending, lambda p: first_running_batch(p) is not None)
+        if k is None:
+            return None
+        return PlanCandidate(micro[first_running_batch(ascending[k])], ascending[k], lowest_precision, True)
+
     chosen: tuple[PlanCandidate, str] | None = None
-    for precision, ckpt, stage in levels:
+    hopeless = False
+    for index, (precision, ckpt, stage) in enumerate(levels):
         c = PlanCandidate(effective_batch, paper_patch, precision, ckpt)
         if fits(c):
             chosen = (c, stage)
             break
-    micro = divisors(effective_batch)
-    if chosen is None and len(micro) > 1:
-        smaller = micro[:-1]
+        if index == 0:
+            # memory grows with every knob the ladder relaxes: when the most frugal candidate
+            # does not fit, nothing does (saves estimating the rungs in between)
+            frugal_end = smallest_running()
+            if frugal_end is None or not fits(frugal_end):
+                hopeless = True
+                break
+    if chosen is None and not hopeless and len(micro) > 1:
+        first = first_running_batch(paper_patch)
+        smaller = micro[first:-1] if first is not None else []
         i = _last_true(smaller, lambda b: fits(PlanCandidate(b, paper_patch, lowest_precision, True)))
         if i is not None:
             chosen = (PlanCandidate(smaller[i], paper_patch, lowest_precision, True), "accumulation")
-    if chosen is None and len(patches) > 1:
-        ascending = patches[1:][::-1]
-        j = _last_true(ascending, lambda p: fits(PlanCandidate(1, p, lowest_precision, True)))
+    # the smallest patch that runs with some micro-batch bounds the patch search from below
+    # (the patches that run are a suffix of the ascending ladder)
+    smallest = smallest_running() if chosen is None else None
+    if chosen is None and not hopeless and smallest is not None and len(patches) > 1:
+        candidates = [p for p in ascending[k:] if p != paper_patch]
+
+        def frugal(p: int) -> PlanCandidate:
+            return PlanCandidate(micro[first_running_batch(p)], p, lowest_precision, True)
+
+        j = _last_true(candidates, lambda p: fits(frugal(p)))
         if j is not None:
-            patch = ascending[j]
-            i = _last_true(micro, lambda b: fits(PlanCandidate(b, patch, lowest_precision, True)))
-            chosen = (PlanCandidate(micro[i], patch, lowest_precision, True), "patch")
+            patch = candidates[j]
+            first = first_running_batch(patch)
+            i = _last_true(micro[first:], lambda b: fits(PlanCandidate(b, patch, lowest_precision, True)))
+            chosen = (PlanCandidate(micro[first + i], patch, lowest_precision, True), "patch")
     if chosen is None:
-        smallest = PlanCandidate(1, patches[-1], lowest_precision, True)
+        if smallest is None:
+            reason = next(iter(reasons.values()), "the estimator failed")
+            raise BudgetError(
+                f"no configuration down to batch 1, patch {patches[-1]} can run, whatever the budget: {reason}; "
+                "check the experiment config", required_bytes=None)
+        smallest_patch = smallest.patch
         required = need(smallest)
+        if smallest_patch > patches[-1]:
+            hint = (f"or a smaller width (patch {smallest_patch} is the smallest the network runs at with batch "
+                    f"{smallest.batch}: {reasons.get(PlanCandidate(micro[-1], patches[-1], lowest_precision, True), 'smaller ones fail')})")
+        elif smallest_patch > stride:
+            hint = "or a smaller width / min_patch"
+        else:
+            hint = "or a smaller width"
         raise BudgetError(
-            f"memory budget {format_size(budget_bytes)} is too small: the smallest configuration (batch 1, patch "
-            f"{smallest.patch}, {smallest.precision}, activation checkpointing) needs {format_size(cache[smallest])} of "
-            f"tensors, {format_size(required)} with the CUDA allowance ({format_size(cuda_overhead.context_bytes)} "
-            f"context + {cuda_overhead.margin:.0%}); use --memory_budget {math.ceil(required / 2**20)}MiB or more, "
-            "or a smaller width / min_patch",
+            f"memory budget {format_size(budget_bytes)} is too small: the smallest configuration (batch "
+            f"{smallest.batch}, patch {smallest.patch}, {smallest.precision}, activation checkpointing) needs "
+            f"{format_size(cache[smallest])} of tensors, {format_size(required)} with the CUDA allowance "
+            f"({format_size(cuda_overhead.context_bytes)} context + {cuda_overhead.margin:.0%}); use --memory_budget "
+            f"{math.ceil(required / 2**20)}MiB or more, {hint}",
             required_bytes=required,
         )
     candidate, stage = chosen
@@ -487,7 +584,8 @@ def step_down(
     ``estimator`` the previous estimate is kept as an upper bound.
 
     Returns:
-        The stepped-down :class:`Plan` (``stage="oom-step-down"``) or None when nothing is left.
+        The stepped-down :class:`Plan` (``stage="oom-step-down"``) or None when nothing is left
+        (or the ``estimator`` cannot run the next rung: :class:`InfeasibleCandidate`).
     """
     mixed = [normalize_precision(p) for p in allow_precisions if normalize_precision(p) != "32"]
     effective = plan.effective_batch
@@ -505,7 +603,10 @@ def step_down(
         return None
     lower = dataclasses.replace(plan, stage="oom-step-down", **changes)
     if estimator is not None:
-        estimated = int(estimator(lower.candidate))
+        try:
+            estimated = int(estimator(lower.candidate))
+        except InfeasibleCandidate:
+            return None  # the more frugal rung cannot run at all
         required = cuda_overhead.device_bytes(estimated)
         lower = dataclasses.replace(
             lower, estimated_bytes=estimated, required_bytes=required, fits=required <= plan.budget_bytes

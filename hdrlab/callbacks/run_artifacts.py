@@ -371,7 +371,9 @@ class LastCheckpoint(L.Callback):
     Lightning's step checkpoints (every ``checkpoint_every_n_steps``) and epoch-end checkpoints
     miss a run stopped by its sample budget (:class:`SampleBudget`) or ``max_steps`` in the
     middle of an epoch, between two step checkpoints: ``last.ckpt`` then held the weights of up to
-    ``checkpoint_every_n_steps - 1`` steps earlier. A stop by budget or ``max_steps`` is saved
+    ``checkpoint_every_n_steps - 1`` steps earlier. Weights or optimizer state holding a NaN or
+    infinity are never saved (:func:`hdrlab.callbacks.nonfinite.nonfinite_state`): the previous
+    ``last.ckpt`` stays. A stop by budget or ``max_steps`` is saved
     from the batch end that stops it (the moment step checkpoints are taken, so a longer run
     continues from it exactly); this callback must therefore come after the callbacks that set
     ``trainer.should_stop`` in ``on_train_batch_end``. Stops requested later (``max_time``,
@@ -385,6 +387,15 @@ class LastCheckpoint(L.Callback):
 
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.state.fn == "fit" and trainer.global_step > 0 and trainer.global_step != self._saved_step:
+            from hdrlab.callbacks.nonfinite import nonfinite_state
+
+            bad = nonfinite_state(trainer.lightning_module, trainer.optimizers)
+            if bad:  # the previous last.ckpt (finite) stays
+                from lightning.pytorch.utilities import rank_zero_warn
+
+                rank_zero_warn(f"not writing {self.path} at global step {trainer.global_step}: non-finite "
+                               f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+                return
             trainer.save_checkpoint(self.path, weights_only=False)
             self._saved_step = trainer.global_step
 

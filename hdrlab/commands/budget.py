@@ -25,7 +25,7 @@ from typing import Any
 from hdrlab.budget.methods import MethodEstimator, method_estimator
 from hdrlab.budget.plan import CUDA_OVERHEAD, BudgetError, PlanCandidate, normalize_precision
 from hdrlab.budget.units import format_size, parse_size
-from hdrlab.errors import ConfigError
+from hdrlab.errors import ConfigError, HDRLabError
 from hdrlab.runs import experiment_name
 
 __all__ = ["budget_report", "main"]
@@ -73,13 +73,20 @@ def budget_report(
         report["error"] = "no trainable parameters (evaluation only): skipped"
         report["seconds"] = time.perf_counter() - start
         return report
-    paper = est.estimate(batch=est.effective_batch, patch=est.paper_patch)
-    report["estimate"] = {
-        "batch": paper.batch, "patch": paper.patch, "precision": paper.precision,
-        "peak_bytes": paper.peak_bytes, "by_category": paper.by_category,
-        "device_bytes": CUDA_OVERHEAD.device_bytes(paper.peak_bytes), "flops_per_step": paper.flops_per_step,
-    }
-    seed = {PlanCandidate(est.effective_batch, est.paper_patch, "32", False): paper.peak_bytes}
+    seed: dict[PlanCandidate, int] = {}
+    try:
+        paper = est.estimate(batch=est.effective_batch, patch=est.paper_patch)
+    except HDRLabError:
+        raise
+    except Exception:  # noqa: BLE001 - the paper configuration cannot run; the planner names what can
+        paper = None
+    if paper is not None:
+        report["estimate"] = {
+            "batch": paper.batch, "patch": paper.patch, "precision": paper.precision,
+            "peak_bytes": paper.peak_bytes, "by_category": paper.by_category,
+            "device_bytes": CUDA_OVERHEAD.device_bytes(paper.peak_bytes), "flops_per_step": paper.flops_per_step,
+        }
+        seed[PlanCandidate(est.effective_batch, est.paper_patch, "32", False)] = paper.peak_bytes
     lowest = min(est.paper_patch, max(est.stride, -(-min_patch // est.stride) * est.stride))
     from hdrlab.budget.plan import plan_for_budget
 
@@ -141,7 +148,9 @@ def _print_single(r: dict[str, Any]) -> None:
           f"network stride {paper['stride']}, optimizer {paper['optimizer']}")
     e = r["estimate"]
     if e is None:
-        print(f"  {r['error']}")
+        print(f"  {r['error'] or 'the paper configuration cannot train (see the plan)'}")
+        if r["plan"] is not None:
+            print(f"  plan for {format_size(r['budget_bytes'])}: {r['describe']}")
         return
     cats = ", ".join(f"{k} {format_size(v)}" for k, v in e["by_category"].items() if v)
     print(f"  estimate (fp32, batch {e['batch']}, patch {e['patch']}): tensors {format_size(e['peak_bytes'])} "
@@ -163,7 +172,10 @@ def main(argv: list[str]) -> int:
                         help="autocast precisions the device supports, in order (empty: fp32 only)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    budget = parse_size(args.memory_budget)
+    try:
+        budget = parse_size(args.memory_budget)
+    except ConfigError as err:
+        raise ConfigError(f"--memory_budget {args.memory_budget!r}: {err}") from err
     precisions = tuple(normalize_precision(p) for p in args.precisions.split(",") if p.strip())
     if bool(args.all) == bool(args.config):
         raise ConfigError("give either --config experiments/X.yaml or --all")

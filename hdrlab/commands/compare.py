@@ -20,7 +20,8 @@ tested with ``hdrlab test --protocol kalantari2017``; display and other columns 
 are), makes the protocol's first metric the default main metric, and names the protocol at the head
 of the report and of the printed tables. Without it every column is shown (hdrlab's defaults).
 
-Exit status: 0 (also when some runs failed: they are listed), 2 on user errors.
+Exit status: 0 (also when some runs failed: they are listed), 2 on user errors (also a ``--metric``
+that no run logged: the message lists the logged ones; an ``-o`` that is a file or read-only).
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ from hdrlab.sweep.compare import (
     format_domain_tables,
     read_run,
     read_summary,
+    score_metric,
     write_report,
 )
+from hdrlab.checkpoints import check_output_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,9 +114,11 @@ def main(argv: list[str]) -> int:
     if not records:
         raise ConfigError(f"{', '.join(str(p) for p in args.paths)} holds only test runs ({len(tests)}); "
                           "compare them with --test")
+    if args.metric is not None:
+        check_metric(records, metric)
+    out = check_output_dir(args.output if args.output is not None else args.paths[0] / "report", option="-o")
     comparison = compare_runs(records, metric=metric)
     scenes = compare_scenes([r.path for r in records], ref_tables)  # mismatched scenes: ConfigError, nothing written
-    out = args.output if args.output is not None else args.paths[0] / "report"
     written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes,
                            lead_sections=protocol_sections(protocol))
     print(protocol_line(protocol) + format_domain_tables(comparison))
@@ -121,6 +126,21 @@ def main(argv: list[str]) -> int:
     print(f"\n{len(records)} runs{skipped}, {len(comparison.rows)} groups, {len(comparison.failures)} failed; "
           f"report: {written['html']} (table: {written['csv']})")
     return 0
+
+
+def check_metric(records: list[RunRecord], metric: str) -> None:
+    """Refuse a ``--metric`` that no run logged (it would count every run as failed).
+
+    Raises:
+        ConfigError: the message lists the metrics the runs logged.
+    """
+    if not records or any(score_metric(r, metric) is not None for r in records):
+        return
+    prefix = metric.split("/", 1)[0] + "/"
+    logged = sorted({k for r in records for k in r.metrics if k.startswith(prefix)})
+    shown = ", ".join(logged[:12]) + (f", ... ({len(logged)} in all)" if len(logged) > 12 else "")
+    raise ConfigError(f"--metric {metric}: no run logged it; the runs logged {shown or 'no ' + prefix + '* metric'}; "
+                      "give one of those with --metric")
 
 
 def protocol_record(record: RunRecord, protocol: Protocol | None) -> RunRecord:
@@ -164,8 +184,11 @@ def _main_test(args: argparse.Namespace, metric: str, references: dict[str, str]
     folders = discover_test_runs(args.paths)
     runs = read_test_runs(folders)
     scenes = compare_test_scenes(runs, references)  # unresolvable references / mismatched scenes: nothing written
-    comparison = compare_runs([protocol_record(r, protocol) for r in test_records(runs)], metric=metric)
-    out = args.output if args.output is not None else args.paths[0] / "report"
+    records = [protocol_record(r, protocol) for r in test_records(runs)]
+    if args.metric is not None:
+        check_metric(records, metric)
+    out = check_output_dir(args.output if args.output is not None else args.paths[0] / "report", option="-o")
+    comparison = compare_runs(records, metric=metric)
     figures = _scene_figure_section(runs, out, pdf=not args.no_pdf)
     written = write_report(comparison, out, pdf=not args.no_pdf, scenes=scenes, curves=training_curves(args.paths),
                            extra_sections=figures, lead_sections=protocol_sections(protocol))

@@ -383,13 +383,21 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.scenes < 1 or args.size < 32:
         raise ConfigError("hdrlab demo needs --scenes >= 1 and --size >= 32")
+    from hdrlab.budget.host import check_image_size, demo_memory
+
+    # before anything is allocated or created: a size beyond the available memory is refused
+    check_image_size(args.size, args.size, lambda h, w: demo_memory(max(h, w), args.scenes), option="--size",
+                     what=f"the demo on {args.scenes} scene(s)", format_size_arg=lambda h, w: str(max(h, w)),
+                     minimum=32)
     if args.learned_samples < 2:
         raise ConfigError(f"hdrlab demo: --learned_samples must be >= 2, got {args.learned_samples} (or --no_learned)")
     if args.sweep_trials is not None and args.sweep_trials < 1:
         raise ConfigError(f"hdrlab demo: --sweep_trials must be >= 1, got {args.sweep_trials} (use --no_sweep to skip)")
 
     start = time.perf_counter()
-    out = Path(args.out)
+    from hdrlab.checkpoints import check_output_dir
+
+    out = check_output_dir(args.out, option="--out")
     folders = {k: out / k for k in ("gt", "input", *RADIANCE_METHODS, "mertens", "previews")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)

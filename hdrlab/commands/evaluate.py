@@ -1,7 +1,8 @@
 """``hdrlab eval``: score predicted HDR images against ground truth with hdrlab's metrics.
 
 ``hdrlab eval --pred P --gt G [--protocol hdrlab|kalantari2017] [--metrics psnr_mu,psnr_l,...]
-[--align median] [--region all|clipped|unclipped] [--clip_mask_from LDR] [--json] [--white_nits 200]``
+[--align median] [--region all|clipped|unclipped] [--clip_mask_from LDR] [--json] [--white_nits 200]
+[--negative_tolerance 0.05]``
 
 - ``--protocol`` (:data:`hdrlab.metrics.PROTOCOLS`, default ``hdrlab``) gives the default metric list
   and alignment; ``--metrics`` / ``--align`` override them. ``kalantari2017`` scores
@@ -23,6 +24,12 @@
   ``-`` (table) when the image has no pixel in the region; the mean is over the images that have.
 - The default metric list leaves out ``lpips`` (it needs the AlexNet trunk file); asking for it
   without the file is an error that names the file and folder.
+- Errors (one line, before anything is printed): an image smaller than a chosen metric needs
+  (:data:`MIN_SIDE`: ``pu21_ssim`` / ``ms_ssim`` 6x6, ``cvvdp`` 2x2, ``k17_ssim_*`` 11x11, ``lpips``
+  31x31; the PSNR metrics and ``log2_ratio`` score any size), and ``--region clipped`` /
+  ``unclipped`` when no image has a pixel in the region (every value would be null).
+- ``--negative_tolerance`` is :func:`hdrlab.io.read_hdr`'s: negatives down to ``-tol * max`` are
+  clamped to 0, lower ones are an error (default 0.05).
 """
 
 from __future__ import annotations
@@ -40,7 +47,12 @@ from hdrlab.metrics.alignment import ALIGN_MODES
 from hdrlab.metrics.base import REGIONS
 from hdrlab.metrics.collection import DEFAULT_METRICS, METRICS, PROTOCOLS, build_metric, get_protocol, metric_key
 
-__all__ = ["build_parser", "clip_mask_from_ldr", "evaluate_pairs", "main", "pair_files"]
+__all__ = ["MIN_SIDE", "build_parser", "clip_mask_from_ldr", "evaluate_pairs", "main", "pair_files"]
+
+#: smallest image side (pixels) each metric scores; metrics not listed score any size. Measured:
+#: the SSIM metrics reflect-pad by 5 px (11-tap window), cvvdp's pyramid needs 2 px, the
+#: Kalantari SSIM check asks for its full 11x11 window, LPIPS-AlexNet's conv5 needs 31 px.
+MIN_SIDE: dict[str, int] = {"pu21_ssim": 6, "ms_ssim": 6, "cvvdp": 2, "k17_ssim_mu": 11, "k17_ssim_l": 11, "lpips": 31}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--white_nits", type=float, default=200.0, help="cd/m^2 of radiance 1.0 (default 200)")
+    parser.add_argument("--negative_tolerance", type=float, default=0.05,
+                        help="clamp negatives down to -tol x image max to 0 when reading; lower ones are an "
+                             "error (default 0.05)")
     return parser
 
 
@@ -146,20 +161,28 @@ def evaluate_pairs(
     region: str = "all",
     white_nits: float = 200.0,
     clip_mask_from: Path | None = None,
+    negative_tolerance: float = 0.05,
 ) -> dict[str, dict[str, dict[str, float] | float]]:
     """Score every pair with every metric.
 
     Returns:
         ``{"per_image": {stem: {key: value}}, "mean": {key: value}}`` with NaN where an image has no
         pixel in the region (means skip those).
+
+    Raises:
+        ConfigError: an image is smaller than a metric needs (:data:`MIN_SIDE`), or ``region`` is not
+            ``all`` and no image has a pixel in it.
+        HDRIOError: unreadable files, size mismatches.
     """
     metrics = {metric_key(n, region): build_metric(n, region=region, align=align, white_nits=white_nits) for n in names}
     masks = _mask_files(clip_mask_from, [s for s, _, _ in pairs]) if clip_mask_from is not None else {}
     per_image: dict[str, dict[str, float]] = {}
     for stem, pred_path, gt_path in pairs:
-        pred, gt = read_hdr(pred_path), read_hdr(gt_path)
+        pred = read_hdr(pred_path, negative_tolerance=negative_tolerance)
+        gt = read_hdr(gt_path, negative_tolerance=negative_tolerance)
         if pred.shape != gt.shape:
             raise HDRIOError(f"{pred_path} is {tuple(pred.shape)} but {gt_path} is {tuple(gt.shape)}; sizes must match")
+        _check_min_size(gt_path, tuple(gt.shape[-2:]), names)
         clip = clip_mask_from_ldr(masks[stem]) if stem in masks else None
         if clip is not None and clip.shape[-2:] != gt.shape[-2:]:
             raise HDRIOError(f"{masks[stem]} is {tuple(clip.shape[-2:])} but {gt_path} is {tuple(gt.shape[-2:])}")
@@ -169,11 +192,31 @@ def evaluate_pairs(
             metric.update(pred[None], gt[None], clip_mask=clip)
             row[key] = float(metric.compute())
         per_image[stem] = row
+    if region != "all" and all(math.isnan(v) for row in per_image.values() for v in row.values()):
+        source = f"--clip_mask_from {clip_mask_from}" if clip_mask_from is not None else "gt max channel >= 1"
+        which = "has a clipped" if region == "clipped" else "has an unclipped"
+        raise ConfigError(
+            f"--region {region}: no image {which} pixel (clip mask from {source}), so every value is undefined; "
+            "use --region all" + (", or --clip_mask_from with the LDR inputs" if clip_mask_from is None else "")
+        )
     mean = {}
     for key in metrics:
         vals = [r[key] for r in per_image.values() if not math.isnan(r[key])]
         mean[key] = sum(vals) / len(vals) if vals else float("nan")
     return {"per_image": per_image, "mean": mean}
+
+
+def _check_min_size(path: Path, size: tuple[int, int], names: list[str]) -> None:
+    """Rejects an image smaller than one of the chosen metrics needs, naming the metrics that fit."""
+    height, width = size
+    small = [n for n in names if min(height, width) < MIN_SIDE.get(n, 1)]
+    if small:
+        need = ", ".join(f"{n} {MIN_SIDE[n]}x{MIN_SIDE[n]}" for n in small)
+        fit = [n for n in names if n not in small] or [n for n in METRICS if min(height, width) >= MIN_SIDE.get(n, 1)]
+        raise ConfigError(
+            f"{path} is {width}x{height} pixels, smaller than the metrics need ({need}); "
+            f"use --metrics {','.join(fit)} or larger images"
+        )
 
 
 def _json_value(v: float) -> float | None:
@@ -213,13 +256,15 @@ def main(argv: list[str]) -> int:
     names = ([n.strip() for n in args.metrics.split(",") if n.strip()] if args.metrics is not None
              else list(protocol.metrics))
     align = args.align if args.align is not None else protocol.align
+    if not (math.isfinite(args.negative_tolerance) and args.negative_tolerance >= 0):
+        raise ConfigError(f"--negative_tolerance {args.negative_tolerance} must be a finite number >= 0 (default 0.05)")
     unknown = [n for n in names if n not in METRICS]
     if unknown or not names:
         raise ConfigError(f"--metrics: unknown {unknown or 'empty list'}; choose from {','.join(METRICS)}")
     pairs = pair_files(args.pred, args.gt)
     result = evaluate_pairs(
         pairs, names, align=align, region=args.region, white_nits=args.white_nits,
-        clip_mask_from=args.clip_mask_from,
+        clip_mask_from=args.clip_mask_from, negative_tolerance=args.negative_tolerance,
     )
     keys = [metric_key(n, args.region) for n in names]
     if args.json:

@@ -37,7 +37,12 @@ def load_experiment_model(configs: list[str], *, width: float = 1.0, pretrained_
     for path in configs:
         if not Path(path).is_file():
             raise ConfigError(f"config file {path} does not exist")
-        merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        try:
+            loaded = OmegaConf.load(path)
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"--config {path} is not a text (YAML) file: byte {err.start} is not UTF-8; give an "
+                              "experiment YAML such as experiments/<x>.yaml") from err
+        merged = OmegaConf.merge(merged, loaded)
     if overrides:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     merged.width = width

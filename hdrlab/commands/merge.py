@@ -1,7 +1,7 @@
 """``hdrlab merge``: merge a real exposure bracket (8-bit JPEG/PNG/TIFF) into one image.
 
 ``hdrlab merge IMG... [--times T... | --ev E...] -o OUT [--method debevec|robertson|mertens]
-[--align none|mtb] [--save_crf crf.csv|crf.npy] [--plot_crf crf.png]``
+[--align none|mtb] [--save_crf crf.csv|crf.npy] [--plot_crf crf.png] [--force]``
 
 Reference exposure and radiance scale. The bracket is sorted by exposure time and its middle
 exposure (index ``N // 2`` of the sorted bracket: the longer of the two middle ones for an even
@@ -54,11 +54,17 @@ or, when neither is given, from each file's EXIF ``ExposureTime``. A preview PNG
 Errors (a bad option combination, missing exposure times, unequal sizes, a missing output folder)
 are one line (:class:`~hdrlab.errors.ConfigError` / :class:`~hdrlab.errors.HDRLabError`) and are
 raised before any file is written; if a write fails, the files this run already wrote are removed.
+Inputs that cannot be a bracket are errors too: the same file twice, two files with identical
+pixels, ``--ev`` outside ``-1000..1000`` or a bracket spanning more than 64 stops, exposure times
+whose order contradicts the images' brightness (a longer exposure with a mean code value lower by
+more than 1/255; ``--force`` merges anyway), a Debevec ``--samples`` whose grid does not fit the
+image (the message names the nearest value that fits), and ``--align mtb`` on images under 2x2 px.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import math
 import os
@@ -94,6 +100,13 @@ MTB_MIN_LEVEL_SIZE = 8
 CLIP_SAMPLE_CAP = 2_000_000
 #: observed codes fitted when a channel has no clipped observation (Robertson clip level)
 CLIP_FIT_CODES = 16
+#: largest |--ev| (``2**ev`` stays a finite, non-zero float64)
+EV_LIMIT = 1000
+#: widest bracket (stops between the longest and the shortest exposure); radiance relative to the
+#: reference then stays below ``2**64``, well inside float32
+MAX_SPAN_STOPS = 64
+#: mean code value (0..1) by which a longer exposure may be darker than a shorter one (noise, motion)
+BRIGHTNESS_TOLERANCE = 1.0 / 255.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,11 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"debevec: sample pixels of the response solve (default {DEBEVEC_SAMPLES})")
     parser.add_argument("--smoothness", type=float, default=None,
                         help=f"debevec: smoothness lambda (default {DEBEVEC_SMOOTHNESS:g})")
+    parser.add_argument("--force", action="store_true",
+                        help="merge even when the exposure times contradict the images' brightness order")
     return parser
 
 
 def exposure_times(paths: list[Path], times: list[float] | None, ev: list[float] | None, exif: list[float | None]) -> list[float]:
-    """One exposure time per file from ``--times``, ``--ev`` or EXIF (in this priority)."""
+    """One exposure time per file from ``--times``, ``--ev`` or EXIF (in this priority).
+
+    ``--times`` must be positive and finite, ``--ev`` within ``+-EV_LIMIT`` (so ``2**ev`` is a finite,
+    non-zero float), and the bracket may span at most ``MAX_SPAN_STOPS`` stops (longest over
+    shortest time), so that radiance relative to the reference exposure fits float32.
+    """
+    result = _given_times(paths, times, ev, exif)
+    span = math.log2(max(result) / min(result))
+    if span > MAX_SPAN_STOPS:
+        source = "--times" if times is not None else "--ev" if ev is not None else "EXIF ExposureTime"
+        listing = ", ".join(f"{p.name} t={t:g}" for p, t in zip(paths, result))
+        raise ConfigError(
+            f"the exposure times ({source}: {listing}) span {span:.1f} stops; hdrlab merges brackets of at most "
+            f"{MAX_SPAN_STOPS} stops (longest / shortest time <= 2**{MAX_SPAN_STOPS}); check the values"
+        )
+    return result
+
+
+def _given_times(paths: list[Path], times: list[float] | None, ev: list[float] | None,
+                 exif: list[float | None]) -> list[float]:
     given = times if times is not None else ev
     flag = "--times" if times is not None else "--ev"
     if given is not None:
@@ -147,9 +181,15 @@ def exposure_times(paths: list[Path], times: list[float] | None, ev: list[float]
                 f"({', '.join(p.name for p in paths)}); give one value per image"
             )
         if times is not None:
-            if any(not t > 0 for t in times):
-                raise ConfigError(f"--times must be positive, got {times}")
+            if any(not (t > 0 and math.isfinite(t)) for t in times):
+                raise ConfigError(f"--times must be positive, finite numbers, got {times}")
             return list(times)
+        bad = [e for e in given if not -EV_LIMIT <= e <= EV_LIMIT]
+        if bad:
+            raise ConfigError(
+                f"--ev {' '.join(f'{e:g}' for e in bad)}: exposure values must lie in -{EV_LIMIT}..{EV_LIMIT} stops "
+                f"(t = 2**ev must be a finite, non-zero number), and the bracket may span at most {MAX_SPAN_STOPS} stops"
+            )
         return [2.0**e for e in given]
     missing = [p.name for p, t in zip(paths, exif) if t is None]
     if missing:
@@ -208,6 +248,11 @@ def align_mtb(images: list[np.ndarray], reference: int, max_bits: int | None = N
         :class:`Alignment`.
     """
     height, width = images[0].shape[:2]
+    if min(height, width) < 2:
+        raise ConfigError(
+            f"--align mtb needs images of at least 2x2 pixels (OpenCV's AlignMTB fails on {width}x{height}); "
+            "use --align none"
+        )
     bits = mtb_max_bits(height, width) if max_bits is None else max_bits
     mtb = cv2.createAlignMTB(bits)
     grey = [cv2.cvtColor(np.round(255.0 * np.clip(i, 0.0, 1.0)).astype(np.uint8), cv2.COLOR_RGB2GRAY) for i in images]
@@ -410,6 +455,10 @@ def _check_options(args: argparse.Namespace) -> list[Path]:
     for flag, value in (("--samples", args.samples), ("--smoothness", args.smoothness)):
         if value is not None and args.method != "debevec":
             raise ConfigError(f"{flag} is a Debevec option; --method {args.method} does not use it")
+    if args.samples is not None and args.samples < 1:
+        raise ConfigError(f"--samples {args.samples} must be >= 1 (default {DEBEVEC_SAMPLES})")
+    if args.smoothness is not None and not (math.isfinite(args.smoothness) and args.smoothness >= 0):
+        raise ConfigError(f"--smoothness {args.smoothness} must be a finite number >= 0 (default {DEBEVEC_SMOOTHNESS:g})")
     if args.mtb_max_bits is not None:
         if args.align != "mtb":
             raise ConfigError("--mtb_max_bits is an option of --align mtb; add --align mtb or drop it")
@@ -430,6 +479,67 @@ def _check_options(args: argparse.Namespace) -> list[Path]:
         if not p.parent.is_dir():
             raise HDRIOError(f"{p}: folder {p.parent} does not exist; create it first.")
     return outputs
+
+
+def _check_distinct(paths: list[Path], images: list[torch.Tensor]) -> None:
+    """Rejects a file given twice and two files with identical pixels (a copy is not another exposure)."""
+    seen: dict[str, int] = {}
+    for i, p in enumerate(paths):
+        key = os.path.realpath(p)
+        if key in seen:
+            raise ConfigError(
+                f"{p} is given twice (images {seen[key] + 1} and {i + 1}); pass each exposure of the bracket once"
+            )
+        seen[key] = i
+    digests: dict[bytes, int] = {}
+    for i, img in enumerate(images):
+        key = hashlib.sha1(img.numpy().tobytes()).digest()
+        if key in digests and torch.equal(images[digests[key]], img):
+            raise ConfigError(
+                f"{paths[digests[key]]} and {paths[i]} have identical pixels (the same photo twice?); "
+                "a bracket needs a different exposure in every image"
+            )
+        digests[key] = i
+
+
+def _check_brightness_order(names: list[str], t_sorted: list[float], means: list[float], source: str) -> None:
+    """Rejects times whose order contradicts the images': a longer exposure cannot be darker.
+
+    Args:
+        names, t_sorted, means: file names, times and mean code values (0..1), sorted by time.
+        source: where the times came from (for the message).
+    """
+    wrong = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))
+             if means[j] < means[i] - BRIGHTNESS_TOLERANCE and t_sorted[j] > t_sorted[i]]
+    if wrong:
+        i, j = max(wrong, key=lambda ij: means[ij[0]] - means[ij[1]])
+        listing = ", ".join(f"{n} t={t:g} mean {255 * m:.0f}" for n, t, m in zip(names, t_sorted, means))
+        raise ConfigError(
+            f"the exposure times contradict the images' brightness: {names[j]} (t={t_sorted[j]:g}) is darker than "
+            f"{names[i]} (t={t_sorted[i]:g}), but a longer exposure cannot be darker (by time: {listing}; times from "
+            f"{source}, in file order); fix the times or pass --force to merge anyway"
+        )
+
+
+def _grid_fits(height: int, width: int, samples: int) -> bool:
+    """Whether OpenCV's Debevec sample grid of ``samples`` points fits a ``height x width`` image
+    (the conditions of :func:`hdrlab.models.mergers.debevec.grid_sample_points`)."""
+    x_points = int(math.sqrt(samples * width / height))
+    return 1 <= x_points <= width and 1 <= samples // x_points <= height
+
+
+def _check_samples(samples: int, given: bool, height: int, width: int) -> None:
+    """Rejects a Debevec sample count whose grid does not fit the image, naming the values that fit."""
+    if _grid_fits(height, width, samples):
+        return
+    bound = (height + 1) * (width + 1) + 1  # no grid of more points fits
+    below = next((s for s in range(min(samples, bound), 0, -1) if _grid_fits(height, width, s)), None)
+    fit = below if below is not None else next(s for s in range(samples, bound + 1) if _grid_fits(height, width, s))
+    what = f"--samples {samples}" if given else f"the default --samples {samples}"
+    raise ConfigError(
+        f"{what} does not fit the {width}x{height} bracket (Debevec's sample grid, as OpenCV's, must fit "
+        f"in the image); use --samples {fit} (the nearest value that fits) or --method mertens"
+    )
 
 
 def _write_all(writes: list[tuple[Path, Callable[[Path], object]]]) -> None:
@@ -464,11 +574,13 @@ def main(argv: list[str]) -> int:
             f"merging needs at least 2 exposures, got only {paths[0]}; pass the whole bracket"
         )
     outputs = _check_options(args)
+    _check_distinct(paths, [])
     ldrs = [read_ldr(p) for p in paths]
     sizes = {tuple(l.image.shape[1:]) for l in ldrs}
     if len(sizes) > 1:
         listing = ", ".join(f"{l.path.name} {l.image.shape[2]}x{l.image.shape[1]}" for l in ldrs)
         raise ConfigError(f"the bracket's images differ in size ({listing}); all exposures must be aligned and equal-sized")
+    _check_distinct(paths, [l.image for l in ldrs])
     times = exposure_times(paths, args.times, args.ev, [l.exposure_time for l in ldrs])
     if len(set(times)) < len(times):
         raise ConfigError(f"exposure times {times} repeat; each image of a bracket needs its own exposure")
@@ -477,6 +589,8 @@ def main(argv: list[str]) -> int:
     order = sorted(range(len(paths)), key=lambda i: times[i])
     names = [paths[i].name for i in order]
     t_sorted = [times[i] for i in order]
+    if not args.force:
+        _check_brightness_order(names, t_sorted, [float(ldrs[i].image.mean()) for i in order], source)
     ref = len(order) // 2
     rel_t = np.asarray(t_sorted, dtype=np.float64) / t_sorted[ref]
     images = [ldrs[i].image.permute(1, 2, 0).numpy() for i in order]  # [H, W, 3] float32, sorted
@@ -504,11 +618,13 @@ def main(argv: list[str]) -> int:
     suffix = output.suffix.lower()
     response: np.ndarray | None = None
     if args.method == "debevec":
+        samples = DEBEVEC_SAMPLES if args.samples is None else args.samples
+        _check_samples(samples, args.samples is not None, *images[0].shape[:2])
         stack = stack_from_times([torch.from_numpy(np.ascontiguousarray(i)).permute(2, 0, 1) for i in images],
                                  t_sorted, reference=ref)
         merger = _CachedDebevec(
             crf="recover",
-            samples=DEBEVEC_SAMPLES if args.samples is None else args.samples,
+            samples=samples,
             smoothness=DEBEVEC_SMOOTHNESS if args.smoothness is None else args.smoothness,
         )
         with torch.no_grad():

@@ -11,6 +11,13 @@ jsonargparse exactly as LightningCLI did, and the checkpoint's ``state_dict`` (`
 weights_only=True)``) fills it. (LightningCLI runs store no hyper-parameters in the checkpoint
 unless the method calls ``save_hyperparameters``, so ``load_from_checkpoint`` is not used.)
 
+Checks before work: the options (``--memory_budget``, ``--device``: a device this machine has,
+``-o``: not an existing file, writable), every input photo (each is decoded once before the first
+is processed, so a bad file in a folder stops the command before anything is written), the
+checkpoint (a damaged, truncated or unsafe file, or another method's weights: one line saying what
+the file holds, :mod:`hdrlab.checkpoints`) and the tile options; the output folder is created after
+all of them pass.
+
 Kinds of method:
 
 * **generator** methods (any method holding a :class:`~hdrlab.models.generators.base.StackGenerator`
@@ -152,27 +159,33 @@ def load_method(ckpt: str | Path, *, config: str | Path | None = None, device: s
         weight comes from ``ckpt``.
 
     Raises:
-        ConfigError: missing files, a config without a ``model`` section, mismatching weights.
+        ConfigError: missing files, a config without a ``model`` section, weights of another
+            method or size (the message says which method the file holds).
+        HDRIOError: a damaged, truncated or unsafe checkpoint file.
     """
     import yaml
 
-    from hdrlab.methods.build import build_method
+    from hdrlab.checkpoints import check_state_dict, load_checkpoint
 
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise ConfigError(f"--ckpt {ckpt} does not exist; give a checkpoint of an 'hdrlab fit' run")
     cfg_path = _run_config_path(ckpt, config)
-    cfg = yaml.safe_load(cfg_path.read_text())
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{cfg_path} is not a YAML config ({str(err).splitlines()[0][:200]}); give the run's "
+                          "config.yaml with --config") from err
     model_cfg = (cfg or {}).get("model")
+    checkpoint = load_checkpoint(ckpt, option="--ckpt")  # one line for damaged or unsafe files
+    from hdrlab.methods.build import build_method  # imports Lightning: after the cheap checks
+
     method = build_method(model_cfg, name=str(cfg_path), files=False)
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if state is None:
-        raise ConfigError(f"{ckpt} holds no 'state_dict'; give a Lightning checkpoint written by 'hdrlab fit'")
+    state = check_state_dict(method, checkpoint, path=ckpt, option="--ckpt", config=cfg_path)
     try:
         method.load_state_dict(state)
     except RuntimeError as err:
-        raise ConfigError(f"{ckpt} does not match the model of {cfg_path}: {str(err)[:400]}") from err
+        raise ConfigError(f"--ckpt {ckpt} does not match the model of {cfg_path}: {str(err).splitlines()[0][:300]}") from err
     return method.to(device).eval()
 
 
@@ -449,19 +462,20 @@ def reconstruct_image(
 
 def main(argv: Sequence[str]) -> int:
     """``hdrlab reconstruct`` (module docstring). Returns 0 on success."""
-    from hdrlab import tonemap
+    from hdrlab.checkpoints import check_device, check_memory_budget, check_output_dir
     from hdrlab.io import read_ldr, write_exr, write_png
 
     args = build_parser().parse_args(list(argv))
+    # every check before any work: nothing is written unless all inputs and options are valid
     if not (args.gamma > 0 and math.isfinite(args.gamma)):
         raise ConfigError(f"--gamma must be positive, got {args.gamma}")
+    budget = check_memory_budget(args.memory_budget)
+    device = check_device(args.device)
+    out_dir = check_output_dir(args.output, option="-o")
     inputs = find_inputs(args.input)
-    budget = None
-    if args.memory_budget is not None:
-        from hdrlab.budget.units import parse_size
-
-        budget = parse_size(args.memory_budget)
-    method = load_method(args.ckpt, config=args.config, device=args.device)
+    for path in inputs:  # a bad photo of a folder fails before the first one is processed
+        read_ldr(path)
+    method = load_method(args.ckpt, config=args.config, device=str(device))
     if args.multiple is None:
         args.multiple = network_multiple(method, args.merger)
     if args.multiple < 1:
@@ -473,7 +487,8 @@ def main(argv: Sequence[str]) -> int:
         whole_image = False  # an explicit --tile tiles every method
     if args.tile < args.multiple:
         raise ConfigError(f"--tile {args.tile} must be at least --multiple {args.multiple}")
-    out_dir = Path(args.output)
+    from hdrlab import tonemap  # imports torchvision: after the checks
+
     out_dir.mkdir(parents=True, exist_ok=True)
     kind = "generator" if method_generator(method) is not None else "direct"
     print(f"hdrlab reconstruct: {type(method).__name__} ({kind}), merger={args.merger if kind == 'generator' else '-'}, "

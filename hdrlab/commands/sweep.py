@@ -23,6 +23,10 @@ Usage::
   ``sweeps/`` folder (or the one holding the hdrlab package), so the command works from any
   directory; online, W&B agents run the command in their own directory: start them from the
   repository root. (:mod:`hdrlab.sweep.overrides`)
+* Before the first trial, the command of every grid point (random / bayes: the first suggested
+  point) is parsed through hdrlab's CLI parser (:mod:`hdrlab.sweep.check`): a misspelt parameter
+  or a bad value fails at once, naming the point and the key, and nothing is written.
+  ``--dry_run`` stops after that check and prints the commands.
 
 Exit status: 0 when no trial failed, 1 when some failed (listed), 2 on user errors.
 """
@@ -33,7 +37,11 @@ import argparse
 import json
 from pathlib import Path
 
+import shlex
+
+from hdrlab.checkpoints import check_output_dir
 from hdrlab.sweep.agent import OfflineSweepAgent, summarize_state
+from hdrlab.sweep.check import check_trial_commands, sweep_points
 from hdrlab.sweep.config import load_sweep
 from hdrlab.sweep.online import is_logged_in, run_online_sweep
 from hdrlab.sweep.overrides import check_overrides, search_roots, split_overrides
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry_failed", action="store_true", help="offline: re-run trials that crashed")
     p.add_argument("--sweep_dir", type=Path, default=None, help="offline: state and trial folders (default runs/sweeps/<name>)")
     p.add_argument("--poll_interval", type=float, default=0.5, help="offline: seconds between trial checks")
+    p.add_argument("--dry_run", action="store_true",
+                   help="check every point's command through the CLI parser and print the commands; run and "
+                        "write nothing")
     return p
 
 
@@ -95,14 +106,13 @@ def main(argv: list[str]) -> int:
     own, overrides = split_overrides(argv)
     args = build_parser().parse_args(own)
     spec = load_sweep(args.file)
-    if not args.offline and is_logged_in():
-        if overrides:
-            check_overrides(overrides, spec.raw.get("parameters") or {}, roots=search_roots(spec.path),
-                            source=f"sweep file {spec.path}")
-        run_online_sweep(spec, project=args.project, entity=args.entity, count=args.count, workers=args.workers,
-                         overrides=overrides or None)
-        return 0
+    online = not args.offline and not args.dry_run and is_logged_in()
+    if online and overrides:
+        check_overrides(overrides, spec.raw.get("parameters") or {}, roots=search_roots(spec.path),
+                        source=f"sweep file {spec.path}")
     sweep_dir = args.sweep_dir or Path("runs") / "sweeps" / spec.name
+    if not online:
+        check_output_dir(sweep_dir, option="--sweep_dir")
     agent = OfflineSweepAgent(
         spec,
         sweep_dir=sweep_dir,
@@ -113,6 +123,18 @@ def main(argv: list[str]) -> int:
         project=args.project,
         overrides=overrides,
     )
+    # every point's command through the CLI parser before the first trial (a typo fails here)
+    parsed = check_trial_commands(spec, agent.trial_argv)
+    if args.dry_run:
+        for n, point in enumerate(sweep_points(spec), start=1):
+            print(f"[sweep] point {n}: {shlex.join(agent.trial_argv(point))}")
+        checked = f"{parsed} trainer command(s) parsed" if parsed else "no hdrlab trainer command to parse"
+        print(f"[sweep] dry run of {spec.path}: {checked}; nothing was run or written")
+        return 0
+    if online:
+        run_online_sweep(spec, project=args.project, entity=args.entity, count=args.count, workers=args.workers,
+                         overrides=overrides or None)
+        return 0
     try:
         state = agent.run()
     except KeyboardInterrupt:

@@ -86,7 +86,14 @@ def main(argv: list[str]) -> int:
     if args.columns <= 0:
         raise ConfigError(f"--columns must be positive, got {args.columns}")
     height, width = parse_size(args.size)
-    out = Path(args.output)
+    from hdrlab.budget.host import check_image_size, synth_memory
+
+    # before anything is allocated or created: a size beyond the available memory is refused
+    check_image_size(height, width, lambda h, w: synth_memory(h, w, args.count), option="--size",
+                     what=f"{args.count} scene(s)", format_size_arg=lambda h, w: f"{h}x{w}")
+    from hdrlab.checkpoints import check_output_dir
+
+    out = check_output_dir(Path(args.output), option="-o")  # an existing file or a read-only folder: nothing written
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -115,13 +115,18 @@ def read_sweep_yaml(path: str | Path) -> dict[str, Any]:
         The parsed mapping, unchanged.
 
     Raises:
-        HDRIOError: The file is missing, not YAML, or not a mapping.
+        HDRIOError: The file is missing, unreadable, binary, not YAML, or not a mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise HDRIOError(f"sweep file {path} does not exist; pass a W&B sweep YAML such as sweeps/smoke.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise HDRIOError(f"sweep file {path} is not a text (YAML) file: byte {err.start} is not UTF-8; pass a W&B "
+                         "sweep YAML such as sweeps/smoke.yaml") from err
+    except OSError as err:
+        raise HDRIOError(f"sweep file {path} cannot be read ({err.strerror or err}); check its permissions") from err
     except yaml.YAMLError as err:
         hint = ""
         if "${" in path.read_text() and "expected ','" in str(err):

@@ -84,8 +84,10 @@ def grid_sample_points(height: int, width: int, samples: int) -> torch.Tensor:
         ``[M, 2]`` long tensor of ``(y, x)`` positions, ``M <= samples``.
     """
     x_points = int(math.sqrt(samples * width / height))
-    if x_points < 1 or x_points > width:
+    if x_points < 1:
         raise ConfigError(f"samples={samples} is too small for a {width}x{height} image; use more samples")
+    if x_points > width:
+        raise ConfigError(f"samples={samples} does not fit a {width}x{height} image; use fewer samples")
     y_points = samples // x_points
     if y_points < 1 or y_points > height:
         raise ConfigError(f"samples={samples} does not fit a {width}x{height} image; use fewer samples")
