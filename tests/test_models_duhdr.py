@@ -1,8 +1,8 @@
 """DuHDR (She et al., dual learning of the camera imaging process): networks, duals, losses per stage,
 the unpaired (LDR-only) fine-tuning of Algorithm 2 and its data module.
 
-Reference parameter counts: the official TF code (DoomsdayLeaf/DualHDR) as counted in
-``/work/shared/specs/direct_methods.md`` §3 (OOnet 2,553,479 / 773,767 / 3,046,659; chain 30,323,347;
+Reference parameter counts: the official TF code (DoomsdayLeaf/DualHDR, commit d651c4a), counted
+layer by layer (OOnet 2,553,479 / 773,767 / 3,046,659; chain 30,323,347;
 Dnet 1,999,779 and INnet 1,200,971 checkpoint-verified; Nnet's official fc11 [346112, 11] + dense
 [11, 11] from the released ``ckpt_inet`` index).
 """
