@@ -24,8 +24,12 @@ demo: $(STAMP)
 	$(PY) -m hdrlab demo --out $(DEMO_OUT)
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_mergers.py
+	$(PY) benchmarks/bench_mergers.py --json benchmarks/results/mergers.json
 	$(PY) benchmarks/bench_synthesis.py
+	$(PY) benchmarks/bench_lightning_overhead.py
+	$(PY) benchmarks/bench_flops.py
+	$(PY) benchmarks/bench_data.py
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -56,7 +56,11 @@ def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, object, 
 def run(height: int, width: int, repeats: int) -> dict[str, object]:
     _, codes = bracket(height, width)
     times = (2.0 ** np.asarray(EVS)).astype(np.float32)
-    images = torch.from_numpy(np.stack(codes)).permute(0, 3, 1, 2).unsqueeze(0).float() / 255.0
+    # OpenCV's MergeMertens converts codes as ``code * float32(1/255)``, which differs from ``code / 255``
+    # by one float32 ulp for ~30 % of the codes; hdrlab gets the same float input so that the comparison
+    # is of the algorithms (an ulp flips grey Laplacians between 0 and 1e-7 in flat, clipped regions,
+    # where those residues alone decide the normalised weights)
+    images = torch.from_numpy(np.stack(codes)).permute(0, 3, 1, 2).unsqueeze(0).float() * np.float32(1.0 / 255.0)
     stack = ExposureStack(images=images, ev=torch.tensor([EVS]), reference=1)
     calibrate, merge = cv2.createCalibrateDebevec(70, 10.0, False), cv2.createMergeDebevec()
     mertens_cv = cv2.createMergeMertens(1.0, 1.0, 1.0)
