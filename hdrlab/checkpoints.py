@@ -31,6 +31,7 @@ __all__ = [
     "describe_checkpoint",
     "describe_state",
     "load_checkpoint",
+    "load_prefixed_weights",
 ]
 
 #: ``--ckpt_path`` values Lightning resolves itself (not file names)
@@ -73,6 +74,29 @@ def load_checkpoint(path: str | Path, *, option: str = "--ckpt") -> Any:
         else:
             what = "is not a PyTorch checkpoint; give a .ckpt written by 'hdrlab fit' or 'hdrlab import-weights'"
         raise HDRIOError(f"{option} {path} {what}") from err
+
+
+def load_prefixed_weights(module: Any, path: str | Path, prefix: str, *, option: str, method: str) -> None:
+    """Load the ``prefix*`` tensors of checkpoint ``path`` (a Lightning checkpoint's ``state_dict``
+    or a plain state dict) into ``module``, strictly: how a method starts one of its networks from
+    an earlier run (e.g. ``stage_checkpoints``).
+
+    Raises:
+        HDRIOError: the file cannot be read (:func:`load_checkpoint`).
+        ConfigError: no ``prefix*`` tensor in it, or they do not fit ``module``; the message names
+            ``option`` and ``method``.
+    """
+    state = load_checkpoint(path, option=option)
+    if isinstance(state, Mapping):
+        state = state.get("state_dict", state)
+    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} if isinstance(state, Mapping) else {}
+    if not own:
+        raise ConfigError(f"{option}: {path} holds no '{prefix}*' weights; pass a checkpoint of a {method} run")
+    try:
+        module.load_state_dict(own, strict=True)
+    except RuntimeError as err:
+        raise ConfigError(f"{option}: {path} does not match this {type(module).__name__} "
+                          f"(same width and options?): {str(err)[:400]}") from err
 
 
 def describe_state(state: Mapping[str, Any], *, top: int = 4) -> str:

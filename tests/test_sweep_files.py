@@ -16,7 +16,6 @@ import io
 import os
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import pytest
 
@@ -34,27 +33,12 @@ def _is_recipe_sweep(spec: Any) -> bool:
     return [str(c) for c in spec.command] == RECIPE_COMMAND
 
 
-class _Captured(Exception):
-    def __init__(self, parser: Any) -> None:
-        self.parser = parser
-
-
 @pytest.fixture(scope="module")
 def cli_parser() -> Any:
     """hdrlab's LightningCLI parser (all subcommands), built without parsing or instantiating."""
-    from lightning.pytorch.cli import LightningCLI
+    from hdrlab.sweep.check import cli_parser as build_parser
 
-    from hdrlab.cli import build_cli
-
-    def capture(self: Any, parser: Any, args: Any) -> None:
-        raise _Captured(parser)
-
-    with mock.patch.object(LightningCLI, "parse_arguments", capture):
-        try:
-            build_cli(["fit"])
-        except _Captured as captured:
-            return captured.parser
-    raise AssertionError("LightningCLI did not reach parse_arguments")
+    return build_parser()
 
 
 def parse_fit(parser: Any, argv: list[str]) -> Any:

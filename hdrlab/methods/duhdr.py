@@ -9,7 +9,6 @@ Official code: DoomsdayLeaf/DualHDR (TF1).
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ from torch.func import functional_call
 
 from hdrlab.camera import EMoRBasis, lut_apply
 from hdrlab.data.batch import HDRBatch
-from hdrlab.errors import ConfigError, HDRIOError
+from hdrlab.errors import ConfigError
 from hdrlab.losses.domains import DOMAINS, MU_SINGLEHDR
 from hdrlab.losses.duhdr import (
     dnet_loss,
@@ -32,6 +31,7 @@ from hdrlab.losses.duhdr import (
     unpaired_oonet_loss,
 )
 from hdrlab.losses.singlehdr import SingleHDRPerceptualLoss, image_loss_mask
+from hdrlab.checkpoints import load_prefixed_weights
 from hdrlab.methods.base import HDRMethod
 from hdrlab.models.blocks.conv import pad_to_multiple
 from hdrlab.models.direct.duhdr import DuHDRNet, fallback_crf_basis
@@ -265,28 +265,13 @@ class DuHDRMethod(HDRMethod):
                 sub.eval()
         return self
 
-    @staticmethod
-    def _read_state(path: str, what: str) -> dict[str, torch.Tensor]:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-            raise HDRIOError(f"{what}: cannot read {path} ({err}); pass a checkpoint written by a DuHDRMethod run") from err
-        return state.get("state_dict", state)
-
     def load_network(self, path: str) -> None:
         """Initialise the whole :class:`DuHDRNet` from the ``net.*`` weights of a checkpoint.
 
         Raises:
             HDRIOError: unreadable file. ConfigError: no ``net.*`` weights or a mismatch.
         """
-        state = self._read_state(path, "init_checkpoint")
-        own = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
-        if not own:
-            raise ConfigError(f"init_checkpoint: {path} holds no 'net.*' weights; pass a checkpoint of a DuHDRMethod run")
-        try:
-            self.net.load_state_dict(own, strict=True)
-        except RuntimeError as err:
-            raise ConfigError(f"init_checkpoint: {path} does not match this DuHDRNet (same width/options?): {err}") from err
+        load_prefixed_weights(self.net, path, "net.", option="init_checkpoint", method="DuHDRMethod")
 
     def load_subnetworks(self, checkpoints: Mapping[str, str]) -> None:
         """Initialise networks from checkpoints of earlier (stage) runs (``net.<name>.*`` weights).
@@ -298,17 +283,8 @@ class DuHDRMethod(HDRMethod):
         if unknown:
             raise ConfigError(f"stage_checkpoints has unknown networks {unknown}; use {list(SUBNETWORKS)}")
         for name, path in checkpoints.items():
-            state = self._read_state(path, f"stage_checkpoints[{name!r}]")
-            prefix = f"net.{name}."
-            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not own:
-                raise ConfigError(f"stage_checkpoints[{name!r}]: {path} holds no '{prefix}*' weights; pass a "
-                                  "checkpoint of a DuHDRMethod run")
-            try:
-                getattr(self.net, name).load_state_dict(own, strict=True)
-            except RuntimeError as err:
-                raise ConfigError(f"stage_checkpoints[{name!r}]: {path} does not match this {name} network "
-                                  f"(same width?): {err}") from err
+            load_prefixed_weights(getattr(self.net, name), path, f"net.{name}.", option=f"stage_checkpoints[{name!r}]",
+                                  method="DuHDRMethod")
 
     # ------------------------------------------------------------------ losses
     def _image_mask(self, batch: HDRBatch) -> torch.Tensor | None:

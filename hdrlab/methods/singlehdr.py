@@ -8,7 +8,6 @@ The network is :class:`hdrlab.models.direct.SingleHDRNet` (Dequantization-Net ->
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -18,7 +17,7 @@ from torchmetrics import MeanSquaredError
 
 from hdrlab.camera import EMoRBasis, lut_apply
 from hdrlab.data.batch import HDRBatch
-from hdrlab.errors import ConfigError, HDRIOError
+from hdrlab.errors import ConfigError
 from hdrlab.losses.domains import DOMAINS, MU_SINGLEHDR
 from hdrlab.losses.singlehdr import (
     SingleHDRPerceptualLoss,
@@ -28,6 +27,7 @@ from hdrlab.losses.singlehdr import (
     joint_loss,
     linearization_loss,
 )
+from hdrlab.checkpoints import load_prefixed_weights
 from hdrlab.methods.base import HDRMethod
 from hdrlab.models.blocks.conv import pad_to_multiple
 from hdrlab.models.direct.singlehdr import (
@@ -256,22 +256,8 @@ class SingleHDRMethod(HDRMethod):
         if unknown:
             raise ConfigError(f"stage_checkpoints has unknown sub-networks {unknown}; use {list(SUBNETWORKS)}")
         for name, path in checkpoints.items():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-                raise HDRIOError(f"stage_checkpoints[{name!r}]: cannot read {path} ({err}); pass a checkpoint "
-                                 "written by an earlier SingleHDRMethod run") from err
-            state = state.get("state_dict", state)
-            prefix = f"net.{name}."
-            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            if not own:
-                raise ConfigError(f"stage_checkpoints[{name!r}]: {path} holds no '{prefix}*' weights; pass a "
-                                  "checkpoint of a SingleHDRMethod run")
-            try:
-                getattr(self.net, name).load_state_dict(own, strict=True)
-            except RuntimeError as err:
-                raise ConfigError(f"stage_checkpoints[{name!r}]: {path} does not match this {name} network "
-                                  f"(same width?): {err}") from err
+            load_prefixed_weights(getattr(self.net, name), path, f"net.{name}.", option=f"stage_checkpoints[{name!r}]",
+                                  method="SingleHDRMethod")
 
     # ------------------------------------------------------------------ losses
     def _image_mask(self, batch: HDRBatch) -> torch.Tensor | None:
