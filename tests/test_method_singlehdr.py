@@ -352,3 +352,132 @@ def test_experiment_yaml_fast_dev_run(tmp_path, stage, recwarn):
     ])  # fmt: skip
     warned = [str(w.message) for w in recwarn if "singlehdr_stagewise.yaml" in str(w.message)]
     assert len(warned) == (1 if stage == "joint" else 0), warned
+
+
+# ---------------------------------------------------------------------------------------------
+# stage-wise training in one run (the default)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stage_boundaries_and_budget_from_the_trainer():
+    from types import SimpleNamespace
+
+    from hdrlab.methods.stagewise import stage_boundaries, training_budget_samples
+
+    official = SingleHDRMethod.__init__.__kwdefaults__["stage_shares"]
+    assert official is None  # None = the official 500k : 500k : 500k : 100k
+    from hdrlab.methods.singlehdr import OFFICIAL_STAGE_SHARES
+
+    assert stage_boundaries(OFFICIAL_STAGE_SHARES, 8000) == [
+        ("dequantization", 2500), ("linearization", 5000), ("hallucination", 7500), ("joint", 8000)]
+    assert stage_boundaries({"a": 1, "b": 2}, 7) == [("a", 2), ("b", 7)]
+    with pytest.raises(ConfigError):
+        stage_boundaries({"a": 0}, 10)
+    budget = SimpleNamespace(max_samples=100)
+    trainer = SimpleNamespace(callbacks=[budget], estimated_stepping_batches=30, accumulate_grad_batches=2, world_size=1)
+    assert training_budget_samples(trainer, 4) == 100  # --max_samples is smaller than 30 steps x 2 x 4
+    trainer.callbacks = []
+    assert training_budget_samples(trainer, 4) == 240
+    trainer.estimated_stepping_batches = float("inf")
+    assert training_budget_samples(trainer, 4) is None
+
+
+def test_stagewise_is_the_default_and_validates_its_options():
+    method = SingleHDRMethod(**TINY)
+    assert method.stage == "stagewise" and method.active_stage == "joint"  # outside a fit: the largest step
+    assert all(p.requires_grad for p in method.net.parameters())  # every sub-network joins the optimizer
+    assert method.perceptual is not None  # stage 3 needs it
+    with pytest.raises(ConfigError, match="stage_shares"):
+        SingleHDRMethod(stage="joint", stage_shares={"joint": 1}, **TINY)
+    with pytest.raises(ConfigError, match="unknown stages"):
+        SingleHDRMethod(stage_shares={"dequantisation": 1}, **TINY)
+
+
+class _StageRecorder:
+    """Per training batch: the active stage, the learning rate, the optimizer-state size before the
+    step, and which sub-networks' weights the step changed."""
+
+    def __init__(self):
+        import lightning as L
+
+        recorder = self
+
+        class Callback(L.Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                recorder._before = {n: torch.cat([p.detach().flatten().clone() for p in s.parameters()])
+                                    for n, s in module.subnetworks().items()}
+
+            def on_before_optimizer_step(self, trainer, module, optimizer):
+                recorder._state = len(optimizer.state)
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                after = {n: torch.cat([p.detach().flatten() for p in s.parameters()]) for n, s in module.subnetworks().items()}
+                changed = tuple(n for n in after if not torch.equal(after[n], recorder._before[n]))
+                lr = trainer.optimizers[0].param_groups[0]["lr"]
+                recorder.rows.append((module.active_stage, lr, recorder._state, changed))
+
+        self.rows: list[tuple] = []
+        self.callback = Callback()
+
+
+def _stagewise_trainer(tmp_path, max_steps, callbacks=(), **kwargs):
+    import lightning as L
+
+    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, limit_val_batches=0, default_root_dir=str(tmp_path),
+                     callbacks=list(callbacks), **kwargs)
+
+
+def _stagewise_data():
+    return ProceduralDataModule(num_train_scenes=8, num_val_scenes=1, patch_size=64, batch_size=2, seed=0)
+
+
+def test_stagewise_run_trains_each_stage_alone_with_a_fresh_adam(tmp_path):
+    torch.manual_seed(0)
+    shares = {"dequantization": 1, "linearization": 1, "hallucination": 1, "joint": 1}
+    method = SingleHDRMethod(stage_shares=shares, **TINY)
+    recorder = _StageRecorder()
+    _stagewise_trainer(tmp_path, 8, [recorder.callback]).fit(method, datamodule=_stagewise_data())
+    stages = [row[0] for row in recorder.rows]
+    assert stages == ["dequantization"] * 2 + ["linearization"] * 2 + ["hallucination"] * 2 + ["joint"] * 2
+    assert [row[1] for row in recorder.rows] == [1e-4] * 6 + [1e-5] * 2  # official rate per stage
+    for stage, _, _, changed in recorder.rows:
+        assert changed == (SUBNETWORKS if stage == "joint" else (stage,)), (stage, changed)
+    # a fresh Adam per stage: its state holds only what this stage has stepped
+    counts = {n: len(list(s.parameters())) for n, s in method.subnetworks().items()}
+    first_of_stage = [recorder.rows[i] for i in (0, 2, 4, 6)]
+    assert [row[2] for row in first_of_stage] == [0, 0, 0, 0]
+    assert [recorder.rows[i][2] for i in (1, 3, 5)] == [counts["dequantization"], counts["linearization"],
+                                                       counts["hallucination"]]
+    assert recorder.rows[7][2] == sum(counts.values())
+
+
+def test_stagewise_resume_continues_the_stage_with_its_optimizer_state(tmp_path):
+    import lightning as L
+
+    shares = {"dequantization": 1, "linearization": 1, "hallucination": 1, "joint": 1}
+
+    class StopAfter(L.Callback):  # an interrupted run: the budget (8 steps) is unchanged
+        def __init__(self, steps):
+            self.steps = steps
+
+        def on_train_batch_end(self, trainer, *args):
+            if self.steps is not None and trainer.global_step >= self.steps:
+                trainer.should_stop = True
+
+    def run(root, stop_after=None, ckpt_path=None, recorder=None):
+        torch.manual_seed(0)
+        method = SingleHDRMethod(stage_shares=shares, **TINY)
+        saver = L.pytorch.callbacks.ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0, every_n_train_steps=1)
+        callbacks = [saver, StopAfter(stop_after)] + ([recorder.callback] if recorder else [])
+        _stagewise_trainer(root, 8, callbacks).fit(method, datamodule=_stagewise_data(), ckpt_path=ckpt_path)
+        return method
+
+    whole = run(tmp_path / "whole")
+    run(tmp_path / "first", stop_after=3)  # stops one step into the linearization stage
+    recorder = _StageRecorder()
+    resumed = run(tmp_path / "second", ckpt_path=str(tmp_path / "first" / "last.ckpt"), recorder=recorder)
+    assert recorder.rows[0][0] == "linearization"
+    assert recorder.rows[0][2] == len(list(resumed.net.linearization.parameters()))  # state kept, not cleared
+    for (name, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -286,3 +286,41 @@ def test_private_quantile_and_batched_periodic_lookup_match_references():
         assert torch.equal(batched[i], sample_periodic(tile, u[i], v[i]))
 
 
+
+
+# ----------------------------------------------------------------------------- speed-ups stay exact
+
+
+@pytest.mark.parametrize("height", [48, 64, 128, 256])
+def test_optical_blur_matches_kornia_bit_for_bit(height):
+    """The direct depthwise blur (and its skip of a negligible kernel) equals kornia's separable filter."""
+    import kornia
+
+    from hdrlab.data.procedural import _gaussian_kernel1d, _optical_blur
+
+    gen = torch.Generator().manual_seed(height)
+    image = torch.exp(4 * torch.randn(3, height, height + 8, generator=gen))  # radiance-like, ~1e-5 .. 1e5
+    sigma = 0.4 * height / 256.0
+    ksize = 2 * math.ceil(3 * sigma) + 1
+    kernel = _gaussian_kernel1d(ksize, sigma)
+    expected = kornia.filters.filter2d_separable(image[None], kernel, kernel, border_type="reflect")[0]
+    assert torch.equal(_optical_blur(image, ksize, sigma), expected)
+    spread = image.clone()
+    spread[0, 0, 0] = 1e30  # the negligible-kernel skip must not apply where a tap could still count
+    expected = kornia.filters.filter2d_separable(spread[None], kernel, kernel, border_type="reflect")[0]
+    assert torch.equal(_optical_blur(spread, ksize, sigma), expected)
+
+
+def test_render_scene_returns_an_ordinary_tensor_and_cached_grids_stay_unchanged():
+    """Rendering runs in inference mode internally; callers get a normal tensor they may modify."""
+    from hdrlab.data.procedural import _pixel_grid
+
+    ys, xs = _pixel_grid(32, 40)
+    before = (ys.clone(), xs.clone())
+    a = render_scene(11, height=32, width=40)
+    assert not a.is_inference() and not a.requires_grad
+    a.mul_(2.0)  # in place on the result is allowed
+    assert torch.equal(render_scene(11, height=32, width=40) * 2.0, a)
+    ys2, xs2 = _pixel_grid(32, 40)
+    assert torch.equal(ys2, before[0]) and torch.equal(xs2, before[1])
+    assert torch.equal(xs2[0], torch.arange(40, dtype=torch.float32) + 0.5)

@@ -165,3 +165,18 @@ def test_emor_family_uses_the_real_emor_file(scenes, crf_dir):
 def test_bracket_needs_distinct_exposures(ev):
     with pytest.raises(ConfigError, match="at least 2 distinct exposures"):
         PairSynthesizer(patch_size=32, bracket_ev=ev)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (7, 9)])
+def test_synthesize_stack_one_pass_equals_the_per_exposure_render(size):
+    """synthesize_stack renders the bracket in one pass when it can; it must equal render_ldr per ev."""
+    from hdrlab.camera import CRFSampler, render_ldr, synthesize_stack
+
+    gen = torch.Generator().manual_seed(3)
+    hdr = torch.rand(2, 3, *size, generator=gen) * 4
+    crf = CRFSampler(family="mixed", split="train").sample(gen)
+    ev = [-3.0, -1.5, 0.0, 0.5, 2.0]
+    stack = synthesize_stack(hdr, ev, crf, bits=8)
+    for n, e in enumerate(ev):
+        expected = render_ldr(hdr, crf, ev=torch.full((2,), e), bits=8)["ldr"]
+        assert torch.equal(stack.images[:, n], expected), (size, e)

@@ -222,13 +222,17 @@ def synthesize_stack(
     if evs.dim() != 2 or evs.shape[0] != b or evs.shape[1] < 1:
         raise ConfigError(f"synthesize_stack: ev must be a list, [N] or [B={b}, N], got shape {tuple(evs.shape)}")
     evs = evs.sort(dim=1).values
-    images = torch.stack(
-        [
-            render_ldr(hdr, crf, ev=evs[:, n], bits=bits, straight_through=straight_through)["ldr"]
-            for n in range(evs.shape[1])
-        ],
-        dim=1,
-    )
+    n_ev = evs.shape[1]
+    if crf.forward_lut.dim() == 2 and (hdr[0].numel() % 64 == 0 or b * n_ev == 1):
+        images = _render_bracket(hdr, evs, crf, bits=bits, straight_through=straight_through)
+    else:
+        images = torch.stack(
+            [
+                render_ldr(hdr, crf, ev=evs[:, n], bits=bits, straight_through=straight_through)["ldr"]
+                for n in range(n_ev)
+            ],
+            dim=1,
+        )
     ref = (evs - reference_ev).abs().argmin(dim=1)
     if bool((ref != ref[0]).any()):
         raise ConfigError(
@@ -236,6 +240,25 @@ def synthesize_stack(
             f"{ref.tolist()} across the batch; give every image the same ev layout"
         )
     return ExposureStack(images=images, ev=evs, reference=int(ref[0]), crf=crf)
+
+
+def _render_bracket(
+    hdr: torch.Tensor, evs: torch.Tensor, crf: CRF, *, bits: int | None, straight_through: bool
+) -> torch.Tensor:
+    """``render_ldr(hdr, crf, ev=evs[:, n], ...)["ldr"]`` for every ``n``, stacked ``[B, N, 3, H, W]``, in one pass.
+
+    The same element-wise operations as the per-exposure loop of :func:`synthesize_stack` on all
+    ``B * N`` images at once (the exposure factors come from the same ``exp2`` calls), so the
+    result is bit-identical; the caller only takes this path when every image holds a multiple of
+    64 values (vectorised kernels then split each image exactly as they do alone).
+    """
+    b, n_ev = evs.shape
+    scale = torch.stack([torch.exp2(evs[:, n]) for n in range(n_ev)], dim=1)  # [B, N], as expose() computes it
+    x = hdr.unsqueeze(1) * scale.view(b, n_ev, 1, 1, 1)
+    ldr = crf(clip_exposure(x.reshape(b * n_ev, *hdr.shape[1:])))
+    if bits is not None:
+        ldr = quantize(ldr, bits=bits, straight_through=straight_through)
+    return ldr.view(b, n_ev, *hdr.shape[1:])
 
 
 def auto_exposure_ev(

@@ -158,15 +158,29 @@ def _fractal_fields(height: int, width: int, betas: list[float], *, generator: t
     Same values as ``K`` sequential calls (the white noise is drawn in the same order).
     """
     white = torch.randn(len(betas), height, width, generator=generator)
-    fy = torch.fft.fftfreq(height)[:, None]
-    fx = torch.fft.rfftfreq(width)[None, :]
-    radius = torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / max(height, width))
+    radius = _fft_radius(height, width)
     gain = torch.stack([radius ** (-beta / 2.0) for beta in betas])
     gain[:, 0, 0] = 0.0
     field = torch.fft.irfft2(torch.fft.rfft2(white) * gain, s=(height, width))
     mean = field.mean(dim=(-2, -1), keepdim=True)
     std = field.flatten(-2).std(dim=-1)[:, None, None]
     return (field - mean) / std.clamp_min(1e-12)
+
+
+@functools.lru_cache(maxsize=16)
+def _fft_radius(height: int, width: int) -> Tensor:
+    """Radial frequency ``|f|`` of the ``rfft2`` grid, floored at ``1 / max(h, w)`` (cached, read-only)."""
+    fy = torch.fft.fftfreq(height)[:, None]
+    fx = torch.fft.rfftfreq(width)[None, :]
+    return torch.sqrt(fy**2 + fx**2).clamp_min(1.0 / max(height, width))
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_grid(height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Pixel-centre coordinates ``(ys, xs)``, each ``[height, width]`` float32 (cached; never modified in place)."""
+    return torch.meshgrid(
+        torch.arange(height, dtype=torch.float32) + 0.5, torch.arange(width, dtype=torch.float32) + 0.5, indexing="ij"
+    )
 
 
 def sample_periodic(tile: Tensor, u: Tensor, v: Tensor) -> Tensor:
@@ -196,9 +210,13 @@ def _sample_padded(padded: Tensor, u: Tensor, v: Tensor) -> Tensor:
     One ``grid_sample`` call for all ``N`` lookups; returns ``[N, C, H, W]``.
     """
     h, w = padded.shape[-2] - 2, padded.shape[-1] - 2
-    gx = ((u - u.floor()) * w + 0.5) / (w + 1) * 2 - 1
-    gy = ((v - v.floor()) * h + 0.5) / (h + 1) * 2 - 1
-    grid = torch.stack([gx, gy], dim=-1).to(padded.dtype)
+    if h == w:  # square tiles (the renderer's): both coordinates in one pass, the same values
+        uv = torch.stack([u, v], dim=-1)
+        grid = (((uv - uv.floor()) * w + 0.5) / (w + 1) * 2 - 1).to(padded.dtype)
+    else:
+        gx = ((u - u.floor()) * w + 0.5) / (w + 1) * 2 - 1
+        gy = ((v - v.floor()) * h + 0.5) / (h + 1) * 2 - 1
+        grid = torch.stack([gx, gy], dim=-1).to(padded.dtype)
     return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
@@ -212,6 +230,8 @@ def coverage(sdf: Tensor, softness: float = 1.0) -> Tensor:
     Returns:
         Coverage in ``[0, 1]``, same shape as ``sdf``.
     """
+    if softness == 1.0:  # sdf / 1.0 == sdf exactly: one op less on the most common call
+        return (0.5 - sdf).clamp(0.0, 1.0)
     return (0.5 - sdf / max(softness, 1e-6)).clamp(0.0, 1.0)
 
 
@@ -334,7 +354,7 @@ def _material(
     channel = int(rng.integers(count))
     su, sv = u * scale, v * scale
     lookups = _sample_padded(
-        tiles[[channel, (channel + 1) % count, (channel + 2) % count]],
+        tiles.index_select(0, _tile_index(channel, count)),
         torch.stack([su + offset_u, su * 2.3, su * 9.1 + 0.37]),
         torch.stack([sv + offset_v, sv * 2.3, sv * 9.1 + 0.61]),
     )[:, 0]
@@ -354,6 +374,12 @@ def _material(
     albedo = _col(a) * (1 - mix) + _col(b) * mix
     grime = torch.exp(fade * (rng.uniform(0.1, 0.5) * fine + rng.uniform(0.05, 0.3) * finer))
     return (albedo * grime).clamp(0.003, 0.95)
+
+
+@functools.lru_cache(maxsize=64)
+def _tile_index(channel: int, count: int) -> Tensor:
+    """Indices ``[channel, channel + 1, channel + 2]`` (mod ``count``) of :func:`_material`'s three lookups (cached)."""
+    return torch.tensor([channel, (channel + 1) % count, (channel + 2) % count])
 
 
 def _ground_coords(x: Tensor, y: Tensor, horizon: float, focal: float, cx: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -377,6 +403,39 @@ def _window(y0: float, y1: float, x0: float, x1: float, h: int, w: int, *, pad: 
 def _gaussian_kernel1d(ksize: int, sigma: float) -> Tensor:
     """kornia's normalised 1-D Gaussian ``[1, ksize]`` (cached: building it costs more than the blur)."""
     return kornia.filters.get_gaussian_kernel1d(ksize, sigma)
+
+
+@functools.lru_cache(maxsize=32)
+def _blur_weights(ksize: int, sigma: float, channels: int) -> tuple[Tensor, Tensor, float]:
+    """Depthwise conv weights ``[C, 1, 1, k]`` / ``[C, 1, k, 1]`` of :func:`_gaussian_kernel1d` (as kornia builds
+    them) and the relative weight of the off-centre taps when the centre tap is exactly 1 (else ``inf``)."""
+    kernel = _gaussian_kernel1d(ksize, sigma)[0]
+    weight_x = kernel.view(1, 1, 1, ksize).expand(channels, 1, 1, ksize).contiguous()
+    weight_y = kernel.view(1, 1, ksize, 1).expand(channels, 1, ksize, 1).contiguous()
+    taps = kernel.double()
+    centre = float(taps[ksize // 2])
+    side = float(taps[: ksize // 2].sum() + taps[ksize // 2 + 1 :].sum()) if centre == 1.0 else math.inf
+    return weight_x, weight_y, side
+
+
+def _optical_blur(image: Tensor, ksize: int, sigma: float) -> Tensor:
+    """``kornia.filters.filter2d_separable(image[None], k, k, border_type="reflect")[0]`` with the 1-D Gaussian
+    ``k = _gaussian_kernel1d(ksize, sigma)``, bit for bit, without kornia's per-call overhead.
+
+    Shortcut (exact): when the centre tap is exactly 1 and the off-centre taps are so small that
+    ``side * max(image) < 2**-26 * min(image)`` (e.g. ``sigma = 0.1`` px at 64 px: taps ``2e-22``),
+    each pass adds less than a quarter unit in the last place to every pixel, so in float32 both
+    passes return ``image`` unchanged whatever the summation order; the convolution is skipped.
+    """
+    c = image.shape[0]
+    weight_x, weight_y, side = _blur_weights(ksize, sigma, c)
+    if side < math.inf:
+        low, high = float(image.amin()), float(image.amax())
+        if low > 0 and math.isfinite(high) and side * high < low * 2.0**-26:
+            return image
+    pad = ksize // 2
+    x = F.conv2d(F.pad(image[None], [pad, pad, 0, 0], mode="reflect"), weight_x, groups=c)
+    return F.conv2d(F.pad(x, [0, 0, pad, pad], mode="reflect"), weight_y, groups=c)[0]
 
 
 def _quantile(values: Tensor, q: float) -> Tensor:
@@ -426,12 +485,20 @@ def render_scene(
     cfg = config if config is not None else ProceduralSceneConfig()
     if height < 16 or width < 16:
         raise ConfigError(f"render_scene: height and width must be >= 16 pixels, got {height}x{width}")
-    seed = int(seed)
+    # Inference mode skips autograd bookkeeping on the ~1000 small tensor ops of a scene (same values);
+    # the clone returns an ordinary tensor (callers may modify it in place or use it under autograd).
+    with torch.inference_mode():
+        image = _render(int(seed), int(height), int(width), cfg)
+    return image.clone().to(device=device)
+
+
+def _render(seed: int, height: int, width: int, cfg: ProceduralSceneConfig) -> Tensor:
+    """Body of :func:`render_scene` (float32 ``[3, height, width]`` on the CPU)."""
     rng = np.random.default_rng(np.random.SeedSequence(abs(seed), spawn_key=(int(seed < 0),)))
     gen = torch.Generator().manual_seed(seed & ((1 << 63) - 1))
     h, w = int(height), int(width)
     px = h / 256.0  # pixel scale relative to the design size
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5, indexing="ij")
+    ys, xs = _pixel_grid(h, w)
 
     tile = 128
     tiles = _fractal_fields(tile, tile, [float(rng.uniform(1.2, 2.4)) for _ in range(3)], generator=gen)
@@ -498,8 +565,10 @@ def render_scene(
             surf = surf * (1 - inside) + frame * mullion * inside
             bright = bright * (1 - inside) + view * (1 - mullion) * inside
     lights = torch.zeros(3, h, w)  # emitter discs (absolute radiance)
+    discs = []  # coverage of each background emitter's disc (re-used by the glare below)
     for ex, ey, er, e_rad, e_col in emitters:  # sun / lamp discs, behind the objects
-        disc = coverage(ellipse_sdf(xs, ys, ex, ey, er, er), 1.0) * (1 - ground)
+        discs.append(coverage(ellipse_sdf(xs, ys, ex, ey, er, er), 1.0))
+        disc = discs[-1] * (1 - ground)
         lights = lights * (1 - disc) + e_rad * _col(e_col) * disc
         surf = surf * (1 - disc)
         bright = bright * (1 - disc)
@@ -533,7 +602,7 @@ def render_scene(
         win = _window(min(base, base + sdy), max(base, base + sdy), x0, x1, h, w, pad=soft + 2.0)
         if win is not None:
             shadow = _shadow_quad(xs[win], ys[win], ox - o_w / 2, ox + o_w / 2, base, sdx, sdy, soft)
-            visibility[win] = visibility[win] * (1 - shadow * ground[win])
+            visibility[win].mul_(1 - shadow * ground[win])
         objects.append((base, o_h, o_w, ox, kind))
     surf = surf + ground_albedo * (key * visibility * rng.uniform(0.6, 1.0) + amb) * ground
 
@@ -574,16 +643,17 @@ def render_scene(
             shading = torch.full_like(x, rng.uniform(0.1, 1.0))
         obj_vis = 1.0 if rng.uniform() < 0.7 else rng.uniform(0.0, 0.5)  # in the shadow of something out of view
         radiance = albedo * (key[(slice(None), *win)] * shading * obj_vis + amb)
-        surf[(slice(None), *win)] = surf[(slice(None), *win)] * (1 - mask) + radiance * mask
-        bright[(slice(None), *win)] = bright[(slice(None), *win)] * (1 - mask)
-        lights[(slice(None), *win)] = lights[(slice(None), *win)] * (1 - mask)
-        unoccluded[win] = unoccluded[win] * (1 - mask)
+        keep = 1 - mask
+        surf[(slice(None), *win)].mul_(keep).add_(radiance * mask)
+        bright[(slice(None), *win)].mul_(keep)
+        lights[(slice(None), *win)].mul_(keep)
+        unoccluded[win].mul_(keep)
         if rng.uniform() < 0.2:  # a specular glint of the key light on a glossy object
             gx, gy = ox + o_w * rng.uniform(-0.3, 0.3), base - o_h * rng.uniform(0.3, 0.8)
             gr = px * rng.uniform(1.5, 3.0)
             glint = coverage(ellipse_sdf(x, y, gx, gy, gr, gr), 1.0) * mask
             g_rad = math.exp(rng.uniform(e_lo, e_hi)) * rng.uniform(0.02, 0.2)
-            lights[(slice(None), *win)] = lights[(slice(None), *win)] + g_rad * _col(key_col) * glint
+            lights[(slice(None), *win)].add_(g_rad * _col(key_col) * glint)
             emitters.append((gx, gy, gr, g_rad, key_col))
 
     # -- sky / window level relative to the median surface luminance
@@ -603,14 +673,13 @@ def render_scene(
     if cfg.blur_sigma > 0:
         sigma = cfg.blur_sigma * px
         ksize = 2 * math.ceil(3 * sigma) + 1
-        kernel = _gaussian_kernel1d(ksize, sigma)
-        image = kornia.filters.filter2d_separable(image[None], kernel, kernel, border_type="reflect")[0]
+        image = _optical_blur(image, ksize, sigma)
     clip_level = float(surf_median) / MID_GREY
     glare = torch.zeros(3, h, w)
     glare_power = rng.uniform(2.0, 3.0)
     for k, (ex, ey, er, e_rad, e_col) in enumerate(emitters):
         if k < n_background_emitters:
-            disc = coverage(ellipse_sdf(xs, ys, ex, ey, er, er), 1.0)
+            disc = discs[k]
             visible = float((disc * unoccluded).sum() / disc.sum().clamp_min(1e-6))
         else:
             disc, visible = None, 1.0
@@ -634,7 +703,7 @@ def render_scene(
     grain = torch.exp(cfg.grain * torch.randn(3, h, w, generator=gen))
     image = image * grain + cfg.noise_floor * (0.5 + torch.rand(3, h, w, generator=gen))
     image = image * (MID_GREY / luminance(image).median())
-    return image.to(device=device, dtype=torch.float32)
+    return image.to(dtype=torch.float32)
 
 
 def _solve_glare_amplitude(image: Tensor, glare: Tensor, fraction: float, *, iterations: int = 2) -> float:

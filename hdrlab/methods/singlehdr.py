@@ -1,5 +1,6 @@
 """SingleHDR (Liu et al., "Single-Image HDR Reconstruction by Learning to Reverse the Camera
-Pipeline", CVPR 2020) as a LightningModule: stage-wise training and joint fine-tuning.
+Pipeline", CVPR 2020) as a LightningModule: the official stage-wise training in one run (default),
+one stage at a time, or the joint fine-tuning.
 
 The network is :class:`hdrlab.models.direct.SingleHDRNet` (Dequantization-Net -> Linearization-Net
 -> Hallucination-Net -> Refinement-Net); the official training objectives are in
@@ -29,6 +30,7 @@ from hdrlab.losses.singlehdr import (
 )
 from hdrlab.checkpoints import load_prefixed_weights
 from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.stagewise import STAGEWISE, StagewiseTraining
 from hdrlab.models.blocks.conv import pad_to_multiple
 from hdrlab.models.direct.singlehdr import (
     NUM_EMOR_WEIGHTS,
@@ -37,9 +39,10 @@ from hdrlab.models.direct.singlehdr import (
     fallback_inverse_crf_basis,
 )
 
-__all__ = ["STAGES", "SUBNETWORKS", "STAGE_TRAINABLE", "STAGE_LEARNING_RATES", "SingleHDRMethod"]
+__all__ = ["STAGES", "SUBNETWORKS", "STAGE_TRAINABLE", "STAGE_LEARNING_RATES", "OFFICIAL_STAGE_SHARES",
+           "SingleHDRMethod"]
 
-Stage = Literal["dequantization", "linearization", "hallucination", "refinement", "joint"]
+Stage = Literal["stagewise", "dequantization", "linearization", "hallucination", "refinement", "joint"]
 #: Training stages, in pipeline order (``joint`` = official stage 4, end-to-end fine-tuning).
 STAGES: tuple[str, ...] = ("dequantization", "linearization", "hallucination", "refinement", "joint")
 #: Sub-network attribute names of :class:`SingleHDRNet`.
@@ -61,6 +64,14 @@ STAGE_LEARNING_RATES: dict[str, float] = {
     "refinement": 1e-5,
     "joint": 1e-5,
 }
+#: The official schedule as shares of one stage-wise run: 500k iterations for each of stages 1-3,
+#: then 100k of joint fine-tuning, all at batch 8 (``training_code/train_*.py``, ``finetune_real_dataset.py``).
+OFFICIAL_STAGE_SHARES: dict[str, float] = {
+    "dequantization": 500_000,
+    "linearization": 500_000,
+    "hallucination": 500_000,
+    "joint": 100_000,
+}
 
 
 
@@ -69,11 +80,17 @@ STAGE_LEARNING_RATES: dict[str, float] = {
 # --------------------------------------------------------------------------------------------
 
 
-class SingleHDRMethod(HDRMethod):
+class SingleHDRMethod(StagewiseTraining, HDRMethod):
     """SingleHDR (Liu et al., CVPR 2020): LDR -> linear HDR by reversing the camera pipeline.
 
     ``stage`` selects what one run trains (module docstring for the equations):
 
+    * ``stagewise`` (default, the official training): stages 1-3 and then the joint fine-tuning in
+      one run, each for its share of the run's budget (``stage_shares``, official 500k : 500k :
+      500k : 100k iterations), each starting a fresh Adam at its official rate and training only its
+      sub-networks (:class:`hdrlab.methods.stagewise.StagewiseTraining`). The separate-runs form of
+      the same schedule, with a best checkpoint kept per stage, is the recipe
+      ``experiments/recipes/singlehdr_stagewise.yaml``.
     * ``dequantization`` (official stage 1): Dequantization-Net, input ``ldr`` -> target
       ``ldr_float``, L2, per-image mask.
     * ``linearization`` (official stage 2): Linearization-Net on the *un-quantised* ``ldr_float``
@@ -84,12 +101,13 @@ class SingleHDRMethod(HDRMethod):
     * ``refinement`` (hdrlab addition): Refinement-Net alone on the frozen upstream pipeline with
       the stage-4 loss. The official code has no such stage - its Refinement-Net is trained only
       in the joint fine-tuning; use it as a warm-up before ``joint``.
-    * ``joint`` (official stage 4, default): all four sub-networks end to end on ``ldr``,
+    * ``joint`` (official stage 4): all four sub-networks end to end on ``ldr``,
       ``mean |T(n(R)) - T(n(H))|`` with per-image mean-0.5 normalisation, BN in train mode.
 
     Frozen sub-networks have ``requires_grad=False`` and are kept in eval mode (BN statistics
     do not move). Stages 1-3 run only their own sub-network in ``compute_loss``;
-    :meth:`predict_image` always runs the whole pipeline.
+    :meth:`predict_image` always runs the whole pipeline (in a ``stagewise`` run also before its
+    joint stage, so validation curves score the pipeline as trained so far).
 
     Stage-wise training chains runs with ``stage_checkpoints`` (sub-network name -> checkpoint of
     an earlier run of this method), e.g. for ``joint``:
@@ -115,10 +133,15 @@ class SingleHDRMethod(HDRMethod):
     * ``normalize_mean`` floors the mean at 1e-8; :meth:`predict_image` reflect-pads inputs to
       multiples of 32 (official test code: bicubic resize to multiples of 64 + symmetric pad 32).
     * Schedule (official: Adam, batch 8, 256^2 patches, 500k iterations per stage 1-3, 100k
-      joint) lives in ``experiments/singlehdr.yaml``, not here.
+      joint): the batch, patch and total of 1.6M iterations live in ``experiments/singlehdr.yaml``;
+      the ``stagewise`` run splits its total by :data:`OFFICIAL_STAGE_SHARES` and otherwise trains
+      as the separate official runs (a fresh Adam per stage, the Refinement-Net from scratch in the
+      joint stage), on one data stream instead of four.
 
     Args:
         stage: what to train (see above).
+        stage_shares: ``stagewise`` only: stage -> share of the run's budget, in order (None =
+            :data:`OFFICIAL_STAGE_SHARES`; e.g. ``{refinement: 1, joint: 1}`` adds hdrlab's warm-up).
         width: channel multiplier of all four sub-networks (1 = official).
         emor_path: folder holding ``emor.txt`` / ``invemor.txt`` (or one of the files): the
             official K = 11 inverse-EMoR basis. None: :func:`fallback_inverse_crf_basis`.
@@ -126,7 +149,8 @@ class SingleHDRMethod(HDRMethod):
         pretrained_encoder: start the Hallucination-Net encoder from torchvision's ImageNet
             VGG16 (needs ``width=1`` and the weights file; official: VGG16-Places365).
         threshold: tau of the over-exposure mask (official 0.88).
-        lr: Adam learning rate; None = official rate of the stage (:data:`STAGE_LEARNING_RATES`).
+        lr: Adam learning rate; None = official rate of the stage (:data:`STAGE_LEARNING_RATES`;
+            in a ``stagewise`` run: of each stage, else one rate for all).
         crf_weight: stage-2 curve term weight (official 0.1).
         perceptual_weight: stage-3 perceptual weight (official 0.001).
         tv_weight: stage-3 TV weight (official 0.1).
@@ -152,11 +176,14 @@ class SingleHDRMethod(HDRMethod):
 
     output_domain = "linear"
     file_options = ("emor_path", "stage_checkpoints", "pretrained_trunks", "pretrained_encoder")
+    stage_trainable = STAGE_TRAINABLE
+    stage_learning_rates = STAGE_LEARNING_RATES
 
     def __init__(
         self,
         *,
-        stage: Stage = "joint",
+        stage: Stage = "stagewise",
+        stage_shares: dict[str, float] | None = None,
         width: float = 1.0,
         emor_path: str | None = None,
         pretrained_trunks: bool = True,
@@ -175,14 +202,21 @@ class SingleHDRMethod(HDRMethod):
         linearization_bn_momentum: float = 0.001,
         **kwargs: Any,
     ) -> None:
-        if stage not in STAGES:
-            raise ConfigError(f"SingleHDRMethod stage={stage!r} is unknown; choose one of {list(STAGES)}")
+        if stage not in (STAGEWISE, *STAGES):
+            raise ConfigError(f"SingleHDRMethod stage={stage!r} is unknown; choose one of {[STAGEWISE, *STAGES]}")
+        if stage_shares is not None and stage != STAGEWISE:
+            raise ConfigError(f"SingleHDRMethod stage_shares applies to stage='stagewise' only (stage={stage!r}); "
+                              "drop stage_shares or set stage: stagewise")
+        shares = dict(OFFICIAL_STAGE_SHARES if stage_shares is None else stage_shares)
         if prediction not in ("refined", "hallucinated"):
             raise ConfigError(f"SingleHDRMethod prediction={prediction!r}; use 'refined' or 'hallucinated'")
         if crf_source not in ("predicted", "known"):
             raise ConfigError(f"SingleHDRMethod crf_source={crf_source!r}; use 'predicted' or 'known'")
-        super().__init__(lr=STAGE_LEARNING_RATES[stage] if lr is None else lr, **kwargs)
+        first = next(iter(shares)) if stage == STAGEWISE else stage
+        super().__init__(lr=STAGE_LEARNING_RATES.get(first, 1e-4) if lr is None else lr, **kwargs)
         self.stage = stage
+        if stage == STAGEWISE:
+            self.init_stagewise(shares, lr=lr, idle_stage="joint")
         self.emor_path = emor_path
         self.crf_weight, self.perceptual_weight, self.tv_weight = float(crf_weight), float(perceptual_weight), float(tv_weight)
         self.mu = float(mu)
@@ -205,10 +239,11 @@ class SingleHDRMethod(HDRMethod):
         )  # fmt: skip
         self.perceptual = (
             SingleHDRPerceptualLoss(pretrained=pretrained_trunks)
-            if stage == "hallucination" and self.perceptual_weight > 0
+            if self.perceptual_weight > 0 and (stage == "hallucination" or (stage == STAGEWISE and "hallucination" in shares))
             else None
         )
-        self.trainable_subnets = STAGE_TRAINABLE[stage]
+        # a stage-wise run starts with every sub-network in the optimizer; each stage then freezes the others
+        self.trainable_subnets = SUBNETWORKS if stage == STAGEWISE else STAGE_TRAINABLE[stage]
         for name, sub in self.subnetworks().items():
             sub.requires_grad_(name in self.trainable_subnets)
         if stage_checkpoints:
@@ -225,8 +260,8 @@ class SingleHDRMethod(HDRMethod):
             rank_zero_warn(
                 "SingleHDR stage 'joint' is training all four sub-networks from scratch; this is the official "
                 "fine-tuning stage, and from scratch on procedural scenes it collapses to an all-zero output. "
-                "Train stage-wise instead: hdrlab recipe experiments/recipes/singlehdr_stagewise.yaml "
-                "(or pass model.init_args.stage_checkpoints)")
+                "Train stage-wise instead: the default stage 'stagewise', or the recipe "
+                "experiments/recipes/singlehdr_stagewise.yaml (or pass model.init_args.stage_checkpoints)")
 
     # ------------------------------------------------------------------ structure
     def subnetworks(self) -> dict[str, nn.Module]:
@@ -264,25 +299,25 @@ class SingleHDRMethod(HDRMethod):
         return image_loss_mask(batch["ldr"]) if self.use_image_mask else None
 
     def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The objective of :attr:`stage` (module docstring) and its weighted terms."""
-        net = self.net
-        if self.stage == "dequantization":
+        """The objective of :attr:`active_stage` (module docstring) and its weighted terms."""
+        net, stage = self.net, self.active_stage
+        if stage == "dequantization":
             loss = dequantization_loss(net.dequantization(batch["ldr"]), batch["ldr_float"], mask=self._image_mask(batch))
             return loss, {"l2": loss}
-        if self.stage == "linearization":
+        if stage == "linearization":
             image = batch["ldr_float"]
             curve = net.linearization(image)
             terms = linearization_loss(
                 lut_apply(image, curve), batch["hdr_clipped"], curve, batch["crf_inverse"],
                 crf_weight=self.crf_weight, mask=self._image_mask(batch),
             )  # fmt: skip
-        elif self.stage == "hallucination":
+        elif stage == "hallucination":
             hallucinated = net.hallucination(batch["hdr_clipped"])["hallucinated"]
             terms = hallucination_loss(
                 hallucinated, batch["hdr"], perceptual=self.perceptual, perceptual_weight=self.perceptual_weight,
                 tv_weight=self.tv_weight, mu=self.mu, mask=self._image_mask(batch), domain=self.loss_domain,
             )  # fmt: skip
-        elif self.stage == "refinement":
+        elif stage == "refinement":
             with torch.no_grad():
                 dequantized = net.dequantization(batch["ldr"])
                 linearized = lut_apply(dequantized, net.linearization(dequantized))
