@@ -385,7 +385,8 @@ def test_stage_boundaries_and_budget_from_the_trainer():
 def test_stagewise_is_the_default_and_validates_its_options():
     method = SingleHDRMethod(**TINY)
     assert method.stage == "stagewise" and method.active_stage == "joint"  # outside a fit: the largest step
-    assert all(p.requires_grad for p in method.net.parameters())  # every sub-network joins the optimizer
+    assert all(p.requires_grad for p in method.net.parameters())  # the joint stage until the first batch
+    assert len(method.trainable_parameters()) == len(list(method.net.parameters()))
     assert method.perceptual is not None  # stage 3 needs it
     with pytest.raises(ConfigError, match="stage_shares"):
         SingleHDRMethod(stage="joint", stage_shares={"joint": 1}, **TINY)

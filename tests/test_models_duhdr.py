@@ -261,3 +261,36 @@ def test_joint_fine_tuning_overfits_one_scene():
     result = overfit(method, batch, steps=300, eval_every=25, stop_gain=10.0, batch_statistics=True)
     print(f"DuHDR joint overfit: psnr_mu {result} ({stats})")
     assert result.gain >= 10.0 and result.steps <= 300
+
+
+def test_stagewise_default_runs_algorithm_1_in_order(tmp_path):
+    """The default ``stagewise`` run: each stage trains only its networks, at its official rate."""
+    import lightning as L
+
+    from hdrlab.data import ProceduralDataModule
+
+    assert DuHDRMethod.__init__.__kwdefaults__["stage"] == "stagewise"
+    torch.manual_seed(0)
+    shares = dict.fromkeys(("dequantization", "linearization", "hallucination", "refinement", "joint"), 1)
+    method = DuHDRMethod(stage_shares=shares, iterations=1, **TINY)
+    rows = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.before = {n: [p.detach().clone() for p in s.parameters()] for n, s in module.subnetworks_all().items()}
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            changed = {n for n, s in module.subnetworks_all().items()
+                       if any(not torch.equal(a, b) for a, b in zip(s.parameters(), self.before[n]))}
+            rows.append((module.active_stage, trainer.optimizers[0].param_groups[0]["lr"], changed))
+
+    data = ProceduralDataModule(num_train_scenes=6, num_val_scenes=1, patch_size=64, batch_size=2, seed=0,
+                                jpeg_quality=(90, 100))
+    L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              limit_val_batches=0, default_root_dir=str(tmp_path), callbacks=[Record()]).fit(method, datamodule=data)
+    assert [r[0] for r in rows] == list(shares)
+    assert [r[1] for r in rows] == [1e-4, 1e-4, 1e-4, 1e-5, 1e-5]
+    for stage, _, changed in rows:
+        assert changed == set(STAGE_TRAINABLE[stage]), (stage, changed)
+    with pytest.raises(ConfigError, match="unpaired"):
+        DuHDRMethod(stage_shares={"unpaired": 1}, **TINY)

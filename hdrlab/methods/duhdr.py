@@ -33,13 +33,15 @@ from hdrlab.losses.duhdr import (
 from hdrlab.losses.singlehdr import SingleHDRPerceptualLoss, image_loss_mask
 from hdrlab.checkpoints import load_prefixed_weights
 from hdrlab.methods.base import HDRMethod
+from hdrlab.methods.stagewise import STAGEWISE, StagewiseTraining
 from hdrlab.models.blocks.conv import pad_to_multiple
 from hdrlab.models.direct.duhdr import DuHDRNet, fallback_crf_basis
 from hdrlab.models.direct.singlehdr import NUM_EMOR_WEIGHTS, OVEREXPOSURE_THRESHOLD, fallback_inverse_crf_basis
 
-__all__ = ["STAGES", "SUBNETWORKS", "STAGE_TRAINABLE", "STAGE_LEARNING_RATES", "UNPAIRED_TERMS", "DuHDRMethod"]
+__all__ = ["STAGES", "SUBNETWORKS", "STAGE_TRAINABLE", "STAGE_LEARNING_RATES", "OFFICIAL_STAGE_SHARES",
+           "UNPAIRED_TERMS", "DuHDRMethod"]
 
-Stage = Literal["dequantization", "linearization", "hallucination", "refinement", "joint", "unpaired"]
+Stage = Literal["stagewise", "dequantization", "linearization", "hallucination", "refinement", "joint", "unpaired"]
 #: Training stages (Algorithm 1 in pipeline order, then Algorithm 2's ``unpaired`` fine-tuning).
 STAGES: tuple[str, ...] = ("dequantization", "linearization", "hallucination", "refinement", "joint", "unpaired")
 #: Networks with parameters, by :class:`DuHDRNet` attribute (primal four, then the learnable duals).
@@ -63,6 +65,15 @@ STAGE_LEARNING_RATES: dict[str, float] = {
     "joint": 1e-5,
     "unpaired": 1e-5,
 }
+#: Algorithm 1 as shares of one stage-wise run: the official iterations (``deq_epoch`` 500k,
+#: ``linear_epoch`` 100k, ``hal_epoch`` 500k, ``ref_epoch`` 10k, then 10k of joint fine-tuning).
+OFFICIAL_STAGE_SHARES: dict[str, float] = {
+    "dequantization": 500_000,
+    "linearization": 100_000,
+    "hallucination": 500_000,
+    "refinement": 10_000,
+    "joint": 10_000,
+}
 #: Loss terms of the ``unpaired`` stage (Algorithm 2) and the network each one trains.
 UNPAIRED_TERMS: dict[str, tuple[str, ...]] = {
     "dnet": ("dequantization",),  # Eq. 6
@@ -72,11 +83,16 @@ UNPAIRED_TERMS: dict[str, tuple[str, ...]] = {
 }
 
 
-class DuHDRMethod(HDRMethod):
+class DuHDRMethod(StagewiseTraining, HDRMethod):
     """DuHDR: LDR -> linear HDR with dual (camera-forward) networks; paired and unpaired training.
 
     ``stage`` (equations in :mod:`hdrlab.losses.duhdr`):
 
+    * ``stagewise`` (default): Algorithm 1 in one run - the stages below from ``dequantization``
+      to ``joint``, each for its share of the run's budget (``stage_shares``, official iterations
+      500k : 100k : 500k : 10k : 10k), each with a fresh Adam at its official rate and only its
+      networks trainable (:class:`hdrlab.methods.stagewise.StagewiseTraining`). As separate runs
+      with a checkpoint per stage: ``experiments/recipes/duhdr_stagewise.yaml``.
     * ``dequantization`` (Alg. 1 line 4, Eqs. 4-5): Dnet on ``ldr`` -> ``ldr_float``, masked L2, plus
       ``dn_dual_weight`` (paper 10) x ``L2(Q(D(x)), x)`` through the 8-bit + JPEG quantiser with a
       straight-through gradient. ``dn_dual_weight=0`` is the individual training (Eq. 4).
@@ -119,13 +135,16 @@ class DuHDRMethod(HDRMethod):
 
     Args:
         stage: what to train (see above).
+        stage_shares: ``stagewise`` only: stage -> share of the run's budget, in order (None =
+            :data:`OFFICIAL_STAGE_SHARES`).
         width: channel multiplier of every network (1 = official).
         iterations: ITnet passes (official training script 3).
         emor_path: folder with ``emor.txt``/``invemor.txt`` (K = 11 forward and inverse bases).
         pretrained_trunks: ImageNet VGG16 for the ITnet perceptual loss (False: random trunk).
         pretrained_encoder: ITnet encoder from torchvision's ImageNet VGG16 (official: Places365).
         threshold: tau of ITnet's mask (code 0.88; paper 0.95).
-        lr: Adam learning rate; None = the stage's official rate (:data:`STAGE_LEARNING_RATES`).
+        lr: Adam learning rate; None = the stage's official rate (:data:`STAGE_LEARNING_RATES`; in a
+            ``stagewise`` run: of each stage, else one rate for all).
         dn_dual_weight: lambda_dn_dual (paper 10).
         crf_weight: weight of Nnet's own loss, Eq. 11 (1).
         dnm_dual_weight: lambda_dnm_dual (paper 0.01).
@@ -156,7 +175,8 @@ class DuHDRMethod(HDRMethod):
     def __init__(
         self,
         *,
-        stage: Stage = "joint",
+        stage: Stage = "stagewise",
+        stage_shares: dict[str, float] | None = None,
         width: float = 1.0,
         iterations: int = 3,
         emor_path: str | None = None,
@@ -186,8 +206,15 @@ class DuHDRMethod(HDRMethod):
         linearization_bn_momentum: float = 0.001,
         **kwargs: Any,
     ) -> None:
-        if stage not in STAGES:
-            raise ConfigError(f"DuHDRMethod stage={stage!r} is unknown; choose one of {list(STAGES)}")
+        if stage not in (STAGEWISE, *STAGES):
+            raise ConfigError(f"DuHDRMethod stage={stage!r} is unknown; choose one of {[STAGEWISE, *STAGES]}")
+        if stage_shares is not None and stage != STAGEWISE:
+            raise ConfigError(f"DuHDRMethod stage_shares applies to stage='stagewise' only (stage={stage!r}); "
+                              "drop stage_shares or set stage: stagewise")
+        shares = dict(OFFICIAL_STAGE_SHARES if stage_shares is None else stage_shares)
+        if stage == STAGEWISE and "unpaired" in shares:
+            raise ConfigError("DuHDRMethod stage_shares cannot include 'unpaired' (LDR-only data); run it after, "
+                              "with experiments/duhdr_unpaired.yaml and init_checkpoint")
         if prediction not in ("refined", "hallucinated"):
             raise ConfigError(f"DuHDRMethod prediction={prediction!r}; use 'refined' or 'hallucinated'")
         if loss_domain not in DOMAINS:
@@ -197,7 +224,8 @@ class DuHDRMethod(HDRMethod):
         if unknown:
             raise ConfigError(f"DuHDRMethod unpaired_weights has unknown terms {unknown}; use {list(UNPAIRED_TERMS)}")
         weights.update({k: float(v) for k, v in (unpaired_weights or {}).items()})
-        super().__init__(lr=STAGE_LEARNING_RATES[stage] if lr is None else lr, **kwargs)
+        first = next(iter(shares)) if stage == STAGEWISE else stage
+        super().__init__(lr=STAGE_LEARNING_RATES.get(first, 1e-4) if lr is None else lr, **kwargs)
         self.stage = stage
         self.emor_path = emor_path
         self.dn_dual_weight, self.crf_weight, self.dnm_dual_weight = float(dn_dual_weight), float(crf_weight), float(dnm_dual_weight)
@@ -221,12 +249,15 @@ class DuHDRMethod(HDRMethod):
         )  # fmt: skip
         self.perceptual = (
             SingleHDRPerceptualLoss(pretrained=pretrained_trunks)
-            if stage == "hallucination" and self.perceptual_weight > 0
+            if self.perceptual_weight > 0 and (stage == "hallucination" or (stage == STAGEWISE and "hallucination" in shares))
             else None
         )
-        trainable = STAGE_TRAINABLE[stage]
-        if stage == "refinement" and self.oo_dual_weight > 0:
-            trainable = (*trainable, "quantization")
+        self.stage_trainable = dict(STAGE_TRAINABLE)
+        if self.oo_dual_weight > 0:
+            self.stage_trainable["refinement"] = (*STAGE_TRAINABLE["refinement"], "quantization")
+        if stage == STAGEWISE:  # shows its joint stage until the first batch (StagewiseTraining)
+            self.init_stagewise(shares, lr=lr, idle_stage="joint")
+        trainable = self.stage_trainable["joint" if stage == STAGEWISE else stage]
         self.trainable_subnets = trainable
         for name, sub in self.subnetworks_all().items():
             sub.requires_grad_(name in trainable)
@@ -245,10 +276,16 @@ class DuHDRMethod(HDRMethod):
 
             rank_zero_warn(
                 f"DuHDR stage {self.stage!r} starts from untrained networks; the paper trains Dnet, INnet and ITnet "
-                "on their own first. Train stage-wise: hdrlab recipe experiments/recipes/duhdr_stagewise.yaml "
+                "on their own first. Train stage-wise: the default stage 'stagewise', or hdrlab recipe "
+                "experiments/recipes/duhdr_stagewise.yaml "
                 "(or pass model.init_args.stage_checkpoints / init_checkpoint)")
 
     # ------------------------------------------------------------------ structure
+    stage_learning_rates = STAGE_LEARNING_RATES
+
+    def stage_networks(self) -> dict[str, nn.Module]:
+        return self.subnetworks_all()
+
     def subnetworks_all(self) -> dict[str, nn.Module]:
         """All six networks with parameters by name (trainable or frozen in this stage)."""
         return {name: getattr(self.net, name) for name in SUBNETWORKS}
@@ -293,7 +330,7 @@ class DuHDRMethod(HDRMethod):
     def _require(self, batch: HDRBatch, *keys: str) -> None:
         missing = [k for k in keys if k not in batch]
         if missing:
-            raise ConfigError(f"DuHDRMethod stage={self.stage!r} needs batch keys {missing}; use a paired data module "
+            raise ConfigError(f"DuHDRMethod stage={self.active_stage!r} needs batch keys {missing}; use a paired data module "
                               "(ProceduralDataModule / HDRFolderDataModule), or stage='unpaired' for LDR-only data")
 
     def unpaired_terms(self, ldr: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -319,19 +356,19 @@ class DuHDRMethod(HDRMethod):
         return terms
 
     def compute_loss(self, batch: HDRBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The objective of :attr:`stage` and its weighted terms."""
-        net = self.net
+        """The objective of :attr:`active_stage` and its weighted terms."""
+        net, stage = self.net, self.active_stage
         ldr = batch["ldr"]
-        if self.stage == "unpaired":
+        if stage == "unpaired":
             terms = {k: self.unpaired_weights[k] * v for k, v in self.unpaired_terms(ldr).items()}
             return sum(terms.values()), terms  # type: ignore[return-value]
-        if self.stage == "dequantization":
+        if stage == "dequantization":
             self._require(batch, "ldr_float")
             dequantized = net.dequantization(ldr)
             requantized = net.quantize(dequantized) if self.dn_dual_weight > 0 else None
             terms = dnet_loss(dequantized, batch["ldr_float"], requantized, ldr, dual_weight=self.dn_dual_weight,
                               mask=self._image_mask(batch))
-        elif self.stage == "linearization":
+        elif stage == "linearization":
             self._require(batch, "ldr_float", "hdr_clipped")
             display, clipped = batch["ldr_float"], batch["hdr_clipped"]
             linear = lut_apply(display, net.linearization(display))
@@ -339,7 +376,7 @@ class DuHDRMethod(HDRMethod):
             cycled = lut_apply(linear, net.crf(linear)) if self.dnm_dual_weight > 0 else None
             terms = linearization_dual_loss(linear, clipped, forward_gt, cycled, display, crf_weight=self.crf_weight,
                                             dual_weight=self.dnm_dual_weight)
-        elif self.stage == "hallucination":
+        elif stage == "hallucination":
             self._require(batch, "hdr_clipped", "hdr")
             clipped = batch["hdr_clipped"]
             hallucinated = net.hallucinate(clipped)["hallucinated"]
@@ -349,7 +386,7 @@ class DuHDRMethod(HDRMethod):
                 perceptual_weight=self.perceptual_weight, tv_weight=self.tv_weight, dual_weight=self.itn_dual_weight,
                 mu=self.mu, mask=self._image_mask(batch), domain=self.loss_domain,
             )  # fmt: skip
-        elif self.stage == "refinement":
+        elif stage == "refinement":
             self._require(batch, "hdr")
             with torch.no_grad():
                 dequantized = net.dequantization(ldr)

@@ -242,8 +242,9 @@ class SingleHDRMethod(StagewiseTraining, HDRMethod):
             if self.perceptual_weight > 0 and (stage == "hallucination" or (stage == STAGEWISE and "hallucination" in shares))
             else None
         )
-        # a stage-wise run starts with every sub-network in the optimizer; each stage then freezes the others
-        self.trainable_subnets = SUBNETWORKS if stage == STAGEWISE else STAGE_TRAINABLE[stage]
+        # a stage-wise run shows its joint stage until the first batch (its optimizer holds every scheduled
+        # sub-network: StagewiseTraining.trainable_parameters)
+        self.trainable_subnets = STAGE_TRAINABLE["joint" if stage == STAGEWISE else stage]
         for name, sub in self.subnetworks().items():
             sub.requires_grad_(name in self.trainable_subnets)
         if stage_checkpoints:

@@ -80,8 +80,9 @@ class StagewiseTraining:
     """Mixin for an :class:`hdrlab.methods.HDRMethod` whose ``stage`` may be ``"stagewise"``.
 
     The host class declares :attr:`stage_trainable` (stage -> trained sub-network names) and
-    :attr:`stage_learning_rates` (stage -> official Adam rate), provides ``subnetworks()`` and a
-    ``train()`` that keeps sub-networks outside ``self.trainable_subnets`` in eval mode, calls
+    :attr:`stage_learning_rates` (stage -> official Adam rate), provides :meth:`stage_networks`
+    (default ``subnetworks()``) and a ``train()`` that keeps networks outside
+    ``self.trainable_subnets`` in eval mode, calls
     :meth:`init_stagewise` in ``__init__`` and dispatches its objective on :attr:`active_stage`.
     """
 
@@ -94,8 +95,10 @@ class StagewiseTraining:
         Args:
             shares: stage -> share of the budget, in order (e.g. official iterations).
             lr: one rate for every stage, or None for each stage's official rate.
-            idle_stage: the stage :attr:`active_stage` reports outside a fit (the largest step,
-                so that memory estimates and ``compute_loss`` calls before training see it).
+            idle_stage: the stage :attr:`active_stage` reports outside a fit, whose networks are
+                the trainable ones until the first batch (the host sets them): the largest step, so
+                that parameter counts, memory estimates and ``compute_loss`` calls before training
+                see it.
         """
         unknown = sorted(set(shares) - set(self.stage_trainable))
         if unknown:
@@ -107,6 +110,19 @@ class StagewiseTraining:
         self._idle_stage = idle_stage
         self._current_stage: str | None = None
         self._restored_stage: str | None = None
+
+    def trainable_parameters(self) -> list[Any]:
+        """In a stage-wise run: the parameters of every network some stage trains (the optimizer
+        is built once; each stage's ``requires_grad`` selects what moves)."""
+        if self.stage != STAGEWISE:
+            return super().trainable_parameters()
+        networks = self.stage_networks()
+        names = dict.fromkeys(n for s in self.stage_shares for n in self.stage_trainable[s])
+        return list({id(p): p for n in names for p in networks[n].parameters()}.values())
+
+    def stage_networks(self) -> dict[str, Any]:
+        """Every network a stage may train or freeze, by name."""
+        return self.subnetworks()
 
     @property
     def active_stage(self) -> str:
@@ -132,7 +148,7 @@ class StagewiseTraining:
         state and set the stage's learning rate (a new official run)."""
         self._current_stage = name
         self.trainable_subnets = tuple(self.stage_trainable[name])
-        for sub_name, sub in self.subnetworks().items():
+        for sub_name, sub in self.stage_networks().items():
             sub.requires_grad_(sub_name in self.trainable_subnets)
             sub.zero_grad(set_to_none=True)
         self.train(self.training)
