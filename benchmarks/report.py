@@ -1,8 +1,8 @@
 """Render the README "Performance" table from the benchmark result JSONs in ``benchmarks/results/``.
 
 Reads ``lightning_overhead.json`` (bench_lightning_overhead.py), ``flops.json`` (bench_flops.py),
-``data.json`` (bench_data.py) and, when present, ``mergers.json`` (bench_mergers.py); a missing file
-drops its rows. Each row is one measured ratio with its goal; the table replaces everything between
+``data.json`` (bench_data.py), ``mergers.json`` (bench_mergers.py), ``two_stage_merge.json``
+(bench_two_stage_merge.py) and ``scaling.json`` (bench_scaling.py); a missing file drops its rows. Each row is one measured ratio with its goal; the table replaces everything between
 the ``<!-- bench:start -->`` and ``<!-- bench:end -->`` markers of README.md (a "## Performance"
 section with the markers is inserted before "## Documentation" when the README has none).
 Nothing is measured here.
@@ -124,7 +124,10 @@ def rows_data(data: dict[str, Any]) -> list[Row]:
 
 
 #: wall-time goals of the merges against OpenCV on the same stack and thread count
-MERGER_GOALS = {"debevec": 1.0, "mertens": 1.5}
+MERGER_GOALS = {"debevec": 1.0, "debevec_known_crf": 1.0, "mertens": 1.5}
+#: case column of each merge
+MERGER_CASES = {"debevec": "debevec (response recovered)", "debevec_known_crf": "debevec (known response)",
+                "mertens": "mertens"}
 
 
 def rows_mergers(data: dict[str, Any]) -> list[Row]:
@@ -136,15 +139,28 @@ def rows_mergers(data: dict[str, Any]) -> list[Row]:
         entry = data.get(name)
         if not isinstance(entry, dict) or "ratio" not in entry:
             continue
-        rows.append(Row("Merge wall time (hdrlab / OpenCV)", name, entry["ratio"], goal, "<=", command=cmd))
+        case = MERGER_CASES[name]
+        rows.append(Row("Merge wall time (hdrlab / OpenCV)", case, entry["ratio"], goal, "<=", command=cmd))
         if entry.get("opencv_cpu_s"):
-            rows.append(Row("Merge CPU time (hdrlab / OpenCV)", name, entry["hdrlab_cpu_s"] / entry["opencv_cpu_s"],
+            rows.append(Row("Merge CPU time (hdrlab / OpenCV)", case, entry["hdrlab_cpu_s"] / entry["opencv_cpu_s"],
                             None, command=cmd))
     mertens = data.get("mertens", {})
     if "max_abs_diff_vs_opencv" in mertens:
         rows.append(Row("Mertens max abs difference from OpenCV (1024x768)", "every pixel",
                         mertens["max_abs_diff_vs_opencv"], 1e-4, "<=", unit="", command=cmd))
+    known = data.get("debevec_known_crf", {})
+    if "max_rel_diff_vs_opencv" in known:
+        rows.append(Row("Debevec (known response) max relative difference from OpenCV", "every pixel",
+                        known["max_rel_diff_vs_opencv"], 1e-5, "<=", unit="", command=cmd))
     return rows
+
+
+def rows_two_stage_merge(data: dict[str, Any]) -> list[Row]:
+    """bench_two_stage_merge.py's file: the share of a TwoStage training step spent in the merger
+    (forward, plus backward when it is differentiable); no goal, it says where a step's time goes."""
+    return [Row("Merger share of a TwoStage training step", case, entry["share"], None, unit="%",
+                command="python benchmarks/bench_two_stage_merge.py")
+            for case, entry in data.get("methods", {}).items()]
 
 
 SOURCES: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
@@ -152,6 +168,7 @@ SOURCES: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("flops", rows_flops),
     ("data", rows_data),
     ("mergers", rows_mergers),
+    ("two_stage_merge", rows_two_stage_merge),
 ]
 
 

@@ -71,17 +71,24 @@ def test_collect_reads_present_files_and_skips_missing(tmp_path):
         "singlehdr": {"ratio_step": 1.2, "ratio_with_data": 1.4}}}, directory=tmp_path)
     common.write_result("data", {"methods": {"cfnet": {"ratio": 7.0}}}, directory=tmp_path)
     common.write_result("mergers", {"debevec": {"ratio": 0.8, "hdrlab_cpu_s": 1.0, "opencv_cpu_s": 2.0},
+                                    "debevec_known_crf": {"ratio": 1.2, "max_rel_diff_vs_opencv": 7e-7},
                                     "mertens": {"ratio": 1.6, "max_abs_diff_vs_opencv": 2e-5}, "n": 3},
                         directory=tmp_path)
+    common.write_result("two_stage_merge", {"methods": {"le2023_debevec": {"share": 0.086}}}, directory=tmp_path)
     rows, machine = report.collect(tmp_path)
     assert machine == "M"
     cases = {(r.benchmark.split(" ")[0], r.case): r.measured for r in rows}
     assert cases[("Lightning", "singlehdr")] in (1.2, 1.4)
     assert cases[("Synthesis", "cfnet")] == 7.0
     merges = {(r.benchmark, r.case): r for r in rows if r.benchmark.startswith(("Merge", "Mertens"))}
-    assert merges[("Merge wall time (hdrlab / OpenCV)", "debevec")].met is True  # 0.8 <= 1.0
+    assert merges[("Merge wall time (hdrlab / OpenCV)", "debevec (response recovered)")].met is True  # 0.8 <= 1.0
+    assert merges[("Merge wall time (hdrlab / OpenCV)", "debevec (known response)")].met is False  # 1.2 > 1.0
     assert merges[("Merge wall time (hdrlab / OpenCV)", "mertens")].met is False  # 1.6 > 1.5
-    assert merges[("Merge CPU time (hdrlab / OpenCV)", "debevec")].measured == 0.5
+    assert merges[("Merge CPU time (hdrlab / OpenCV)", "debevec (response recovered)")].measured == 0.5
+    known = [r for r in rows if r.benchmark.startswith("Debevec (known response) max")]
+    assert len(known) == 1 and known[0].met is True
+    share = [r for r in rows if r.benchmark.startswith("Merger share")]
+    assert [(r.case, r.measured, r.unit, r.goal) for r in share] == [("le2023_debevec", 0.086, "%", None)]
     assert merges[("Mertens max abs difference from OpenCV (1024x768)", "every pixel")].met is True
     assert not any(r.benchmark.startswith("FLOP") for r in rows)  # no flops.json: no rows
     rows, _ = report.collect(tmp_path / "missing")
