@@ -94,7 +94,7 @@ def _wrap(text: str, width: int = 22) -> str:
 def _bar_panel(ax: Any, labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
                counts: Sequence[int], metric: str, title: str, ylabel: str = "group") -> None:
     """Horizontal bars (one per label) with error bars where ``count > 1``, values written at the bars;
-    the x axis names the metric (unit, direction), the y axis what a bar is (``ylabel``)."""
+    the x axis names the metric (unit, direction); ``ylabel`` (what a bar is) heads the tick labels."""
     import numpy as np
 
     y = np.arange(len(labels))
@@ -114,7 +114,9 @@ def _bar_panel(ax: Any, labels: Sequence[str], means: Sequence[float], stds: Seq
     ax.set_xlim(min(0.0, min(vals, default=0.0) * 1.1), span * 1.45)
     direction = direction_text(metric)
     ax.set_xlabel(f"{metric_label(metric, unit=True)}" + (f" ({direction})" if direction else ""))
-    ax.set_ylabel(ylabel)
+    # what a bar is: a header over the tick labels (a rotated y label would overlap long tick labels)
+    ax.annotate(_wrap(ylabel, 40), xy=(0, 1), xycoords="axes fraction", xytext=(-6, 4), textcoords="offset points",
+                ha="right", va="bottom", fontsize=8, fontweight="bold")
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
 
