@@ -453,3 +453,101 @@ def test_pyr_down_up_keep_leading_dims():
     assert up.shape == x.shape
     ref_up = cv2.pyrUp(down[0, 3].permute(1, 2, 0).contiguous().numpy(), dstsize=(22, 17))
     assert np.abs(up[0, 3].permute(1, 2, 0).numpy() - ref_up).max() < 1e-6
+
+
+# ------------------------------------------------------------------ fast paths (solver, blocks, benchmark bracket)
+
+
+def _bench_bracket(height: int, width: int) -> list[np.ndarray]:
+    """benchmarks/bench_mergers.py's bracket (smooth ~10-stop radiance, gamma 2.2, EV -2/0/+2), duplicated."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width] / np.array([height, width], dtype=np.float64)[:, None, None]
+    base = np.exp(2.5 * np.sin(3 * xx + 1) * np.cos(2 * yy) + 1.5 * xx - 1.5)
+    hdr = np.stack([0.8 * base, base, 1.3 * base], axis=-1) * (1 + 0.05 * rng.standard_normal((height, width, 3)))
+    return [np.round(255 * np.clip(hdr * 2.0**ev, 0, 1) ** (1 / 2.2)).astype(np.uint8) for ev in (-2.0, 0.0, 2.0)]
+
+
+def test_fuse_mertens_matches_opencv_at_1024x768_on_benchmark_bracket():
+    codes = _bench_bracket(768, 1024)
+    ref = cv2.createMergeMertens(1.0, 1.0, 1.0).process(codes)
+    # OpenCV's own float conversion, code * float32(1/255) (see the mertens module docstring)
+    images = torch.from_numpy(np.stack(codes)).permute(0, 3, 1, 2).unsqueeze(0).float() * np.float32(1.0 / 255.0)
+    stack = ExposureStack(images=images, ev=torch.tensor([[-2.0, 0.0, 2.0]]), reference=1)
+    with torch.no_grad():
+        ours = MertensMerger(clip=False)(stack)[0].permute(1, 2, 0).numpy()
+    assert float(np.abs(ours - ref).max()) <= 1e-4
+
+
+def _dense_lstsq_response(z, log_t, table, smoothness):
+    from hdrlab.models.mergers.debevec import debevec_system
+
+    a, b = debevec_system(z, log_t, table, smoothness)
+    return torch.linalg.lstsq(a, b.unsqueeze(-1), driver="gelsd").solution[..., :256, 0]
+
+
+@pytest.mark.parametrize("kind,smoothness", [("hat", 10.0), ("opencv_legacy", 10.0), ("hat", 1.0)])
+def test_normal_equation_solve_matches_dense_lstsq(scene, times, kind, smoothness):
+    from hdrlab.models.mergers.debevec import solve_response_normal_equations
+
+    codes = torch.from_numpy(np.stack(scene[1]))
+    pts = grid_sample_points(120, 160, 70)
+    z = codes[:, pts[:, 0], pts[:, 1], :].long().permute(2, 1, 0)
+    log_t = torch.log(torch.from_numpy(times).double()).expand(3, -1)
+    table = debevec_weight_table(kind)
+    g, ok = solve_response_normal_equations(z, log_t, table, smoothness)
+    ref = _dense_lstsq_response(z, log_t, table, smoothness)
+    assert bool(ok.all())
+    assert float((g - ref).abs().max()) < 1e-6
+    assert float(g[:, 128].abs().max()) == 0.0  # the gauge is exact
+
+
+def test_smoothness_gram_equals_dense_product():
+    from hdrlab.models.mergers.debevec import smoothness_gram
+
+    table = debevec_weight_table("hat")
+    k = torch.arange(254)
+    rows = torch.zeros(254, 256, dtype=torch.float64)
+    for offset, coeff in ((0, 1.0), (1, -2.0), (2, 1.0)):
+        rows[k, k + offset] = coeff * 10.0 * table[k + 1]
+    dense = rows.T @ rows
+    dense[128, 128] += 1.0
+    assert torch.allclose(smoothness_gram(table, 10.0), dense, rtol=1e-12, atol=1e-9)
+
+
+def test_solve_response_falls_back_to_lstsq_when_rank_deficient(scene, times):
+    from hdrlab.models.mergers.debevec import solve_response, solve_response_normal_equations
+
+    codes = torch.from_numpy(np.stack(scene[1]))
+    pts = grid_sample_points(120, 160, 70)
+    z = codes[:, pts[:, 0], pts[:, 1], :].long().permute(2, 1, 0)
+    log_t = torch.log(torch.from_numpy(times).double()).expand(3, -1)
+    table = debevec_weight_table("hat")
+    _, ok = solve_response_normal_equations(z, log_t, table, 0.0)  # lambda = 0: unseen codes are free
+    assert not bool(ok.all())
+    g = solve_response(z, log_t, table, 0.0)
+    # the minimum-norm solution (gelsd), up to its own rounding in the near-null directions
+    assert torch.allclose(g, _dense_lstsq_response(z, log_t, table, 0.0), atol=1e-4)
+
+
+def test_debevec_recover_blocked_no_grad_equals_autograd_path(scene, monkeypatch):
+    from hdrlab.models.mergers import debevec as debevec_module
+
+    stack = as_stack(scene[1])
+    merger = DebevecMerger(crf="recover")
+    monkeypatch.setattr(debevec_module, "BLOCK_ELEMENTS", 4 * 160 * 4 * 3)  # blocks of 4 rows
+    with torch.no_grad():
+        blocked = merger(stack)
+    images = stack.images.clone().requires_grad_(True)
+    graded = merger(ExposureStack(images=images, ev=stack.ev, reference=stack.reference))
+    assert torch.allclose(blocked, graded.detach(), rtol=1e-6)
+    # the lookup equals lut_apply's piecewise-linear ln response at 255 x
+    from hdrlab.camera.lut import lut_apply
+
+    log_r = merger.recover_log_response(stack)
+    x = torch.linspace(0, 1, 1001).view(1, 1, 1, 1001).expand(1, 3, 1, 1001)
+    ref = lut_apply(x, log_r)
+    intercept, slope = debevec_module._lerp_tables(log_r, torch.zeros(1, 1), torch.float32)
+    p = x * 255.0
+    idx = p.to(torch.int32) + (torch.arange(3, dtype=torch.int32) * 256).view(1, 3, 1, 1)
+    got = intercept[idx.long()] + p * slope[idx.long()]
+    assert torch.allclose(got, ref, atol=1e-4)

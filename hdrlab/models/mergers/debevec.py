@@ -12,7 +12,12 @@ with the gauge ``g(128) = 0``, and the radiance map is the weighted log-mean (pa
 The functions here follow OpenCV's ``CalibrateDebevec`` / ``MergeDebevec`` exactly (grid sampling,
 row layout, weight tables, mean-over-channels merge weight; OpenCV ``modules/photo/src/calibrate.cpp``,
 ``merge.cpp`` and ``hdr_common.cpp``, whose ``triangleWeights`` changed in 4.12) but solve
-in float64 with ``torch.linalg.lstsq`` (driver ``gelsd``, an SVD-based solver, as the paper says).
+in float64: the least-squares minimiser of the same system, from its normal equations with the
+per-sample unknowns ``ln E_i`` eliminated in closed form (a 256 x 256 Cholesky solve per channel,
+:func:`solve_response_normal_equations`; OpenCV: float32 SVD), falling back to
+``torch.linalg.lstsq`` (driver ``gelsd``, SVD-based, the paper's choice) when the system is
+rank-deficient (e.g. ``lambda = 0`` with unobserved codes). The merges look the per-code tables
+up by ``int32`` code instead of evaluating per-pixel arithmetic.
 :class:`DebevecMerger` wraps them for :class:`hdrlab.stack.ExposureStack` in the project's
 radiance convention.
 """
@@ -25,7 +30,6 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from hdrlab.camera.lut import lut_apply
 from hdrlab.errors import ConfigError
 from hdrlab.models.mergers.base import StackArity, StackMerger
 from hdrlab.stack import ExposureStack
@@ -43,6 +47,8 @@ NO_WEIGHT_THRESHOLD = 1e-3
 LINEAR_FLOOR = 1e-8
 #: display value at or above which a sample counts as saturated (code 255 after rounding)
 SATURATED = 1.0 - 0.5 / 255.0
+#: values per block of rows of the no-autograd recover-mode merge (temporaries of ~1 MiB stay in cache)
+BLOCK_ELEMENTS = 1 << 18
 
 
 def debevec_weight(codes: torch.Tensor, kind: WeightKind = "hat") -> torch.Tensor:
@@ -77,8 +83,8 @@ def grid_sample_points(height: int, width: int, samples: int) -> torch.Tensor:
     """OpenCV's deterministic sample grid (``CalibrateDebevec`` with ``random=False``).
 
     ``x_points = floor(sqrt(samples * W / H))``, ``y_points = samples // x_points``, steps
-    ``W // x_points`` and ``H // y_points``, points at ``step // 2 + i * step``; points outside
-    the image are dropped, so fewer than ``samples`` points may be returned.
+    ``W // x_points`` and ``H // y_points``, points at ``step // 2 + i * step`` (always inside the
+    image); ``x_points * y_points`` may be fewer than ``samples``.
 
     Returns:
         ``[M, 2]`` long tensor of ``(y, x)`` positions, ``M <= samples``.
@@ -94,9 +100,9 @@ def grid_sample_points(height: int, width: int, samples: int) -> torch.Tensor:
     step_x, step_y = width // x_points, height // y_points
     xs = step_x // 2 + step_x * torch.arange(x_points)
     ys = step_y // 2 + step_y * torch.arange(y_points)
-    grid = torch.cartesian_prod(ys, xs)
-    keep = (grid[:, 0] < height) & (grid[:, 1] < width)
-    return grid[keep]
+    # every point lies inside the image (step // 2 + (n - 1) step < n step <= side), so OpenCV's
+    # bounds check never drops one: no data-dependent mask (shape-static under fake tensors)
+    return torch.cartesian_prod(ys, xs)
 
 
 def random_sample_points(
@@ -129,6 +135,25 @@ def as_code_stack(images: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np
     return codes.unsqueeze(-1) if codes.dim() == 3 else codes
 
 
+def _code_images(images: torch.Tensor | np.ndarray | Sequence[torch.Tensor | np.ndarray]) -> list[torch.Tensor]:
+    """:func:`as_code_stack`'s checks, but the exposures as a list of ``[H, W, C]`` ``uint8`` views
+    (no stacked copy)."""
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        images = list(torch.as_tensor(images).unbind(0))
+    tensors = [torch.as_tensor(i) for i in images]
+    if not tensors:
+        raise ConfigError("Debevec needs at least one 8-bit image")
+    shapes = {tuple(t.shape) for t in tensors}
+    if len(shapes) != 1:
+        raise ConfigError(f"all exposures must have the same size, got shapes {sorted(shapes)}")
+    if any(t.dtype != torch.uint8 for t in tensors):
+        raise ConfigError(
+            "Debevec calibration/merge works on 8-bit codes: pass uint8 images "
+            "(e.g. round(255 * x) for display values x in [0, 1])"
+        )
+    return [t.unsqueeze(-1) if t.dim() == 2 else t for t in tensors]
+
+
 def _log_times(times: torch.Tensor | Sequence[float], count: int) -> torch.Tensor:
     t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     if t.numel() != count:
@@ -153,8 +178,9 @@ def recover_response_debevec(
     The system per channel is OpenCV's ``CalibrateDebevec`` (``modules/photo/src/calibrate.cpp``): one data row per
     (sample, exposure) with ``+w(z)`` at column ``z``, ``-w(z)`` at column ``256 + i`` and right-hand
     side ``w(z) ln t_j``; the gauge row ``g(128) = 0`` (unscaled); smoothness rows
-    ``lambda * w(k + 1) * (1, -2, 1)`` at columns ``k, k+1, k+2`` for ``k = 0..253``. Solved in float64
-    with ``torch.linalg.lstsq(driver="gelsd")`` (OpenCV: float32 SVD), all channels as one batch.
+    ``lambda * w(k + 1) * (1, -2, 1)`` at columns ``k, k+1, k+2`` for ``k = 0..253``
+    (:func:`debevec_system`). Solved in float64 by :func:`solve_response` (normal equations with the
+    ``ln E_i`` eliminated, ``gelsd`` fallback; OpenCV: float32 SVD), all channels as one batch.
 
     Args:
         images: ``P`` exposures of 8-bit codes, ``uint8`` ``[P, H, W, C]`` or a list of ``[H, W(, C)]``.
@@ -181,40 +207,135 @@ def recover_response_debevec(
     else:
         raise ConfigError(f"unknown sampling {sampling!r}; use 'grid' or 'random'")
     table = debevec_weight_table(weights)
-
     z = codes[:, points[:, 0], points[:, 1], :].long().permute(2, 1, 0)  # [C, M, P]
-    num_pts = z.shape[1]
-    w = table[z]  # [C, M, P]
+    g = solve_response(z, log_t.expand(channels, num_exp), table, smoothness)  # [C, 256]
+    return torch.exp(g).T.contiguous()
+
+
+def debevec_system(
+    z: torch.Tensor, log_t: torch.Tensor, table: torch.Tensor, smoothness: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenCV ``CalibrateDebevec``'s dense least-squares system ``A x ~ b`` of a batch of channels.
+
+    Unknowns ``x = [g(0..255), ln E_1..ln E_M]``; rows: one per (sample, exposure) with ``+w(z)`` at
+    column ``z``, ``-w(z)`` at column ``256 + i`` and right-hand side ``w(z) ln t_j``; the gauge row
+    ``g(128) = 0`` (unscaled); smoothness rows ``lambda * w(k + 1) * (1, -2, 1)`` at columns
+    ``k, k+1, k+2`` for ``k = 0..253``.
+
+    Args:
+        z: ``[K, M, P]`` long codes of ``M`` samples in ``P`` exposures, ``K`` independent systems.
+        log_t: ``[K, P]`` float64 ``ln t_j``.
+        table: 256-entry float64 weight table.
+        smoothness: ``lambda``.
+
+    Returns:
+        ``A [K, M P + 255, 256 + M]`` and ``b [K, M P + 255]``, float64.
+    """
+    count, num_pts, num_exp = z.shape
+    w = table[z]  # [K, M, P]
     n_data = num_pts * num_exp
     rows = n_data + 1 + (NUM_CODES - 2)
     cols = NUM_CODES + num_pts
-    a = torch.zeros(channels, rows, cols, dtype=torch.float64)
-    b = torch.zeros(channels, rows, dtype=torch.float64)
-
-    ch = torch.arange(channels).view(channels, 1, 1).expand_as(z)
+    a = torch.zeros(count, rows, cols, dtype=torch.float64)
+    b = torch.zeros(count, rows, dtype=torch.float64)
+    ch = torch.arange(count).view(count, 1, 1).expand_as(z)
     row = torch.arange(n_data).view(1, num_pts, num_exp).expand_as(z)
     pt = torch.arange(num_pts).view(1, num_pts, 1).expand_as(z)
     a[ch, row, z] = w
     a[ch, row, NUM_CODES + pt] = -w
-    b[ch, row] = w * log_t.view(1, 1, num_exp)
+    b[ch, row] = w * log_t.view(count, 1, num_exp)
     a[:, n_data, NUM_CODES // 2] = 1.0
-
     k = torch.arange(NUM_CODES - 2)
     smooth_rows = n_data + 1 + k
     lam_w = smoothness * table[k + 1]
     for offset, coeff in ((0, 1.0), (1, -2.0), (2, 1.0)):
         a[:, smooth_rows, k + offset] = coeff * lam_w
+    return a, b
 
-    # The system is tiny (~300 x 330 per channel): LAPACK threads cost more than they save and are
-    # 10x slower on a busy machine, so the solve runs single-threaded.
+
+def smoothness_gram(table: torch.Tensor, smoothness: float) -> torch.Tensor:
+    """``L^T L + e_128 e_128^T`` ``[256, 256]``: the smoothness rows' and the gauge row's normal matrix.
+
+    Row ``k`` of ``L`` is ``lambda w(k + 1) (1, -2, 1)`` at columns ``k, k+1, k+2``, so ``L^T L`` is
+    pentadiagonal: ``(L^T L)[k + a, k + b] += (lambda w(k + 1))^2 c_a c_b`` with ``c = (1, -2, 1)``.
+    """
+    k = torch.arange(NUM_CODES - 2)
+    lam_w2 = (smoothness * table[k + 1].to(torch.float64)).square()
+    gram = torch.zeros(NUM_CODES, NUM_CODES, dtype=torch.float64)
+    coeffs = (1.0, -2.0, 1.0)
+    for a, ca in enumerate(coeffs):
+        for b, cb in enumerate(coeffs):
+            gram.index_put_((k + a, k + b), ca * cb * lam_w2, accumulate=True)
+    gram[NUM_CODES // 2, NUM_CODES // 2] += 1.0
+    return gram
+
+
+def solve_response_normal_equations(
+    z: torch.Tensor, log_t: torch.Tensor, table: torch.Tensor, smoothness: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares ``g`` of :func:`debevec_system` from the normal equations, ``ln E`` eliminated.
+
+    With data weights ``v_ij = w(Z_ij)^2`` the normal equations of the data rows are, per sample
+    ``i``, ``d_i ln E_i = sum_j v_ij (g(Z_ij) - ln t_j)`` with ``d_i = sum_j v_ij``; substituting
+    ``ln E_i`` leaves the 256 x 256 system (Schur complement)
+
+        (diag(sum_ij v_ij e_Z_ij) - sum_i u_i u_i^T / d_i + L^T L + e_128 e_128^T) g
+            = sum_ij v_ij ln t_j e_Z_ij - sum_i u_i (sum_j v_ij ln t_j) / d_i,
+
+    ``u_i = sum_j v_ij e_Z_ij``, ``L`` the smoothness rows and ``e_128`` the gauge row. It is
+    symmetric positive definite whenever the full system has full column rank, and is solved by
+    Cholesky in float64; its minimiser is the full system's least-squares solution (within ~1e-8
+    in ``g`` of ``gelsd``'s on OpenCV's default system). The gauge is then imposed exactly
+    (``g -= g(128)``: a constant shift of ``g`` and ``ln E`` leaves every other residual unchanged).
+
+    Args:
+        z: ``[K, M, P]`` long codes; log_t: ``[K, P]`` float64 ``ln t``; table: 256-entry float64
+            weight table; smoothness: ``lambda``.
+
+    Returns:
+        ``(g [K, 256], ok [K] bool)``: ``ok`` is False where the Cholesky factorisation failed
+        (rank-deficient system); ``g`` is not meaningful there.
+    """
+    count, num_pts, num_exp = z.shape
+    v = table[z].square()  # [K, M, P]
+    v_lt = v * log_t.view(count, 1, num_exp)
+    d = v.sum(dim=2)  # [K, M]
+    flat = z.reshape(count, -1)
+    diag = torch.zeros(count, NUM_CODES, dtype=torch.float64).scatter_add_(1, flat, v.reshape(count, -1))
+    rhs = torch.zeros(count, NUM_CODES, dtype=torch.float64).scatter_add_(1, flat, v_lt.reshape(count, -1))
+    # u_i / sqrt(d_i) as the columns of U [K, 256, M]
+    u = torch.zeros(count, NUM_CODES, num_pts, dtype=torch.float64)
+    u.scatter_add_(1, z.transpose(1, 2), (v / d.sqrt().unsqueeze(2)).transpose(1, 2))
+    s = torch.diag_embed(diag) + smoothness_gram(table, smoothness)
+    s = torch.baddbmm(s, u, u.transpose(1, 2), alpha=-1.0)
+    rhs = rhs - torch.bmm(u, (v_lt.sum(dim=2) / d.sqrt()).unsqueeze(2))[..., 0]
+    factor, info = torch.linalg.cholesky_ex(s)
+    g = torch.cholesky_solve(rhs.unsqueeze(2), factor)[..., 0]
+    # adding a constant to g and every ln E changes no residual but the gauge's, so the exact
+    # minimiser has g(128) = 0: remove the solve's rounding residue there (~1e-9)
+    g = g - g[:, NUM_CODES // 2 : NUM_CODES // 2 + 1]
+    return g, (info == 0) & torch.isfinite(g).all(dim=1)
+
+
+def solve_response(z: torch.Tensor, log_t: torch.Tensor, table: torch.Tensor, smoothness: float) -> torch.Tensor:
+    """``g [K, 256]`` of :func:`debevec_system`: normal equations, ``gelsd`` where they fail.
+
+    :func:`solve_response_normal_equations` for every system; those it cannot factor
+    (rank-deficient: e.g. ``lambda = 0`` and codes no sample shows) get the minimum-norm solution of
+    the dense system by ``torch.linalg.lstsq(driver="gelsd")``. Runs single-threaded: the systems
+    are tiny and LAPACK threads cost more than they save (10x slower on a busy machine).
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        solution = torch.linalg.lstsq(a, b.unsqueeze(-1), driver="gelsd").solution[..., 0]
+        g, ok = solve_response_normal_equations(z, log_t, table, smoothness)
+        if _concrete(ok) and not bool(ok.all()):  # fake/meta tensors (estimators): shapes only
+            bad = (~ok).nonzero()[:, 0]
+            a, b = debevec_system(z[bad], log_t[bad], table, smoothness)
+            g[bad] = torch.linalg.lstsq(a, b.unsqueeze(-1), driver="gelsd").solution[..., :NUM_CODES, 0]
     finally:
         torch.set_num_threads(threads)
-    g = solution[:, :NUM_CODES]  # [C, 256]
-    return torch.exp(g).T.contiguous()
+    return g
 
 
 def merge_debevec(
@@ -243,9 +364,10 @@ def merge_debevec(
     Returns:
         ``[H, W, C]`` float32 relative radiance (unit: code with ``response = 1`` at time 1).
     """
-    codes = as_code_stack(images).long()
-    num_exp, _, _, channels = codes.shape
-    log_t = _log_times(times, num_exp).view(num_exp, 1, 1, 1)
+    codes = _code_images(images)
+    num_exp = len(codes)
+    height, width, channels = codes[0].shape
+    log_t = _log_times(times, num_exp)
     if response is None:
         resp = torch.arange(NUM_CODES, dtype=torch.float64).clamp_min(1.0).unsqueeze(1).expand(NUM_CODES, channels)
     else:
@@ -255,12 +377,53 @@ def merge_debevec(
         resp = resp.expand(NUM_CODES, channels)
     if channel_weights not in ("mean", "per_channel"):
         raise ConfigError(f"unknown channel_weights {channel_weights!r}; use 'mean' or 'per_channel'")
-    log_r = torch.log(resp)[codes, torch.arange(channels)]  # [P, H, W, C]
-    w = debevec_weight_table(weights)[codes]
-    if channel_weights == "mean":
-        w = w.mean(dim=-1, keepdim=True)
-    ln_e = (w * (log_r - log_t)).sum(0) / w.sum(0)
-    return torch.exp(ln_e).to(torch.float32)
+    mean = channel_weights == "mean"
+    # per-(exposure, channel) tables ln r_c(z) - ln t_j (float32, as OpenCV), looked up by int32 code;
+    # blocks of rows of ~BLOCK_ELEMENTS codes, planar, so the temporaries stay in the CPU caches
+    log_table = (torch.log(resp).T.unsqueeze(0) - log_t.view(num_exp, 1, 1)).to(torch.float32).contiguous()  # [P, C, 256]
+    w64 = debevec_weight_table(weights)
+    if mean:
+        # the channel mean of w as a sum of w / C; channels 0 and 1 through one 65536-entry pair table
+        w64 = w64 / channels
+        pair_table = (w64.view(-1, 1) + w64.view(1, -1)).to(torch.float32).reshape(-1)
+    w_table = w64.to(torch.float32)
+    out = torch.empty((height, width, channels), dtype=torch.float32)
+    rows = max(1, BLOCK_ELEMENTS // (num_exp * width * channels))
+    rows = min(rows, height)
+    idx_buf = torch.empty(num_exp * channels * rows * width, dtype=torch.int32)
+    per_buf = torch.empty(num_exp * channels * rows * width, dtype=torch.float32)
+    w_buf = torch.empty((num_exp * rows * width) if mean else (num_exp * channels * rows * width), dtype=torch.float32)
+    pair_buf = torch.empty(num_exp * rows * width, dtype=torch.int32) if mean and channels > 1 else None
+    for top in range(0, height, rows):
+        h = min(rows, height - top)
+        count = num_exp * channels * h * width
+        # planar int32 codes [P, C, h, W] (one transposing conversion per exposure)
+        idx = idx_buf[:count].view(num_exp, channels, h, width)
+        for j, img in enumerate(codes):
+            idx[j].copy_(img[top : top + h].permute(2, 0, 1))
+        per = per_buf[:count].view(num_exp, channels, h, width)
+        for j in range(num_exp):
+            for c in range(channels):
+                torch.index_select(log_table[j, c], 0, idx[j, c].view(-1), out=per[j, c].view(-1))
+        if mean:
+            w = w_buf[: num_exp * h * width].view(num_exp, 1, h, width)
+            if channels > 1:
+                pair = torch.add(idx[:, 1], idx[:, 0], alpha=NUM_CODES, out=pair_buf[: num_exp * h * width].view(num_exp, h, width))
+                torch.index_select(pair_table, 0, pair.view(-1), out=w.view(-1))
+            else:
+                torch.index_select(w_table, 0, idx[:, 0].reshape(-1), out=w.view(-1))
+            for c in range(2, channels):
+                w.view(num_exp, h, width).add_(w_table.index_select(0, idx[:, c].reshape(-1)).view(num_exp, h, width))
+        else:
+            w = w_buf[:count].view(num_exp, channels, h, width)
+            torch.index_select(w_table, 0, idx.view(-1), out=w.view(-1))
+        # sum_j w_j (ln r(Z_j) - ln t_j) accumulated in place, then / sum_j w_j and exp on the planar block
+        num = per[0].mul_(w[0])
+        for j in range(1, num_exp):
+            num.addcmul_(per[j], w[j])
+        # exp on the contiguous planar block (vectorised; on the strided HWC view it is scalar, ~10x slower)
+        out[top : top + h].permute(2, 0, 1).copy_(num.div_(w.sum(0)).exp_())
+    return out
 
 
 def log_domain_merge(
@@ -295,23 +458,87 @@ def log_domain_merge(
         ``[B, 3, H, W]`` radiance ``exp(ln E)``.
     """
     log_t = (ev * math.log(2.0)).to(log_linear.dtype)[:, :, None, None, None]
-    per_exposure = log_linear - log_t
-    den = weight.sum(dim=1)
-    ln_e = (weight * per_exposure).sum(dim=1) / den
-    if fallback == "extreme":
-        batch = torch.arange(ev.shape[0], device=ev.device)
-        shortest = per_exposure[batch, ev.argmin(dim=1)]
-        longest = per_exposure[batch, ev.argmax(dim=1)]
-        bright = images.mean(dim=(1, 2), keepdim=False).unsqueeze(1) >= 0.5
-        extreme = torch.where(bright, shortest, longest)
-        ln_e = torch.where(den < NO_WEIGHT_THRESHOLD, extreme, ln_e)
-    elif fallback != "opencv":
+    return _weighted_log_mean(log_linear - log_t, weight, ev, images, log_t, fallback=fallback,
+                              saturation_bound=saturation_bound)
+
+
+def _weighted_log_mean(
+    per_exposure: torch.Tensor,
+    weight: torch.Tensor,
+    ev: torch.Tensor,
+    images: torch.Tensor,
+    log_t: torch.Tensor,
+    *,
+    fallback: str,
+    saturation_bound: bool,
+) -> torch.Tensor:
+    """:func:`log_domain_merge` given ``per_exposure = ln f^-1(x_j) - ln t_j`` ``[B, N, 3, H, W]``.
+
+    Without autograd (neither input requires a gradient) ``per_exposure`` is overwritten and the
+    temporaries are updated in place. On plain CPU tensors the ``"extreme"`` fallback is only
+    evaluated when some pixel needs it; elsewhere (other devices: no synchronisation; fake/meta
+    tensors and other subclasses, e.g. the FLOP/memory estimators' ``FakeTensorMode``: no
+    data-dependent control flow) always.
+    """
+    if fallback not in ("extreme", "opencv"):
         raise ConfigError(f"unknown fallback {fallback!r}; use 'extreme' or 'opencv'")
+    in_place = not (torch.is_grad_enabled() and (per_exposure.requires_grad or weight.requires_grad))
+    den = weight.sum(dim=1)
+    extreme = None
+    if fallback == "extreme":
+        missing = den < NO_WEIGHT_THRESHOLD
+        if not _concrete_cpu(per_exposure) or bool(missing.any()):
+            batch = torch.arange(ev.shape[0], device=ev.device)
+            shortest = per_exposure[batch, ev.argmin(dim=1)]
+            longest = per_exposure[batch, ev.argmax(dim=1)]
+            bright = images.detach().mean(dim=(1, 2), keepdim=False).unsqueeze(1) >= 0.5
+            extreme = torch.where(bright, shortest, longest)
+    weighted = per_exposure.mul_(weight) if in_place else weight * per_exposure
+    ln_e = weighted.sum(dim=1)
+    ln_e = ln_e.div_(den) if in_place else ln_e / den
+    if extreme is not None:
+        ln_e = torch.where(missing, extreme, ln_e)
     if saturation_bound:
         saturated = images.detach() >= SATURATED
-        bound = torch.where(saturated, -log_t.expand_as(saturated), torch.full_like(log_linear, -math.inf))
+        bound = torch.where(saturated, -log_t.expand_as(saturated), torch.full_like(per_exposure, -math.inf))
         ln_e = torch.maximum(ln_e, bound.amax(dim=1))
-    return torch.exp(ln_e)
+    return ln_e.exp_() if in_place else torch.exp(ln_e)
+
+
+def _concrete(x: torch.Tensor) -> bool:
+    """True for a plain tensor with values (not fake, meta or another subclass such as the FLOP/memory
+    estimators' ``FakeTensorMode`` tensors): only then may a Python branch depend on its values."""
+    return type(x) is torch.Tensor and x.device.type != "meta"
+
+
+def _concrete_cpu(x: torch.Tensor) -> bool:
+    """:func:`_concrete` on CPU: reading a value there costs no device synchronisation."""
+    return _concrete(x) and x.device.type == "cpu"
+
+
+def _hat_of_codes(codes: torch.Tensor, kind: WeightKind) -> torch.Tensor:
+    """:func:`debevec_weight` of float ``codes`` in ``[0, 255]``, computed in place in ``codes``."""
+    if kind not in ("hat", "opencv_legacy"):
+        raise ConfigError(f"unknown Debevec weight kind {kind!r}; use 'hat' or 'opencv_legacy'")
+    tri = torch.minimum(codes, torch.rsub(codes, 255.0), out=codes)
+    return tri.clamp_min_(HAT_EPS) if kind == "hat" else tri.add_(1.0)
+
+
+def _lerp_tables(log_r: torch.Tensor, log_t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat intercept/slope tables of ``ln r(p) - ln t_j`` (piecewise linear in ``p = 255 x``).
+
+    For ``i = floor(p)``: ``ln r(p) - ln t_j = a[i] + p s[i]`` with ``s[i] = ln r[i + 1] - ln r[i]``
+    and ``a[i] = ln r[i] - i s[i] - ln t_j`` (the segment of :func:`hdrlab.camera.lut.lut_apply` at
+    ``x = p / 255``); entry 255 (``p = 255``) repeats segment 254, so ``i`` needs no clamp. ``log_r`` ``[B, C, 256]``, ``log_t`` ``[B, N]`` -> two ``[B N C 256]`` tables,
+    entry ``((b N + n) C + c) 256 + i``.
+    """
+    log_r = log_r.to(torch.float64)
+    slope = torch.diff(log_r, dim=-1)
+    slope = torch.cat([slope, slope[..., -1:]], dim=-1)  # entry 255 (p = 255): segment 254
+    codes = torch.arange(NUM_CODES, dtype=torch.float64, device=log_r.device)
+    intercept = (log_r - codes * slope).unsqueeze(1) - log_t.to(torch.float64)[:, :, None, None]
+    slope = slope.unsqueeze(1).expand_as(intercept)
+    return intercept.to(dtype).reshape(-1), slope.to(dtype).reshape(-1)
 
 
 class DebevecMerger(StackMerger):
@@ -404,37 +631,75 @@ class DebevecMerger(StackMerger):
         Constant (no gradient); solved on ``round(255 * clamp(x, 0, 1))`` and ``t = 2 ** (ev - ev_ref)``.
         """
         images = stack.images.detach()
-        codes = (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu()
+        bsz, num, channels, height, width = images.shape
+        if self.sampling == "grid":
+            points = grid_sample_points(height, width, self.samples).to(images.device).expand(bsz, -1, 2)
+        else:
+            points = torch.stack([random_sample_points(height, width, self.samples) for _ in range(bsz)])
+            points = points.to(images.device)
+        batch = torch.arange(bsz, device=images.device).unsqueeze(1)
+        picked = images.permute(0, 3, 4, 1, 2)[batch, points[..., 0], points[..., 1]]  # [B, M, N, C]
+        z = (picked.clamp(0.0, 1.0) * 255.0).round().long().cpu().permute(0, 3, 1, 2)  # [B, C, M, N]
         rel_ev = (stack.ev - stack.ev[:, stack.reference : stack.reference + 1]).detach().cpu().double()
-        curves = []
-        for b in range(images.shape[0]):
-            response = recover_response_debevec(
-                codes[b].permute(0, 2, 3, 1),
-                torch.exp2(rel_ev[b]),
-                samples=self.samples,
-                smoothness=self.smoothness,
-                weights=self.weights,
-                sampling=self.sampling,
-            )
-            log_r = torch.log(response).T  # [3, 256]
-            curves.append(log_r - log_r[:, -1:])
-        return torch.stack(curves).to(device=images.device)
+        log_t = (rel_ev * math.log(2.0)).repeat_interleave(channels, dim=0)  # [B C, N]
+        table = debevec_weight_table(self.weights)
+        g = solve_response(z.reshape(bsz * channels, -1, num), log_t, table, self.smoothness)
+        log_r = g.view(bsz, channels, NUM_CODES)
+        return (log_r - log_r[..., -1:]).to(device=images.device)
 
     def merge(self, stack: ExposureStack) -> torch.Tensor:
-        """Merge ``stack`` into ``[B, 3, H, W]`` linear radiance relative to the reference exposure."""
+        """Merge ``stack`` into ``[B, 3, H, W]`` linear radiance relative to the reference exposure.
+
+        Without autograd the recover-mode merge (every operation is per pixel) runs on blocks of
+        rows of about :data:`BLOCK_ELEMENTS` values, so its temporaries stay in the CPU caches.
+        """
         images = stack.images
         bsz, num, ch, height, width = images.shape
         rel_ev = stack.ev - stack.ev[:, stack.reference : stack.reference + 1]
-        if self.crf == "recover":
-            log_r = self.recover_log_response(stack).to(images.dtype)  # [B, 3, 256]
-            log_linear = torch.stack([lut_apply(images[:, n], log_r) for n in range(num)], dim=1)
-            codes = (images.detach().clamp(0.0, 1.0) * 255.0).round()
-            weight = debevec_weight(codes, self.weights)
-        else:
+        if self.crf != "recover":
             linear = torch.stack([stack.crf.inverse(images[:, n]) for n in range(num)], dim=1)
-            log_linear = torch.log(linear.clamp_min(LINEAR_FLOOR))
+            log_t = (rel_ev * math.log(2.0)).to(images.dtype)[:, :, None, None, None]
+            per_exposure = torch.log(linear.clamp_min(LINEAR_FLOOR)) - log_t
             weight = debevec_weight(images.clamp(0.0, 1.0) * 255.0, self.weights)
+            if self.channel_weights == "mean":
+                weight = weight.mean(dim=2, keepdim=True)
+            return _weighted_log_mean(per_exposure, weight, rel_ev, images, log_t, fallback=self.fallback,
+                                      saturation_bound=self.saturation_bound).to(images.dtype)
+        log_r = self.recover_log_response(stack)  # [B, 3, 256]
+        tables = _lerp_tables(log_r, rel_ev.detach() * math.log(2.0), images.dtype)
+        grad = torch.is_grad_enabled() and images.requires_grad
+        rows = height if grad else max(1, BLOCK_ELEMENTS // max(1, bsz * num * ch * width))
+        if rows >= height:
+            return self._merge_recovered(images, rel_ev, tables, grad)
+        out = torch.empty((bsz, ch, height, width), dtype=images.dtype, device=images.device)
+        for top in range(0, height, rows):
+            out[..., top : top + rows, :] = self._merge_recovered(images[..., top : top + rows, :], rel_ev, tables, grad)
+        return out
+
+    def _merge_recovered(
+        self, images: torch.Tensor, rel_ev: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor], grad: bool
+    ) -> torch.Tensor:
+        """Recover-mode merge of ``images`` ``[B, N, 3, h, w]`` given :func:`_lerp_tables`' ``tables``."""
+        bsz, num, ch = images.shape[:3]
+        intercept, slope = tables
+        log_t = (rel_ev * math.log(2.0)).to(images.dtype)[:, :, None, None, None]
+        # ln r(255 x) - ln t_j by int32 table lookups: a[i] + p s[i], p = 255 clamp(x, 0, 1), i = floor(p)
+        # (lut_apply's segment); gradient 255 s[i] through p only. p in the standard (planar) layout:
+        # every later pass vectorises over whole planes
+        if grad:
+            p = (images.clamp(0.0, 1.0) * 255.0).contiguous()
+        else:
+            p = torch.mul(images, 255.0, out=torch.empty(images.shape, dtype=images.dtype,
+                                                          device=images.device)).clamp_(0.0, 255.0)
+        base = torch.arange(bsz * num * ch, device=images.device, dtype=torch.int32) * NUM_CODES
+        # i = floor(p) (int32 truncation, p >= 0); i = 255 (p = 255) uses the tables' copy of segment 254
+        idx = p.detach().to(torch.int32).add_(base.view(bsz, num, ch, 1, 1)).view(-1)
+        a_i = intercept.index_select(0, idx).view_as(p)
+        s_i = slope.index_select(0, idx).view_as(p)
+        per_exposure = torch.addcmul(a_i, p, s_i) if grad else a_i.addcmul_(p, s_i)
+        # weight table at the codes round(p), evaluated in closed form (cheaper than a lookup)
+        weight = _hat_of_codes(torch.round(p.detach()), self.weights)
         if self.channel_weights == "mean":
             weight = weight.mean(dim=2, keepdim=True)
-        return log_domain_merge(log_linear, weight, rel_ev, images, fallback=self.fallback,
-                                saturation_bound=self.saturation_bound).to(images.dtype)
+        return _weighted_log_mean(per_exposure, weight, rel_ev, images, log_t, fallback=self.fallback,
+                                  saturation_bound=self.saturation_bound).to(images.dtype)

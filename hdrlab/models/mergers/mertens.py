@@ -344,6 +344,99 @@ def _unnormalised_weights(
     return weight.reshape(b, n, 1, h, w).add_(WEIGHT_EPS)
 
 
+#: pixels (all exposures) per row block of the no-autograd weight computation: its ~20 temporaries
+#: stay in the CPU caches, and none of them is a large allocation (page faults on every call)
+WEIGHT_BLOCK_PIXELS = 1 << 16
+
+
+def _normalised_weights_into(
+    images: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    contrast_weight: float,
+    saturation_weight: float,
+    exposure_weight: float,
+    sigma: float,
+) -> None:
+    """No-autograd :func:`mertens_weights` of float32 ``[B, N, 3, H, W]`` written into ``out`` ``[B, N, C, H, W]``
+    (any strides; every ``C`` plane gets the weight), by blocks of rows.
+
+    The same float32 operations, in the same order, as :func:`_unnormalised_weights` (bit-identical
+    contrast, saturation and well-exposedness) on row blocks of a planar copy of the input: each block
+    is read once from ``images`` (whatever its layout) and its temporaries stay in cache. Needs
+    ``H, W >= 2``.
+    """
+    b, n, c, h, w = images.shape
+    bn = b * n
+    rows = max(1, min(h, WEIGHT_BLOCK_PIXELS // max(1, bn * w)))
+    c_r, c_g, c_b = (float(np.float32(v)) for v in (0.299, 0.587, 0.114))
+    dtype, device = images.dtype, images.device
+    img_buf = torch.empty(bn * c * (rows + 2) * w, dtype=dtype, device=device)
+    grey_buf = torch.empty(bn * (rows + 2) * (w + 2), dtype=dtype, device=device)
+    acc_buf = torch.empty(bn * (rows + 2) * w, dtype=torch.float64, device=device)
+    src = images.reshape(bn, c, h, w)
+    dst = out.reshape(bn, out.shape[2], h, w)
+    for top in range(0, h, rows):
+        r = min(rows, h - top)
+        lo, hi = max(top - 1, 0), min(top + r + 1, h)  # grey rows with the Laplacian's halo
+        count = hi - lo
+        blk = img_buf[: bn * c * count * w].view(bn, c, count, w)
+        blk.copy_(src[:, :, lo:hi])
+        # grey (opencv_grey): fma(B, cb, fma(R, cr, G cg)) in float32, the fmas exact in float64
+        grey = grey_buf[: bn * (r + 2) * (w + 2)].view(bn, r + 2, w + 2)
+        first = 1 if top == 0 else 0  # row -1 is reflected below
+        g_int = grey[:, first : first + count, 1 : w + 1]
+        acc = acc_buf[: bn * count * w].view(bn, count, w)
+        torch.mul(blk[:, 1], c_g, out=g_int)
+        acc.copy_(g_int).add_(blk[:, 0], alpha=c_r)
+        g_int.copy_(acc)
+        acc.copy_(g_int).add_(blk[:, 2], alpha=c_b)
+        g_int.copy_(acc)
+        if top == 0:
+            grey[:, 0, 1 : w + 1] = grey[:, 2, 1 : w + 1]
+        if top + r == h:
+            grey[:, r + 1, 1 : w + 1] = grey[:, r - 1, 1 : w + 1]
+        grey[:, :, 0] = grey[:, :, 2]
+        grey[:, :, w + 1] = grey[:, :, w - 1]
+        # contrast (contrast_measure): up + left - 4 centre + right + down, OpenCV's order
+        centre = grey[:, 1 : r + 1, 1 : w + 1]
+        weight = torch.add(grey[:, 0:r, 1 : w + 1], grey[:, 1 : r + 1, 0:w])
+        weight.add_(centre, alpha=-4.0).add_(grey[:, 1 : r + 1, 2:]).add_(grey[:, 2:, 1 : w + 1]).abs_()
+        if contrast_weight != 1.0:
+            weight = torch.ones_like(weight) if contrast_weight == 0.0 else weight.pow_(contrast_weight)
+        if saturation_weight != 0.0 or exposure_weight != 0.0:
+            inner = blk[:, :, top - lo : top - lo + r]  # [BN, C, r, W] without the halo rows
+            # _channel_moments
+            total = torch.add(inner[:, 0], inner[:, 1])
+            for k in range(2, c):
+                total.add_(inner[:, k])
+            mean = total.div_(c)
+            dev = torch.sub(inner[:, 0], mean)
+            spread = dev * dev
+            for k in range(1, c):
+                torch.sub(inner[:, k], mean, out=dev)
+                spread.addcmul_(dev, dev)
+            if exposure_weight != 0.0:
+                offset = mean.sub_(0.5)
+                expo = torch.addcmul(spread, offset, offset, value=float(c)).mul_(-1.0 / (2.0 * sigma * sigma)).exp_()
+                if exposure_weight != 1.0:
+                    expo.pow_(exposure_weight)
+            if saturation_weight != 0.0:
+                sat = spread.sqrt_()
+                if saturation_weight != 1.0:
+                    sat.pow_(saturation_weight)
+                weight.mul_(sat)
+            if exposure_weight != 0.0:
+                weight.mul_(expo)
+        weight = weight.view(b, n, r, w).add_(WEIGHT_EPS)
+        total = weight[:, 0].clone()
+        for k in range(1, n):
+            total.add_(weight[:, k])
+        weight.div_(total.unsqueeze(1))
+        for k in range(dst.shape[1]):
+            dst[:, k, top : top + r].copy_(weight.view(bn, r, w))
+
+
 def mertens_weights(
     images: torch.Tensor,
     *,
@@ -395,60 +488,76 @@ def fuse_mertens(
     exposures. Without autograd the per-level temporaries are updated in place.
     """
     b, n, c, h, w = images.shape
-    weights = _unnormalised_weights(
-        images,
-        contrast_weight=contrast_weight,
-        saturation_weight=saturation_weight,
-        exposure_weight=exposure_weight,
-        sigma=sigma,
-    )
-    total = weights.sum(dim=1)  # [B, 1, H, W]; Eq. 2 normalisation written straight into the planes
     in_place = not (torch.is_grad_enabled() and images.requires_grad)
+    measures = dict(contrast_weight=contrast_weight, saturation_weight=saturation_weight,
+                    exposure_weight=exposure_weight, sigma=sigma)
+    blocked = in_place and images.dtype == torch.float32 and min(h, w) >= 2
     max_level = pyramid_levels(h, w)
     k = b * n * c
     # the plane stack is allocated with the reflect-101 border of the first pyr_down, so the
     # full-resolution level is written once and never padded (copied) again
     pad = 2 if min(h, w) > 2 else 0
-    padded = torch.empty(
-        (1, 2 * k, h + 2 * pad, w + 2 * pad), dtype=images.dtype, device=images.device, memory_format=torch.channels_last
-    )
-    planes = padded[..., pad : pad + h, pad : pad + w]
-    planes[:, :k] = images.reshape(1, k, h, w)
-    weight_planes = planes[:, k:].view(b, n, c, h, w)
-    for channel in range(c):  # per-plane writes: much faster than one stride-0 broadcast copy
-        if in_place:
-            torch.div(weights[:, :, 0], total, out=weight_planes[:, :, channel])
-        else:
-            weight_planes[:, :, channel] = weights[:, :, 0] / total
-    gauss = [planes]
-    if max_level > 0:
-        gauss.append(_pyr_down_padded(_reflect101_border(padded, pad)) if pad else _pyr_down_planes(planes))
-    for _ in range(max_level - 1):
-        gauss.append(_pyr_down_planes(gauss[-1]))
+    # two plane stacks (images; weights repeated per colour channel), each allocated with the reflect-101
+    # border of the first pyr_down, so the full-resolution level is written once and never padded
+    # (copied) again; two stacks rather than one keep each allocation below glibc's mmap threshold
+    # (32 MiB at 1024x768), so it is recycled from call to call instead of page-faulted afresh
+    def stack() -> torch.Tensor:
+        return torch.empty(
+            (1, k, h + 2 * pad, w + 2 * pad), dtype=images.dtype, device=images.device, memory_format=torch.channels_last
+        )
 
-    # [B N 3, B 3] 0/1 matrix: fused channel (b, c) = sum over n of plane (b, n, c)
-    summing = torch.eye(b * c, dtype=images.dtype, device=images.device).view(b, 1, c, b * c).expand(b, n, c, b * c)
-    summing = summing.reshape(k, b * c)
+    padded_img, padded_wt = stack(), stack()
+    planes = padded_img[..., pad : pad + h, pad : pad + w]
+    weight_planes = padded_wt[..., pad : pad + h, pad : pad + w]
+    planes_5d = planes.view(b, n, c, h, w)
+    for j in range(n):  # per exposure: no intermediate copy whatever the input's layout
+        planes_5d[:, j] = images[:, j]
+    weight_5d = weight_planes.view(b, n, c, h, w)
+    if blocked:  # Eq. 1-2 by row blocks, written straight into the planes
+        _normalised_weights_into(images, weight_5d, **measures)
+    else:
+        weights = _unnormalised_weights(images, **measures)
+        total = weights.sum(dim=1)  # [B, 1, H, W]; Eq. 2 normalisation written straight into the planes
+        for channel in range(c):  # per-plane writes: much faster than one stride-0 broadcast copy
+            if in_place:
+                torch.div(weights[:, :, 0], total, out=weight_5d[:, :, channel])
+            else:
+                weight_5d[:, :, channel] = weights[:, :, 0] / total
+    gauss = [(planes, weight_planes)]
+    if max_level > 0:
+        if pad:
+            gauss.append(tuple(_pyr_down_padded(_reflect101_border(p, pad)) for p in (padded_img, padded_wt)))
+        else:
+            gauss.append((_pyr_down_planes(planes), _pyr_down_planes(weight_planes)))
+    for _ in range(max_level - 1):
+        gauss.append(tuple(_pyr_down_planes(p) for p in gauss[-1]))
 
     def pixels(x: torch.Tensor) -> torch.Tensor:
         """``[1, C, h, w]`` channels-last planes -> ``[h w, C]`` (a view)."""
         return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
-    def blend(detail: torch.Tensor, level: torch.Tensor, coarser_fused: torch.Tensor | None) -> torch.Tensor:
-        """``coarser_fused + sum_n W_n detail_n`` -> ``[1, B 3, h_l, w_l]`` planes (``detail`` may be overwritten)."""
-        weighted = detail.mul_(level[:, k:]) if in_place else detail * level[:, k:]
+    def blend(detail: torch.Tensor, weight: torch.Tensor, coarser_fused: torch.Tensor | None) -> torch.Tensor:
+        """``coarser_fused + sum_n W_n detail_n`` -> ``[1, B 3, h_l, w_l]`` planes (``detail`` and
+        ``coarser_fused`` may be overwritten). The sum over ``n`` is ``n`` adds of pixel-interleaved
+        ``[h w, B, 3]`` slices (a 0/1-matrix ``addmm`` costs ~2x more)."""
+        weighted = detail.mul_(weight) if in_place else detail * weight
+        terms = pixels(weighted).view(-1, b, n, c)
         if coarser_fused is None:
-            out = pixels(weighted) @ summing
+            out = terms[:, :, 0].clone()
+            first = 1
         else:
-            out = torch.addmm(pixels(coarser_fused), pixels(weighted), summing)
-        return out.view(1, *detail.shape[-2:], b * c).permute(0, 3, 1, 2)
+            out, first = pixels(coarser_fused).view(-1, b, c), 0
+        for j in range(first, n):
+            out = out.add_(terms[:, :, j]) if in_place else out + terms[:, :, j]
+        return out.reshape(1, *detail.shape[-2:], b * c).permute(0, 3, 1, 2)
 
-    fused = blend(gauss[-1][:, :k].contiguous(memory_format=torch.channels_last), gauss[-1], None)
-    for level, coarser in zip(reversed(gauss[:-1]), reversed(gauss[1:])):
-        size = (level.shape[-2], level.shape[-1])
-        expanded = _pyr_up_planes(coarser[:, :k], size)
-        laplacian = torch.sub(level[:, :k], expanded, out=expanded) if in_place else level[:, :k] - expanded
-        fused = blend(laplacian, level, _pyr_up_planes(fused, size))
+    top_img, top_wt = gauss[-1]
+    fused = blend(top_img.clone(memory_format=torch.channels_last), top_wt, None)  # top_img is expanded below
+    for (level_img, level_wt), (coarser_img, _) in zip(reversed(gauss[:-1]), reversed(gauss[1:])):
+        size = (level_img.shape[-2], level_img.shape[-1])
+        expanded = _pyr_up_planes(coarser_img, size)
+        laplacian = torch.sub(level_img, expanded, out=expanded) if in_place else level_img - expanded
+        fused = blend(laplacian, level_wt, _pyr_up_planes(fused, size))
     return fused.reshape(b, c, h, w).contiguous()
 
 
