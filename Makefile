@@ -25,6 +25,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mergers.py --json benchmarks/results/mergers.json
+	$(PY) benchmarks/bench_two_stage_merge.py --json benchmarks/results/two_stage_merge.json
+	$(PY) benchmarks/bench_scaling.py
 	$(PY) benchmarks/bench_synthesis.py
 	$(PY) benchmarks/bench_lightning_overhead.py
 	$(PY) benchmarks/bench_flops.py

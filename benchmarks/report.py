@@ -163,12 +163,34 @@ def rows_two_stage_merge(data: dict[str, Any]) -> list[Row]:
             for case, entry in data.get("methods", {}).items()]
 
 
+def rows_scaling(data: dict[str, Any]) -> list[Row]:
+    """bench_scaling.py's file: per method, the log-log slope of reconstruct time against pixels
+    (1 = linear) and the largest peak memory over the budget among the sides it ran."""
+    cmd = "python benchmarks/bench_scaling.py"
+    rows = []
+    for method, entry in data.get("methods", {}).items():
+        sides = [s["side"] for s in entry.get("sides", []) if "seconds" in s]
+        span = f"{min(sides)}-{max(sides)} px, {entry.get('budget', '?')}" if sides else str(entry.get("budget", ""))
+        if entry.get("loglog_slope") is not None:
+            rows.append(Row("Reconstruct time vs pixels (log-log slope)", f"{method} ({span})", entry["loglog_slope"],
+                            SCALING_SLOPE_GOAL, "<=", unit="", command=cmd))
+        if entry.get("max_peak_over_budget") is not None:
+            rows.append(Row("Reconstruct peak memory / budget (largest over sides)", method,
+                            entry["max_peak_over_budget"], 1.0, "<=", unit="", command=cmd))
+    return rows
+
+
+#: largest log-log slope of time against pixels that counts as linear cost
+SCALING_SLOPE_GOAL = 1.1
+
+
 SOURCES: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
     ("lightning_overhead", rows_lightning),
     ("flops", rows_flops),
     ("data", rows_data),
     ("mergers", rows_mergers),
     ("two_stage_merge", rows_two_stage_merge),
+    ("scaling", rows_scaling),
 ]
 
 

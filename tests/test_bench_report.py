@@ -75,6 +75,10 @@ def test_collect_reads_present_files_and_skips_missing(tmp_path):
                                     "mertens": {"ratio": 1.6, "max_abs_diff_vs_opencv": 2e-5}, "n": 3},
                         directory=tmp_path)
     common.write_result("two_stage_merge", {"methods": {"le2023_debevec": {"share": 0.086}}}, directory=tmp_path)
+    common.write_result("scaling", {"methods": {"singlehdr": {
+        "budget": "1536MiB", "loglog_slope": 1.02, "max_peak_over_budget": 0.63,
+        "sides": [{"side": 512, "seconds": 1.0}, {"side": 4096, "seconds": 60.0}, {"side": 8192, "error": "x"}]}}},
+        directory=tmp_path)
     rows, machine = report.collect(tmp_path)
     assert machine == "M"
     cases = {(r.benchmark.split(" ")[0], r.case): r.measured for r in rows}
@@ -89,6 +93,10 @@ def test_collect_reads_present_files_and_skips_missing(tmp_path):
     assert len(known) == 1 and known[0].met is True
     share = [r for r in rows if r.benchmark.startswith("Merger share")]
     assert [(r.case, r.measured, r.unit, r.goal) for r in share] == [("le2023_debevec", 0.086, "%", None)]
+    scaling = {r.benchmark: r for r in rows if r.benchmark.startswith("Reconstruct")}
+    slope = scaling["Reconstruct time vs pixels (log-log slope)"]
+    assert slope.case == "singlehdr (512-4096 px, 1536MiB)" and slope.met is True
+    assert scaling["Reconstruct peak memory / budget (largest over sides)"].met is True
     assert merges[("Mertens max abs difference from OpenCV (1024x768)", "every pixel")].met is True
     assert not any(r.benchmark.startswith("FLOP") for r in rows)  # no flops.json: no rows
     rows, _ = report.collect(tmp_path / "missing")
