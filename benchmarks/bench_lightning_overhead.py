@@ -15,15 +15,26 @@ For each method (SingleHDR joint stage, Le2023 + Debevec, CF-Net), at the tiny o
   data module runs with ``num_workers=0``, so synthesis happens in the loop). The first
   ``--warmup`` iterations are dropped. ``num_train_scenes`` is raised so that all steps fall in one
   epoch (no validation inside the timed window).
-* **plain loop**: a second model built by the same CLI call, the same number of batches
-  pre-collected from its datamodule's train loader, then ``zero_grad`` ->
-  ``method.compute_loss(batch)`` -> ``backward`` -> ``optimizer.step`` (the optimizer of
-  ``method.configure_optimizers()``), timed per step after the same warm-up.
+* **plain loop**: a second model built by the same CLI call, the same batches drawn from its
+  datamodule's train loader, then ``zero_grad`` -> ``method.compute_loss(batch)`` -> ``backward`` ->
+  ``optimizer.step`` (the optimizer of ``method.configure_optimizers()``), timed per step after the
+  same warm-up. Each batch is synthesised right before its step, outside the timed interval, as in
+  the fit loop: a step then starts with the caches the synthesis left behind on both sides (batches
+  collected up front made the plain steps about 0.7 % faster than the same steps in a loop).
 
 Per run the median step time is taken; the reported time is the median over ``--repeats`` runs
-(runs of the two kinds alternate). Ratios: ``step`` = (fit iteration - data time) / plain step,
-the Lightning + hdrlab-callback overhead (goal <= 1.05); ``with_data`` = fit iteration / plain
-step, which adds the in-loop synthesis (see bench_data.py for the data rates).
+(runs of the two kinds alternate, and which kind goes first alternates from one repeat to the next).
+Ratios: ``step`` = (fit iteration - data time) / plain step, the Lightning + hdrlab-callback
+overhead (goal <= 1.05); ``with_data`` = fit iteration / plain step, which adds the in-loop synthesis
+(see bench_data.py for the data rates).
+
+Both sides are timed twice: wall time (``time.perf_counter``; the ``*_s`` keys and ``ratio_step``) and
+the process's CPU time (``time.process_time``, every thread of the process; the ``*_cpu_s`` keys and
+``ratio_step_cpu``). Everything runs single-threaded in one process, so the CPU time holds the same
+work without the time the process waits for a core: on a shared machine, where other processes take
+the cores for seconds at a time, the wall-time ratio swings by +-20 % from run to run and the CPU-time
+ratio is the steadier estimate of the overhead (what it leaves out: waits for the disk, e.g. a
+checkpoint's fsync, none of which falls inside the timed steps).
 ``--profile`` prints the top of a cProfile of one extra fit run per method.
 
 Knobs: ``--steps`` (timed steps per run, default 20), ``--warmup`` (default 5), ``--repeats``
@@ -78,20 +89,26 @@ def _cli(method: str, steps: int, run_dir: Path) -> Any:
         return build_cli(args, run=False)
 
 
+def _now() -> tuple[float, float]:
+    """(wall time, process CPU time) in seconds."""
+    return time.perf_counter(), time.process_time()
+
+
 class _StepTimer:
     """Timing callback + dataset/collate wrappers (module docstring)."""
 
     def __init__(self) -> None:
-        self.starts: list[float] = []
-        self.data: list[tuple[float, float]] = []  # (start, end) of each __getitem__ / collate call
+        self.starts: list[tuple[float, float]] = []  # (wall, cpu) of each on_train_batch_start
+        # (start, end) of each __getitem__ / collate call, as (wall, cpu) pairs
+        self.data: list[tuple[tuple[float, float], tuple[float, float]]] = []
 
     def timed(self, fn: Any) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = _now()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.data.append((start, time.perf_counter()))
+                self.data.append((start, _now()))
         return wrapper
 
     def instrument(self, datamodule: Any) -> None:
@@ -115,19 +132,20 @@ class _StepTimer:
 
         class StepTimer(L.Callback):
             def on_train_batch_start(self, *args: Any) -> None:
-                timer.starts.append(time.perf_counter())
+                timer.starts.append(_now())
 
             def on_train_end(self, *args: Any) -> None:
-                timer.starts.append(time.perf_counter())
+                timer.starts.append(_now())
 
         return StepTimer()
 
-    def steps(self, warmup: int) -> tuple[list[float], list[float]]:
-        """(iteration times, data time inside each iteration) after ``warmup`` iterations."""
+    def steps(self, warmup: int, clock: int = 0) -> tuple[list[float], list[float]]:
+        """(iteration times, data time inside each iteration) after ``warmup`` iterations, in wall
+        time (``clock`` 0) or process CPU time (``clock`` 1)."""
         total, data = [], []
         for a, b in zip(self.starts[warmup:-1], self.starts[warmup + 1:]):
-            total.append(b - a)
-            data.append(sum(e - s for s, e in self.data if a <= s and e <= b))
+            total.append(b[clock] - a[clock])
+            data.append(sum(e[clock] - s[clock] for s, e in self.data if a[0] <= s[0] and e[0] <= b[0]))
         return total, data
 
 
@@ -147,6 +165,7 @@ def fit_run(method: str, steps: int, warmup: int, *, profile: bool = False) -> d
             if profiler is not None:
                 profiler.disable()
         total, data = timer.steps(warmup)
+        total_cpu, data_cpu = timer.steps(warmup, clock=1)
         if profiler is not None:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(40)
@@ -155,32 +174,33 @@ def fit_run(method: str, steps: int, warmup: int, *, profile: bool = False) -> d
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
             print(out.getvalue())
     return {"iteration": median(total), "data": median(data),
-            "step": median(t - d for t, d in zip(total, data)), "n": len(total)}
+            "step": median(t - d for t, d in zip(total, data)), "n": len(total),
+            "iteration_cpu": median(total_cpu), "data_cpu": median(data_cpu),
+            "step_cpu": median(t - d for t, d in zip(total_cpu, data_cpu))}
 
 
 def plain_run(method: str, steps: int, warmup: int) -> dict[str, float]:
-    """The same steps as a plain PyTorch loop on batches pre-collected from the same datamodule."""
+    """The same steps as a plain PyTorch loop on the batches of the same datamodule (untimed fetch)."""
     with tempfile.TemporaryDirectory() as tmp:
         cli = _cli(method, warmup + steps, Path(tmp) / "run")
         model, datamodule = cli.model, cli.datamodule
         datamodule.setup("fit")
-        batches = []
-        for batch in datamodule.train_dataloader():
-            batches.append(batch)
-            if len(batches) == warmup + steps:
-                break
+        loader = iter(datamodule.train_dataloader())
         configured = model.configure_optimizers()
         optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
         model.train()
-        times = []
-        for batch in batches:
-            start = time.perf_counter()
+        times, cpu_times = [], []
+        for _ in range(warmup + steps):
+            batch = next(loader)  # untimed, right before the step (module docstring)
+            start, start_cpu = _now()
             optimizer.zero_grad(set_to_none=True)
             loss, _ = model.compute_loss(batch)
             loss.backward()
             optimizer.step()
-            times.append(time.perf_counter() - start)
-    return {"step": median(times[warmup:]), "n": len(times) - warmup}
+            end, end_cpu = _now()
+            times.append(end - start)
+            cpu_times.append(end_cpu - start_cpu)
+    return {"step": median(times[warmup:]), "n": len(times) - warmup, "step_cpu": median(cpu_times[warmup:])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,22 +223,32 @@ def main(argv: list[str] | None = None) -> int:
                                "repeats": args.repeats, "goal": "step ratio <= 1.05", "methods": {}}
     for method in args.methods:
         fits, plains = [], []
-        for _ in range(args.repeats):
-            fits.append(fit_run(method, args.steps, args.warmup))
-            plains.append(plain_run(method, args.steps, args.warmup))
+        for repeat in range(args.repeats):
+            if repeat % 2 == 0:
+                fits.append(fit_run(method, args.steps, args.warmup))
+                plains.append(plain_run(method, args.steps, args.warmup))
+            else:
+                plains.append(plain_run(method, args.steps, args.warmup))
+                fits.append(fit_run(method, args.steps, args.warmup))
         plain = median(p["step"] for p in plains)
         step = median(f["step"] for f in fits)
         iteration = median(f["iteration"] for f in fits)
+        plain_cpu = median(p["step_cpu"] for p in plains)
+        step_cpu = median(f["step_cpu"] for f in fits)
         entry = {
             "plain_step_s": plain, "fit_step_s": step, "fit_iteration_s": iteration,
             "fit_data_s": median(f["data"] for f in fits),
             "ratio_step": ratio(step, plain), "ratio_with_data": ratio(iteration, plain),
+            "plain_step_cpu_s": plain_cpu, "fit_step_cpu_s": step_cpu,
+            "ratio_step_cpu": ratio(step_cpu, plain_cpu),
             "runs": {"fit": fits, "plain": plains},
         }
         results["methods"][method] = entry
         print(f"{method:16s} plain {1e3 * plain:7.1f} ms  fit step {1e3 * step:7.1f} ms "
               f"(+ data {1e3 * entry['fit_data_s']:6.1f} ms)  ratio {entry['ratio_step']:.3f}x "
-              f"(with data {entry['ratio_with_data']:.3f}x; goal <= 1.05x)", flush=True)
+              f"(with data {entry['ratio_with_data']:.3f}x; goal <= 1.05x)  "
+              f"CPU time: plain {1e3 * plain_cpu:7.1f} ms  fit step {1e3 * step_cpu:7.1f} ms  "
+              f"ratio {entry['ratio_step_cpu']:.3f}x", flush=True)
         if args.profile:
             fit_run(method, args.steps, args.warmup, profile=True)
     path = write_result("lightning_overhead", results) if args.json is None else write_result(

@@ -443,6 +443,25 @@ def test_fuse_mertens_batched_and_autograd_paths_agree():
         assert np.abs(ours.permute(1, 2, 0).numpy() - ref).max() < 1e-4
 
 
+@pytest.mark.parametrize("size", [(37, 53), (40, 57), (3, 9)])
+def test_fuse_mertens_fast_path_blocks_match_autograd_path(size, monkeypatch):
+    from hdrlab.models.mergers import mertens as mertens_module
+
+    codes_a, codes_b = gamma_bracket(textured_hdr(*size, seed=3)), gamma_bracket(textured_hdr(*size, seed=4))
+    images = torch.cat([as_stack(codes_a).images, as_stack(codes_b).images])
+    monkeypatch.setattr(mertens_module, "UP_BLOCK_ROWS", 6)  # several blocks, an odd last one
+    monkeypatch.setattr(mertens_module, "WEIGHT_BLOCK_PIXELS", 2 * 3 * size[1] * 5)
+    for exposure_weight in (0.0, 1.0):
+        with torch.no_grad():
+            fast = fuse_mertens(images, exposure_weight=exposure_weight)
+        graded = fuse_mertens(images.clone().requires_grad_(True), exposure_weight=exposure_weight).detach()
+        assert fast.shape == (2, 3, *size) and fast.is_contiguous()
+        assert torch.allclose(fast, graded, atol=2e-6), float((fast - graded).abs().max())
+        for codes, ours in ((codes_a, fast[0]), (codes_b, fast[1])):
+            ref = cv2.createMergeMertens(1.0, 1.0, exposure_weight).process(codes)
+            assert np.abs(ours.permute(1, 2, 0).numpy() - ref.reshape(ours.shape[1], ours.shape[2], 3)).max() < 1e-4
+
+
 def test_pyr_down_up_keep_leading_dims():
     x = torch.rand(2, 4, 3, 17, 22)
     down = pyr_down(x)

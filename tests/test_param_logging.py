@@ -88,6 +88,7 @@ def test_fit_logs_parameter_counts_to_csv_hparams_and_wandb(tmp_path, monkeypatc
     import wandb
 
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # wandb would honour a "disabled" left by another test
     run = tmp_path / "run"
     try:
         build_cli(["fit", "--config", PLUMBING, "--config", TINY, "--wandb", "offline", "--run_dir", str(run),
@@ -105,7 +106,14 @@ def test_fit_logs_parameter_counts_to_csv_hparams_and_wandb(tmp_path, monkeypatc
     assert {k: hparams[k] for k in expected} == expected
     deadline = time.monotonic() + 30.0  # belt and braces: wait for the file to be flushed
     while True:
-        items = logged_wandb_items(run)
+        try:
+            items = logged_wandb_items(run)
+        except ValueError:  # the offline run file is not there yet
+            items = {"config": {}, "summary": {}}
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            continue
         if all(k in items[w] for w in ("config", "summary") for k in expected) or time.monotonic() > deadline:
             break
         time.sleep(0.5)

@@ -100,7 +100,9 @@ def test_last_ckpt_holds_the_final_weights_when_the_budget_ends_between_checkpoi
     extra = (["--trainer.check_val_every_n_epoch", "1", "--trainer.val_check_interval", "2",
               "--keep_best_by", "val/psnr_mu"] if keep_best else [])
     _fit(tmp_path / "b", "--max_samples", "14", "--trainer.max_steps", "100", "--checkpoint_every_n_steps", "4", *extra)
-    assert json.loads((tmp_path / "b" / "summary.json").read_text())["samples_seen"] == 14
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["samples_seen"] == 14
+    assert summary["metrics"]["train/samples_seen"] == 14.0  # the budget's batch logs its final values
     assert torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 7
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -284,3 +286,167 @@ def test_fractional_lr_milestones_scale_with_the_sample_budget(tmp_path):
     with pytest.raises(Exception, match="neither a step"):
         build_cli(["fit", *BASE, "--run_dir", str(tmp_path / "b"), "--trainer.max_steps", "1",
                    "--model.init_args.lr_milestones", "[1.5]"])
+
+
+# ---------------------------------------------------------------- per-step cost of the default callbacks
+def test_extra_train_values_are_logged_on_logging_steps_and_at_the_end(tmp_path):
+    """The loss terms, ``train/samples_seen`` and ``train/throughput`` / ``train/peak_memory_mb`` are
+    logged on Lightning's logging steps (every 2nd here) and on the batch that ends the fit (step 5 of
+    4-batch epochs, not a logging step), so metrics.csv has them at every logged step and summary.json
+    ends with their final values; the loss itself is logged at every step (progress bar)."""
+    import csv
+
+    run = tmp_path / "run"
+    _fit(run, "--trainer.max_steps", "5", "--trainer.log_every_n_steps", "2", "--checkpoint_every_n_steps", "100")
+    with (run / "metrics.csv").open(newline="") as f:
+        every = list(csv.DictReader(f))
+    rows = [r for r in every if r.get("train/loss")]
+    assert len(rows) == 2  # steps 2 and 4
+    for key in ("train/loss/log_l1", "train/samples_seen", "train/throughput", "train/peak_memory_mb"):
+        assert all(r.get(key) for r in rows), key
+    assert len([r for r in every if r.get("lr-Adam")]) == 2  # the learning-rate monitor's rows
+    assert [float(r["train/samples_seen"]) for r in rows] == [4.0, 8.0]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"]["train/samples_seen"] == 10.0 and summary["samples_seen"] == 10
+    assert summary["metrics"]["train/throughput"] > 0 and "train/loss/log_l1" in summary["metrics"]
+
+
+def test_logging_batch_follows_lightnings_logging_steps():
+    from types import SimpleNamespace
+
+    from hdrlab.callbacks.steps import logging_batch
+
+    def trainer(should_update_logs=False, is_last_batch=False, max_steps=-1, global_step=3, max_samples=None, seen=0):
+        loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(is_last_batch=is_last_batch)))
+        return SimpleNamespace(_logger_connector=SimpleNamespace(should_update_logs=should_update_logs),
+                               fit_loop=loop, max_steps=max_steps, global_step=global_step,
+                               callbacks=[SimpleNamespace(max_samples=max_samples)],
+                               lightning_module=SimpleNamespace(samples_seen=seen))
+
+    assert not logging_batch(trainer(), stepped=True)
+    assert logging_batch(trainer(should_update_logs=True), stepped=True)
+    assert logging_batch(trainer(is_last_batch=True), stepped=False)
+    # the batch reaching max_steps: before its optimizer step (training_step) and after it (batch end)
+    assert logging_batch(trainer(max_steps=4, global_step=3), stepped=False)
+    assert not logging_batch(trainer(max_steps=4, global_step=3), stepped=True)
+    assert logging_batch(trainer(max_steps=4, global_step=4), stepped=True)
+    # the batch that meets --max_samples (the module has counted it already)
+    assert not logging_batch(trainer(max_samples=14, seen=12), stepped=False)
+    assert logging_batch(trainer(max_samples=14, seen=14), stepped=False)
+    assert logging_batch(None, stepped=True)  # no trainer attached: log
+
+
+class _GuardedModule(torch.nn.Module):
+    """What :class:`NonFiniteGuard` uses of a LightningModule: parameters, ``last_train_terms``, ``log``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(2, 2)
+        self.extra = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # another dtype: a second group
+        self.last_train_terms = None
+        self.logged: dict[str, float] = {}
+
+    def log(self, name, value, **kwargs) -> None:
+        self.logged[name] = value
+
+
+def _grads(module, value=1.0):
+    for p in module.parameters():
+        p.grad = torch.full_like(p, value)
+
+
+def test_nonfinite_guard_checks_terms_gradients_and_weights():
+    from types import SimpleNamespace
+
+    from hdrlab.callbacks.nonfinite import NonFiniteError, NonFiniteGuard
+
+    module = _GuardedModule()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    trainer = SimpleNamespace(precision="32-true", global_step=7, callback_metrics={})
+    guard = NonFiniteGuard("stop")
+    guard.on_train_start(trainer, module)
+    # a finite step passes; the method's record of its terms is consumed
+    module.last_train_terms = {"train/loss": torch.tensor(1.0), "train/loss/a": torch.tensor(0.5)}
+    guard.on_after_backward(trainer, module)
+    assert module.last_train_terms is None
+    _grads(module)
+    guard.on_before_optimizer_step(trainer, module, optimizer)
+    optimizer.step()
+    guard.on_train_batch_end(trainer, module)
+    # non-finite loss terms are named
+    module.last_train_terms = {"train/loss": torch.tensor(float("nan")), "train/loss/a": torch.tensor(float("inf")),
+                               "train/loss/b": torch.tensor(0.0)}
+    guard.on_after_backward(trainer, module)
+    with pytest.raises(NonFiniteError, match=r"global step 7: non-finite loss train/loss, train/loss/a;"):
+        guard.on_before_optimizer_step(trainer, module, optimizer)
+    # without the method's record: the terms of callback_metrics
+    guard.on_train_start(trainer, module)
+    trainer.callback_metrics = {"train/loss": torch.tensor(1.0), "train/loss/c": torch.tensor(float("nan")),
+                                "train/other": torch.tensor(float("nan"))}
+    guard.on_after_backward(trainer, module)
+    with pytest.raises(NonFiniteError, match=r"non-finite loss train/loss/c;"):
+        guard.on_before_optimizer_step(trainer, module, optimizer)
+    trainer.callback_metrics = {}
+    # a non-finite gradient is named (the float64 parameter)
+    guard.on_train_start(trainer, module)
+    _grads(module)
+    module.extra.grad[1] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"non-finite gradient of extra;"):
+        guard.on_before_optimizer_step(trainer, module, optimizer)
+    # weights that turn non-finite in the optimizer step are named at the batch end
+    guard.on_train_start(trainer, module)
+    _grads(module)
+    guard.on_before_optimizer_step(trainer, module, optimizer)
+    with torch.no_grad():
+        module.net.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"weights net.weight became non-finite"):
+        guard.on_train_batch_end(trainer, module)
+
+
+def test_nonfinite_guard_skip_drops_the_gradients_and_counts():
+    from types import SimpleNamespace
+
+    from hdrlab.callbacks.nonfinite import NonFiniteGuard
+
+    module = _GuardedModule()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    trainer = SimpleNamespace(precision="32-true", global_step=2, callback_metrics={})
+    guard = NonFiniteGuard("skip")
+    guard.on_train_start(trainer, module)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    _grads(module, float("inf"))
+    with pytest.warns(UserWarning, match="skipped the optimizer step at global step 2"):
+        guard.on_before_optimizer_step(trainer, module, optimizer)
+    assert all(p.grad is None for p in module.parameters()) and guard.skipped == 1
+    optimizer.step()
+    guard.on_train_batch_end(trainer, module)
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert module.logged == {"train/nonfinite_skips": 1.0}
+
+
+def test_all_finite_fused_check_and_its_fallback_agree(monkeypatch):
+    from hdrlab.callbacks import nonfinite
+
+    nan, inf = float("nan"), float("inf")
+    cases = [
+        ([torch.ones(3), torch.zeros(2, 2, dtype=torch.float64)], True),
+        ([torch.ones(3), torch.tensor([1.0, nan])], False),
+        ([torch.ones(4, 4)[:, ::2], torch.tensor(-inf, dtype=torch.bfloat16)], False),
+        ([torch.tensor(3), torch.tensor([True])], True),  # not floating point: nothing to check
+        ([torch.tensor(3), torch.tensor(inf)], False),  # integers next to floats: grouped
+        ([], True),
+    ]
+    for tensors, finite in cases:
+        assert nonfinite._all_finite(tensors) is finite
+    parameter = torch.nn.Parameter(torch.ones(3))
+    assert nonfinite._all_finite([parameter]) and parameter._version == 0  # leaves a parameter as it is
+
+    def refuse(*args, **kwargs):
+        raise NotImplementedError("no fused check here")
+
+    monkeypatch.setattr(torch, "_amp_foreach_non_finite_check_and_unscale_", refuse, raising=False)
+    for tensors, finite in cases:
+        assert nonfinite._all_finite(tensors) is finite
+    monkeypatch.setattr(nonfinite, "_CHUNK", 2)  # several chunks per group
+    for tensors, finite in cases:
+        assert nonfinite._all_finite(tensors) is finite

@@ -32,6 +32,7 @@ from hdrlab.budget.units import format_size
 from hdrlab.errors import ConfigError
 
 __all__ = [
+    "MergeCost",
     "TilePlan",
     "axis_blend_weights",
     "global_thumbnail",
@@ -39,6 +40,7 @@ __all__ = [
     "plan_tiles",
     "tile_spans",
     "tiled_forward",
+    "tight_tile",
 ]
 
 
@@ -224,6 +226,30 @@ def measure_receptive_radius(
 
 
 @dataclass(frozen=True)
+class MergeCost:
+    """Memory model of a merge that runs after the tiled network pass, on its full-image output.
+
+    ``peak = fixed_bytes + per_pixel_bytes * h w`` for merging an ``h x w`` stack, counting the stack
+    itself (the merge's input), the merge's temporaries and its output (e.g. fitted by
+    :func:`hdrlab.budget.estimate.inference_memory_model` on the merge at two small sizes).
+
+    Attributes:
+        per_pixel_bytes: peak bytes per pixel of one merge call.
+        fixed_bytes: size-independent bytes of one merge call.
+        pixelwise: the merger declares its output at a pixel depends only on the stack at that pixel
+            (given image-wide state computed once): it may run on row strips of the stack.
+        in_channels: channels of the stack (resident while strips are merged).
+        out_channels: channels of the merged output (preallocated for the strips).
+    """
+
+    per_pixel_bytes: float
+    fixed_bytes: int = 0
+    pixelwise: bool = False
+    in_channels: int = 3
+    out_channels: int = 3
+
+
+@dataclass(frozen=True)
 class TilePlan:
     """Tile size chosen for an image under a budget.
 
@@ -231,8 +257,13 @@ class TilePlan:
         tile: tile side (None: the whole image fits untiled).
         overlap: overlap passed to :func:`tiled_forward`.
         tiles: number of tiles.
-        estimated_bytes: modelled tensor peak.
+        estimated_bytes: modelled tensor peak (the larger of the network pass and the merge).
         budget_bytes: device budget.
+        largest_tile: the largest tile side that fits (``tile`` is the smallest with the same tile
+            count per axis; None when untiled).
+        merge_rows: rows per strip of a pixel-wise merge (None: the merge, if any, runs on the whole
+            image in one call).
+        merge_bytes: modelled tensor peak of the merge phase (0: no merge planned).
     """
 
     tile: int | None
@@ -240,6 +271,57 @@ class TilePlan:
     tiles: int
     estimated_bytes: int
     budget_bytes: int
+    largest_tile: int | None = None
+    merge_rows: int | None = None
+    merge_bytes: int = 0
+
+
+def _axis_count(length: int, tile: int, overlap: int, stride: int) -> int:
+    return len(tile_spans(length, min(tile, length), overlap, stride=stride))
+
+
+def tight_tile(image_hw: tuple[int, int], tile: int, overlap: int, *, stride: int, min_tile: int = 0) -> int:
+    """Smallest tile (a ``stride`` multiple, ``>= min_tile``, ``<= tile``) that cuts each side into
+    no more spans than ``tile`` does.
+
+    With ``n`` spans on a side of length ``L`` the start is ``ceil((L + (n - 1) overlap) / n)``
+    rounded up to ``stride`` (the largest per axis), then grown by ``stride`` until the span counts of
+    :func:`tile_spans` (whose starts are rounded to ``stride``) are not above ``tile``'s.
+
+    Args:
+        image_hw: ``(H, W)``, multiples of ``stride``.
+        tile: a tile side that covers the image (a ``stride`` multiple).
+        overlap: minimum overlap (a ``stride`` multiple).
+        stride: network stride.
+        min_tile: smallest tile the tiler accepts.
+
+    Returns:
+        The tight tile side (``tile`` itself when nothing smaller keeps the counts).
+    """
+    counts = [_axis_count(length, tile, overlap, stride) for length in image_hw]
+    t = max(math.ceil((length + (n - 1) * overlap) / n / stride) * stride for length, n in zip(image_hw, counts))
+    t = min(tile, max(t, math.ceil(min_tile / stride) * stride, stride))
+    while t < tile and any(_axis_count(length, t, overlap, stride) > n for length, n in zip(image_hw, counts)):
+        t += stride
+    return t
+
+
+def _merge_phase(
+    height: int, width: int, tensor_budget: int, merge: MergeCost, resident: int
+) -> tuple[int | None, int, int]:
+    """``(rows, peak, least)`` of the merge phase: strip rows (None: whole image), its modelled peak,
+    and the least tensor peak any merge configuration needs."""
+    whole = math.ceil(resident + merge.fixed_bytes + merge.per_pixel_bytes * height * width)
+    if whole <= tensor_budget or not merge.pixelwise:
+        return None, whole, whole
+    # strips: the full stack and the full output stay resident, one strip's merge on top
+    base = resident + merge.fixed_bytes + 4 * height * width * (merge.in_channels + merge.out_channels)
+    per_row = merge.per_pixel_bytes * width
+    least = math.ceil(base + per_row)
+    rows = min(height, int((tensor_budget - base) // per_row)) if tensor_budget > base else 0
+    if rows < 1:
+        return 1, least, least
+    return rows, math.ceil(base + per_row * rows), least
 
 
 def plan_tiles(
@@ -254,15 +336,25 @@ def plan_tiles(
     out_channels: int = 3,
     out_scale: int = 1,
     min_tile: int | None = None,
+    merge: MergeCost | None = None,
     cuda_overhead: CudaOverhead = CUDA_OVERHEAD,
 ) -> TilePlan:
-    """Largest square tile whose modelled peak fits a budget.
+    """Fewest tiles whose modelled peak fits a budget, each as small as that count allows.
 
     Model (affine in the tile's pixels, fitted e.g. by
     :func:`hdrlab.budget.estimate.inference_memory_model`):
     ``fixed + per_pixel * tile^2 + buffers``, with the full-image float32 buffers of
     :func:`tiled_forward`: input ``in_channels``, output accumulator and result ``2 out_channels``,
     weight sum 1, at ``out_scale^2`` for the output ones.
+
+    The largest square tile that fits fixes the number of tiles per axis; the tile is then shrunk
+    to the smallest stride multiple that still covers each side with that count
+    (:func:`tight_tile`): the same passes, less recomputed overlap, a lower peak.
+
+    ``merge``: a merge of the network's full-image output that runs after the tiled pass (the
+    network buffers are freed by then; the input image stays resident). Its peak is part of the
+    plan: a merge that does not fit runs in row strips sized by the budget when
+    :attr:`MergeCost.pixelwise`, otherwise the plan is refused (tiles cannot shrink it).
 
     Args:
         image_hw: ``(H, W)``, multiples of ``stride``.
@@ -273,13 +365,15 @@ def plan_tiles(
         stride: network stride.
         in_channels, out_channels, out_scale: image channels and output scale.
         min_tile: smallest acceptable tile (default ``2 * overlap + stride``).
+        merge: memory model of the merge after the network pass (None: no merge).
         cuda_overhead: the device allowance.
 
     Returns:
         :class:`TilePlan`.
 
     Raises:
-        BudgetError: if not even ``min_tile`` fits; the message gives the budget needed.
+        BudgetError: if not even ``min_tile`` (and the smallest merge strip) fits; the message gives
+            the budget needed.
     """
     height, width = image_hw
     overlap = math.ceil(overlap / stride) * stride
@@ -290,20 +384,31 @@ def plan_tiles(
     def peak(t_h: int, t_w: int) -> int:
         return math.ceil(fixed_bytes + per_pixel_bytes * t_h * t_w + buffers)
 
+    merge_rows, merge_peak, merge_least = None, 0, 0
+    if merge is not None:
+        merge_rows, merge_peak, merge_least = _merge_phase(
+            height, width, tensor_budget, merge, resident=4 * height * width * in_channels)
     whole = fixed_bytes + per_pixel_bytes * height * width + 4 * height * width * (in_channels + out_channels * out_scale**2)
-    if whole <= tensor_budget:
-        return TilePlan(None, overlap, 1, math.ceil(whole), budget_bytes)
     room = tensor_budget - fixed_bytes - buffers
     side = int(math.sqrt(room / per_pixel_bytes)) // stride * stride if room > 0 else 0
     side = min(side, max(height, width))
-    if side < min_tile:
-        need = cuda_overhead.device_bytes(peak(min(min_tile, height), min(min_tile, width)))
+    network_fits = whole <= tensor_budget or side >= min_tile
+    if not network_fits or merge_least > tensor_budget:
+        net_least = min(math.ceil(whole), peak(min(min_tile, height), min(min_tile, width)))
+        need = cuda_overhead.device_bytes(max(net_least, merge_least))
+        parts = [] if network_fits else [f"{min_tile}-pixel tiles"]
+        if merge_least > tensor_budget:
+            parts.append("a 1-row strip of its merge" if merge.pixelwise else "its full-image merge")
+        what = ("even with " if parts[0] != "its full-image merge" else "with ") + " and ".join(parts)
         raise BudgetError(
-            f"a {height}x{width} image does not fit {format_size(budget_bytes)} even with {min_tile}-pixel tiles: "
+            f"a {height}x{width} image does not fit {format_size(budget_bytes)} {what}: "
             f"needs {format_size(need)} with the CUDA allowance; raise the budget to {math.ceil(need / 2**20)}MiB",
             required_bytes=need,
         )
-    count = len(tile_spans(height, min(side, height), overlap, stride=stride)) * len(
-        tile_spans(width, min(side, width), overlap, stride=stride)
-    )
-    return TilePlan(side, overlap, count, peak(min(side, height), min(side, width)), budget_bytes)
+    if whole <= tensor_budget:
+        return TilePlan(None, overlap, 1, max(math.ceil(whole), merge_peak), budget_bytes,
+                        merge_rows=merge_rows, merge_bytes=merge_peak)
+    tile = tight_tile(image_hw, side, overlap, stride=stride, min_tile=min_tile)
+    count = _axis_count(height, tile, overlap, stride) * _axis_count(width, tile, overlap, stride)
+    return TilePlan(tile, overlap, count, max(peak(min(tile, height), min(tile, width)), merge_peak), budget_bytes,
+                    largest_tile=side, merge_rows=merge_rows, merge_bytes=merge_peak)

@@ -18,6 +18,12 @@ refuses such a save (:meth:`NonFiniteGuard.on_save_checkpoint`) and
 :class:`~hdrlab.callbacks.run_artifacts.LastCheckpoint` checks :func:`nonfinite_state` before its
 saves, including the one at an interruption. With ``16-mixed`` precision the gradient scaler
 already skips steps with non-finite gradients, so only the loss terms are checked there.
+
+Cost per optimizer step: two fused checks (:func:`_all_finite`: one kernel and one device
+synchronisation each), one over the loss terms and the gradients before the step, one over the weights
+the optimizer updated after it; names are looked up only when a check fails. The loss terms come from
+the method (:attr:`hdrlab.methods.base.HDRMethod.last_train_terms`, set by its ``training_step``) or,
+for a method that logs its own, from ``trainer.callback_metrics``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from hdrlab.callbacks.steps import logging_batch
 from hdrlab.errors import ConfigError, RunFailure
 
 __all__ = ["MODES", "NonFiniteError", "NonFiniteGuard", "nonfinite_names", "nonfinite_state"]
@@ -54,36 +61,74 @@ def _finite(value: Any) -> bool:
     return True
 
 
-#: elements concatenated into one :func:`torch.isfinite` call by :func:`_all_finite` (bounds its copy).
+#: elements concatenated into one :func:`torch.isfinite` call by :func:`_all_finite`'s fallback (bounds its copy).
 _CHUNK = 1 << 22
+
+
+def _fused_nonfinite(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """A one-element tensor, non-zero when one of ``tensors`` (floating point, on one device) holds a
+    NaN or infinity, from one fused kernel: the gradient scaler's check (``inv_scale`` 1 leaves the
+    values as they are); ``None`` where that kernel refuses them (device, dtype, PyTorch build)."""
+    check = getattr(torch, "_amp_foreach_non_finite_check_and_unscale_", None)
+    if check is None:
+        return None
+    device = tensors[0].device
+    try:
+        found = torch.zeros(1, device=device)
+        with torch.no_grad():
+            check(tensors, found, torch.ones(1, device=device))
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return None
+    return found
+
+
+def _concatenated_nonfinite(group: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Fallback of :func:`_fused_nonfinite`: flags (true: all finite) of chunks of at most
+    :data:`_CHUNK` elements, each flattened and concatenated into one :func:`torch.isfinite` call."""
+    flags: list[torch.Tensor] = []
+    chunk: list[torch.Tensor] = []
+    size = 0
+    for t in group:
+        chunk.append(t.reshape(-1))
+        size += t.numel()
+        if size >= _CHUNK:
+            flags.append(torch.isfinite(torch.cat(chunk)).all())
+            chunk, size = [], 0
+    if chunk:
+        flags.append(torch.isfinite(torch.cat(chunk)).all())
+    return flags
 
 
 def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """All floating-point ``tensors`` finite, with one device synchronisation.
 
-    Tensors of one device and dtype are flattened and concatenated (at most :data:`_CHUNK` elements
-    per chunk) so that a model with hundreds of parameter tensors costs a few kernel launches per
-    check, not two per tensor.
+    One fused kernel checks them all (the gradient scaler's non-finite check, :func:`_fused_nonfinite`);
+    where it refuses the list (several devices, a dtype it lacks), the tensors are grouped by device and
+    dtype and each group is checked by that kernel or, failing that, flattened and concatenated (at
+    most :data:`_CHUNK` elements per chunk) into a few :func:`torch.isfinite` calls. A model with
+    hundreds of parameter tensors costs a few kernel launches per check, not two per tensor.
     """
+    tensors = list(tensors)
+    if not tensors:
+        return True
+    found = _fused_nonfinite(tensors)
+    if found is not None:
+        return not bool(found)
     groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
     for t in tensors:
         if t.is_floating_point():
-            groups.setdefault((t.device, t.dtype), []).append(t.detach().reshape(-1))
-    flags: list[torch.Tensor] = []
+            groups.setdefault((t.device, t.dtype), []).append(t.detach())
+    bad: list[torch.Tensor] = []  # non-zero: non-finite
     for group in groups.values():
-        chunk: list[torch.Tensor] = []
-        size = 0
-        for t in group:
-            chunk.append(t)
-            size += t.numel()
-            if size >= _CHUNK:
-                flags.append(torch.isfinite(torch.cat(chunk)).all())
-                chunk, size = [], 0
-        if chunk:
-            flags.append(torch.isfinite(torch.cat(chunk)).all())
-    if not flags:
+        found = _fused_nonfinite(group)
+        if found is not None:
+            bad.append(found)
+        else:
+            bad += [~flag for flag in _concatenated_nonfinite(group)]
+    if not bad:
         return True
-    return bool(torch.stack([f.to(flags[0].device) for f in flags]).all())
+    device = bad[0].device
+    return not bool(torch.stack([b.reshape(()).to(device, torch.float32) for b in bad]).any())
 
 
 def nonfinite_names(named: Iterable[tuple[str, Any]]) -> list[str]:
@@ -130,7 +175,8 @@ class NonFiniteGuard(L.Callback):
             raise ConfigError(f"--on_nonfinite {mode!r} is not a choice; use stop or skip")
         self.mode = mode
         self.skipped = 0
-        self._terms: list[str] = []  # non-finite loss terms since the last optimizer step
+        self._terms: list[tuple[str, Any]] = []  # (name, value) of the loss terms since the last optimizer step
+        self._stepped: list[torch.Tensor] = []  # parameters of the optimizer steps of the current batch
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped}
@@ -138,26 +184,44 @@ class NonFiniteGuard(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = int(state_dict.get("skipped", 0))
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._terms, self._stepped = [], []
+
     @staticmethod
-    def _loss_terms(trainer: L.Trainer) -> list[str]:
+    def _loss_terms(trainer: L.Trainer, pl_module: L.LightningModule) -> list[tuple[str, Any]]:
+        """``(logged name, value)`` of the loss and its terms of the current training step: the method's
+        own record (:attr:`~hdrlab.methods.base.HDRMethod.last_train_terms`, consumed here) when it keeps
+        one, else ``train/loss`` and ``train/loss/<term>`` of ``trainer.callback_metrics``."""
+        terms = getattr(pl_module, "last_train_terms", None)
+        if isinstance(terms, Mapping):
+            pl_module.last_train_terms = None  # never read twice (e.g. a method that stops setting it)
+            return list(terms.items())
         metrics = trainer.callback_metrics
-        return [key for key, value in metrics.items()
-                if (key == "train/loss" or key.startswith("train/loss/")) and not _finite(value)]
+        return [(key, value) for key, value in metrics.items() if key == "train/loss" or key.startswith("train/loss/")]
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for term in self._loss_terms(trainer):
-            if term not in self._terms:
-                self._terms.append(term)
+        # kept, not checked: checked with the gradients before the optimizer step (one synchronisation)
+        self._terms += self._loss_terms(trainer, pl_module)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: torch.optim.Optimizer) -> None:
-        terms, self._terms = self._terms, []
+        pending, self._terms = self._terms, []
+        stepped = [p for group in optimizer.param_groups for p in group["params"]]
+        self._stepped += stepped  # their weights are checked at the batch end
+        check_grads = str(trainer.precision) not in ("16-mixed", "16")  # the gradient scaler handles fp16 overflow
+        grads = [p for p in stepped if p.grad is not None] if check_grads else []
+        values = [v for _, v in pending if isinstance(v, torch.Tensor)] + [p.grad for p in grads]
+        floats_finite = all(_finite(v) for _, v in pending if not isinstance(v, torch.Tensor))
+        if floats_finite and _all_finite(values):
+            return
+        terms: list[str] = []
+        for name, value in pending:
+            if not _finite(value) and name not in terms:
+                terms.append(name)
         params: list[str] = []
-        if str(trainer.precision) not in ("16-mixed", "16"):  # the gradient scaler handles fp16 overflow
-            grads = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            if not _all_finite(p.grad for p in grads):
-                names = {id(p): n for n, p in pl_module.named_parameters()}
-                params = [names.get(id(p), "?") for p in grads if not _finite(p.grad)]
+        if grads and not _all_finite(p.grad for p in grads):
+            names = {id(p): n for n, p in pl_module.named_parameters()}
+            params = [names.get(id(p), "?") for p in grads if not _finite(p.grad)]
         if not terms and not params:
             return
         what = "; ".join(part for part in (
@@ -176,11 +240,13 @@ class NonFiniteGuard(L.Callback):
                        f"{self.skipped} step(s) skipped so far")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if self.mode == "skip":
+        if self.mode == "skip" and logging_batch(trainer, stepped=True):  # hdrlab.callbacks.steps
             pl_module.log("train/nonfinite_skips", float(self.skipped))
-        trained = [(n, p.detach()) for n, p in pl_module.named_parameters() if p.requires_grad]
-        if not _all_finite(p for _, p in trained):
-            bad = [n for n, p in trained if not _finite(p)]
+        # the weights the optimizer step(s) of this batch updated (none while gradients accumulate)
+        stepped, self._stepped = self._stepped, []
+        if stepped and not _all_finite(stepped):
+            ids = {id(p) for p in stepped}
+            bad = [n for n, p in pl_module.named_parameters() if id(p) in ids and not _finite(p)]
             raise NonFiniteError(
                 f"training stopped at global step {trainer.global_step}: weights {_listing(bad)} became non-finite "
                 "in the optimizer step (finite gradients, an overflow); lower the learning rate")

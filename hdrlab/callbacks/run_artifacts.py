@@ -30,6 +30,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from hdrlab import tonemap
+from hdrlab.callbacks.steps import logging_batch
 
 PACKAGES = ("hdrlab", "torch", "torchvision", "lightning", "torchmetrics", "kornia", "numpy",
             "opencv-python-headless", "OpenEXR", "wandb", "sweeps", "jsonargparse", "omegaconf")
@@ -126,7 +127,11 @@ class SampleBudget(L.Callback):
 
 class ThroughputMemoryMonitor(L.Callback):
     """Logs ``train/throughput`` (samples/s, smoothed) and ``train/peak_memory_mb`` (CUDA max allocated,
-    or the process's max resident set size on CPU)."""
+    or the process's max resident set size on CPU).
+
+    The smoothed rate is updated every batch (a clock read); the two values are logged on the logging
+    batches only (:func:`hdrlab.callbacks.steps.logging_batch`), the only ones whose values reach the
+    loggers: no ``self.log`` call, no memory query on the others."""
 
     def __init__(self) -> None:
         self._t0: float | None = None
@@ -139,14 +144,17 @@ class ThroughputMemoryMonitor(L.Callback):
                            batch_idx: int) -> None:
         if self._t0 is None:
             return
-        rate = batch["ldr"].shape[0] / max(time.perf_counter() - self._t0, 1e-9)
+        size = batch["ldr"].shape[0]
+        rate = size / max(time.perf_counter() - self._t0, 1e-9)
         self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
+        if not logging_batch(trainer, stepped=True):
+            return
         if pl_module.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
         else:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        pl_module.log("train/throughput", self._rate, batch_size=batch["ldr"].shape[0])
-        pl_module.log("train/peak_memory_mb", float(peak), batch_size=batch["ldr"].shape[0])
+        pl_module.log_dict({"train/throughput": float(self._rate), "train/peak_memory_mb": float(peak)},
+                           batch_size=size)
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:

@@ -56,11 +56,15 @@ Under a memory budget (``--memory_budget 4GiB``; units of :func:`hdrlab.budget.u
 the tile replaces ``--tile``: :func:`budget_tile_plan` fits the network pass's peak tensor memory as
 ``fixed + per_pixel * h w`` from two fake-tensor runs of the loaded network
 (:func:`hdrlab.budget.estimate.inference_memory_model` on a fake copy: no allocation) and lets
-:func:`hdrlab.budget.tiling.plan_tiles` pick the largest tile (a multiple of ``--multiple``) whose
-peak plus the full-image blending buffers plus the CUDA allowance fits; the choice is printed. The
-merge of a generated stack runs on the full image and is not part of the budget. A budget too
-small for the smallest tile (``2 * overlap + multiple``) raises :class:`hdrlab.budget.plan.BudgetError`
-naming the budget that would work.
+:func:`hdrlab.budget.tiling.plan_tiles` pick the fewest tiles whose peak plus the full-image
+blending buffers plus the CUDA allowance fits, each tile shrunk to the smallest multiple of
+``--multiple`` that covers the image with that count (less recomputed overlap); the choice is
+printed. The merge of a generated stack is part of the plan (:func:`merge_memory_cost`: the
+same fake-tensor fit of the merge, its post-processing included): a merger that declares itself
+``pixelwise`` merges row strips sized by the budget (:meth:`StackMerger.merge_in_strips`, equal to
+the whole-image merge) when the whole merge does not fit; any other merger must fit on the whole
+image. A budget too small for the smallest tile (``2 * overlap + multiple``) or for the merge
+raises :class:`hdrlab.budget.plan.BudgetError` naming the budget that would work.
 """
 
 from __future__ import annotations
@@ -85,12 +89,14 @@ __all__ = [
     "input_scale_factor",
     "load_method",
     "main",
+    "merge_memory_cost",
     "method_generator",
     "method_tile_plan",
     "pad_to_multiple",
     "photo_batch",
     "reconstruct_image",
     "run_tiled",
+    "stack_merge",
 ]
 
 #: photo extensions read by ``reconstruct``
@@ -333,8 +339,9 @@ def budget_tile_plan(
     multiple: int = 64,
     out_channels: int = 3,
     precision: str = "32",
+    merge: Any = None,
 ) -> Any:
-    """Largest tile whose modelled inference peak fits ``budget_bytes``.
+    """Fewest (tightest) tiles whose modelled inference peak fits ``budget_bytes``.
 
     Args:
         module: the loaded network (real weights; only a fake copy runs).
@@ -345,12 +352,14 @@ def budget_tile_plan(
         multiple: network stride (tile sides are multiples of it).
         out_channels: channels of ``forward``'s output (3 K for a K-image stack).
         precision: autocast precision of the estimate.
+        merge: :class:`hdrlab.budget.tiling.MergeCost` of a merge after the network pass (None: none).
 
     Returns:
-        :class:`hdrlab.budget.tiling.TilePlan` (``tile=None``: the whole image fits).
+        :class:`hdrlab.budget.tiling.TilePlan` (``tile=None``: the whole image fits; ``merge_rows``:
+        strips of a pixel-wise merge).
 
     Raises:
-        BudgetError: not even the smallest tile (``2 * overlap + multiple``) fits.
+        BudgetError: not even the smallest tile (``2 * overlap + multiple``), or the merge, fits.
     """
     from hdrlab.budget.estimate import inference_memory_model
     from hdrlab.budget.tiling import plan_tiles
@@ -360,13 +369,97 @@ def budget_tile_plan(
     )
     return plan_tiles(
         image_hw, budget_bytes, per_pixel, fixed_bytes=fixed, overlap=overlap, stride=multiple,
-        out_channels=out_channels,
+        out_channels=out_channels, merge=merge,
     )
+
+
+def stack_merge(method: Any, merger: str = "debevec_known_crf") -> tuple[Any, Callable[..., Any],
+                                                                          Callable[[torch.Tensor, Any], torch.Tensor]]:
+    """What :func:`reconstruct_image` runs on a generated stack for ``--merger``.
+
+    Returns:
+        ``(module, prepare, post)``: the :class:`~hdrlab.models.mergers.base.StackMerger`;
+        ``prepare(images [1, N, 3, H, W], evs, crf)``, the stack it merges (``own``: the method's
+        exposure selection, ``selected_ev``); ``post(out, stack)``, the per-pixel map of its output
+        to non-negative input-relative linear radiance (linear mergers: :func:`rescale_to_input`;
+        display mergers: the stack's assumed inverse CRF).
+
+    Raises:
+        ConfigError: an unknown choice, or ``own`` for a method without a merger.
+    """
+    from hdrlab.camera import lut_apply
+    from hdrlab.methods.two_stage import rescale_to_input, select_exposures
+    from hdrlab.models.mergers import DebevecMerger, MertensMerger
+
+    if merger not in MERGERS:
+        raise ConfigError(f"--merger {merger!r} is unknown; use one of {list(MERGERS)}")
+    selected = None
+    if merger == "own":
+        module = method_merger(method)
+        if module is None:
+            raise ConfigError(f"--merger own needs a method with a merger of its own (.merger); "
+                              f"{type(method).__name__} has none: pick debevec_known_crf, debevec or mertens")
+        selected = getattr(method, "selected_ev", None)
+    elif merger == "mertens":
+        module = MertensMerger()
+    else:
+        module = DebevecMerger(crf="known" if merger == "debevec_known_crf" else "recover")
+
+    def prepare(images: torch.Tensor, evs: Sequence[float], crf: Any) -> Any:
+        stack = _generated_stack(images, evs, crf)
+        return stack if selected is None else select_exposures(stack, selected, have=evs)
+
+    def post(out: torch.Tensor, stack: Any) -> torch.Tensor:
+        if module.output_domain == "linear":
+            return rescale_to_input(out, stack).clamp_min_(0.0)
+        return lut_apply(out.clamp(0.0, 1.0), stack.crf.inverse_lut).clamp_min_(0.0)
+
+    return module, prepare, post
+
+
+def _generated_stack(images: torch.Tensor, evs: Sequence[float], crf: Any) -> Any:
+    """``ExposureStack`` of a generator's ``[1, N, 3, H, W]`` output (reference: the exposure nearest ev 0)."""
+    from hdrlab.stack import ExposureStack
+
+    ev = torch.tensor(list(evs), dtype=images.dtype, device=images.device).unsqueeze(0)
+    reference = min(range(len(evs)), key=lambda i: abs(evs[i]))
+    return ExposureStack(images=images, ev=ev, reference=reference, crf=crf)
+
+
+def merge_memory_cost(method: Any, merger: str = "debevec_known_crf", *, gamma: float = 2.2,
+                      multiple: int = 64, precision: str = "32") -> Any:
+    """:class:`hdrlab.budget.tiling.MergeCost` of the merge :func:`reconstruct_image` runs after the
+    generator's pass: ``prepare``, the merger and ``post`` of :func:`stack_merge` on fake ``h x w``
+    stacks at two sizes (:func:`hdrlab.budget.estimate.inference_memory_model`; the stack, the
+    temporaries and the output are counted), with the merger's ``pixelwise`` declaration.
+    """
+    from hdrlab.budget.estimate import inference_memory_model
+    from hdrlab.budget.tiling import MergeCost
+    from hdrlab.camera import CRF
+    from hdrlab.models.generators.base import normalize_ev_set
+
+    generator = method_generator(method)
+    ev = tuple(getattr(method, "generation_ev", generator.ev)) if merger == "own" else tuple(generator.ev)
+    evs = list(normalize_ev_set(ev, include_input=generator.include_input))
+    n = len(evs)
+    module, prepare, post = stack_merge(method, merger)
+
+    def forward(m: Any, t: torch.Tensor) -> torch.Tensor:
+        stack = prepare(t.unflatten(1, (n, 3)), evs, CRF.gamma(gamma))  # the CRF is built fake here
+        return post(m(stack), stack)
+
+    fixed, per_pixel = inference_memory_model(
+        _fake_copy_builder(module), forward, sizes=(2 * multiple, 4 * multiple), precision=precision,
+        in_channels=3 * n,
+    )
+    return MergeCost(per_pixel, fixed, pixelwise=bool(getattr(module, "pixelwise", False)), in_channels=3 * n,
+                     out_channels=3)
 
 
 def method_tile_plan(method: Any, image_hw: tuple[int, int], budget_bytes: int, *, merger: str = "debevec_known_crf",
                      gamma: float = 2.2, overlap: int = 64, multiple: int = 64) -> Any:
-    """:func:`budget_tile_plan` for the network pass :func:`reconstruct_image` tiles.
+    """:func:`budget_tile_plan` for the network pass :func:`reconstruct_image` tiles, and for generator
+    methods the merge after it (:func:`merge_memory_cost`; ``plan.merge_rows``: merge strips).
 
     Direct methods: ``predict_image`` on a photo batch; generator methods: the generator's stack
     (``--merger own`` uses the TwoStage's generation exposures).
@@ -382,16 +475,17 @@ def method_tile_plan(method: Any, image_hw: tuple[int, int], budget_bytes: int, 
         )
     ev = tuple(getattr(method, "generation_ev", generator.ev)) if merger == "own" else tuple(generator.ev)
     n = len(normalize_ev_set(ev, include_input=generator.include_input))
+    merge = merge_memory_cost(method, merger, gamma=gamma, multiple=multiple)
     return budget_tile_plan(
         generator, lambda g, t: g(t, ev=ev).images.flatten(1, 2), image_hw, budget_bytes,
-        overlap=overlap, multiple=multiple, out_channels=3 * n,
+        overlap=overlap, multiple=multiple, out_channels=3 * n, merge=merge,
     )
 
 
 # --------------------------------------------------------------------------- reconstruction
 def reconstruct_image(
     method: Any, ldr: torch.Tensor, *, merger: str = "debevec_known_crf", gamma: float = 2.2,
-    tile: int = 512, overlap: int = 64, multiple: int = 64,
+    tile: int = 512, overlap: int = 64, multiple: int = 64, merge_rows: int | None = None,
 ) -> torch.Tensor:
     """HDR radiance of one photo (module docstring).
 
@@ -401,17 +495,14 @@ def reconstruct_image(
         merger: ``--merger`` choice (generator methods).
         gamma: assumed camera response ``x = y ** gamma``.
         tile, overlap, multiple: tiling (see :func:`run_tiled`).
+        merge_rows: merge the generated stack in strips of this many rows (a budget plan's
+            ``merge_rows``; the merger must declare ``pixelwise``); None: in one call.
 
     Returns:
         ``[3, H, W]`` non-negative linear radiance, input clip level 1.0.
     """
-    import dataclasses
-
-    from hdrlab.camera import CRF, lut_apply
-    from hdrlab.methods.two_stage import rescale_to_input, select_exposures
+    from hdrlab.camera import CRF
     from hdrlab.models.generators.base import normalize_ev_set
-    from hdrlab.models.mergers import DebevecMerger, MertensMerger
-    from hdrlab.stack import ExposureStack
 
     if merger not in MERGERS:
         raise ConfigError(f"--merger {merger!r} is unknown; use one of {list(MERGERS)}")
@@ -431,33 +522,23 @@ def reconstruct_image(
                             tile=tile, overlap=overlap, multiple=multiple, global_fn=method.global_branch)
             return out[0, :, :h, :w].clamp_min(0.0)
 
-        own = merger == "own"
-        own_merger = method_merger(method)
-        if own and own_merger is None:
-            raise ConfigError(f"--merger own needs a method with a merger of its own (.merger); "
-                              f"{type(method).__name__} has none: pick debevec_known_crf, debevec or mertens")
-        ev = tuple(getattr(method, "generation_ev", generator.ev)) if own else tuple(generator.ev)
+        module, prepare, post = stack_merge(method, merger)  # checks --merger own before any work
+        if merge_rows is not None and not getattr(module, "pixelwise", False):
+            raise ConfigError(f"merge strips need a pixel-wise merger; {type(module).__name__} is not: "
+                              "merge the whole stack (merge_rows=None)")
+        ev = tuple(getattr(method, "generation_ev", generator.ev)) if merger == "own" else tuple(generator.ev)
         evs = list(normalize_ev_set(ev, include_input=generator.include_input))  # what the generator returns
         n = len(evs)
         images = run_tiled(lambda t: generator(t, ev=ev).images.flatten(1, 2), padded,
                            tile=tile, overlap=overlap, multiple=multiple)
         images = images[..., :h, :w].unflatten(1, (n, 3)).clamp(0.0, 1.0)
-        ev_tensor = torch.tensor(evs, dtype=images.dtype, device=device).unsqueeze(0)
-        reference = min(range(n), key=lambda i: abs(evs[i]))
-        stack = ExposureStack(images=images, ev=ev_tensor, reference=reference, crf=crf)
-        if own:
-            stack = select_exposures(stack, getattr(method, "selected_ev", None), have=evs)
-            out = own_merger(dataclasses.replace(stack, crf=crf))
-            if own_merger.output_domain == "linear":
-                out = rescale_to_input(out, stack)
-            else:
-                out = lut_apply(out.clamp(0.0, 1.0), crf.inverse_lut)
-        elif merger == "mertens":
-            out = lut_apply(MertensMerger()(stack).clamp(0.0, 1.0), crf.inverse_lut)
+        stack = prepare(images, evs, crf)
+        del images  # a selected sub-stack is a copy: the full stack is freed
+        if merge_rows is not None and merge_rows < stack.images.shape[-2]:
+            out = module.merge_in_strips(stack, merge_rows, post=post)
         else:
-            mode = "known" if merger == "debevec_known_crf" else "recover"
-            out = rescale_to_input(DebevecMerger(crf=mode)(stack), stack)
-        return out[0].clamp_min(0.0)
+            out = post(module(stack), stack)
+        return out[0]
 
 
 def main(argv: Sequence[str]) -> int:
@@ -505,11 +586,15 @@ def main(argv: Sequence[str]) -> int:
             plan = method_tile_plan(method, hw, budget, merger=args.merger, gamma=args.gamma,
                                     overlap=args.overlap, multiple=args.multiple)
             tile = max(hw) if plan.tile is None else plan.tile
+            merge_rows = plan.merge_rows
+            strips = "" if merge_rows is None else f", merge in {merge_rows}-row strips"
             print(f"  {path.name}: budget {format_size(budget)} -> "
-                  f"{'whole image' if plan.tile is None else f'tile {plan.tile}'} ({plan.tiles} tile(s), "
+                  f"{'whole image' if plan.tile is None else f'tile {plan.tile}'} ({plan.tiles} tile(s){strips}, "
                   f"estimated tensor peak {format_size(plan.estimated_bytes)})")
+        else:
+            merge_rows = None
         hdr = reconstruct_image(method, ldr, merger=args.merger, gamma=args.gamma, tile=tile,
-                                overlap=args.overlap, multiple=args.multiple).cpu()
+                                overlap=args.overlap, multiple=args.multiple, merge_rows=merge_rows).cpu()
         note = ""
         if getattr(method, "output_scale", "input") == "relative" and not args.keep_scale:
             factor = input_scale_factor(hdr, ldr, gamma=args.gamma)

@@ -22,6 +22,9 @@ which never name a concrete method:
 
 Logged names (a contract used by sweeps and reports): ``train/loss``, ``train/loss/<term>``,
 ``train/samples_seen``, ``val/<metric>`` and ``val/<metric>_clipped`` (``test/...`` in test).
+``train/loss`` is logged at every step (progress bar); the terms and ``train/samples_seen`` at the
+steps whose values reach the loggers (:func:`hdrlab.callbacks.steps.logging_batch`: every
+``trainer.log_every_n_steps``, an epoch's last batch, the batch that reaches ``max_steps``).
 A ``linear`` method is scored against ``batch["hdr"]`` with the HDR metrics of
 :func:`hdrlab.metrics.build_metrics`; a ``display`` method against
 ``hdrlab.tonemap.display(batch["hdr"])`` with display-domain metrics (``val/display_psnr``,
@@ -39,6 +42,7 @@ import torch
 from torchmetrics import MetricCollection
 
 from hdrlab import tonemap
+from hdrlab.callbacks.steps import logging_batch
 from hdrlab.data.batch import HDRBatch
 from hdrlab.errors import ConfigError
 from hdrlab.metrics import build_metrics
@@ -129,6 +133,9 @@ class HDRMethod(L.LightningModule, ABC):
         self.white_nits = float(white_nits)
         self.num_visuals = int(num_visuals)
         self.samples_seen = 0
+        #: the loss and its terms of the latest training step, detached, by their logged names
+        #: (``train/loss``, ``train/loss/<term>``): what :class:`~hdrlab.callbacks.NonFiniteGuard` checks
+        self.last_train_terms: dict[str, torch.Tensor] | None = None
         self.visuals: dict[str, Any] = {}
         self._metrics: dict[str, MetricCollection] = {}
 
@@ -214,10 +221,16 @@ class HDRMethod(L.LightningModule, ABC):
         loss, terms = self.compute_loss(batch)
         batch_size = batch["ldr"].shape[0]
         self.samples_seen += batch_size * max(1, self.trainer.world_size if self._trainer else 1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        for name, value in terms.items():
-            self.log(f"train/loss/{name}", value, batch_size=batch_size)
-        self.log("train/samples_seen", float(self.samples_seen), batch_size=batch_size)
+        logged = {"train/loss": loss.detach(), **{f"train/loss/{name}": value.detach() if isinstance(value, torch.Tensor)
+                                                  else value for name, value in terms.items()}}
+        self.last_train_terms = logged
+        # the progress bar shows the loss of every step; the terms and the sample count reach the
+        # loggers at Lightning's logging steps only, so they are logged there (hdrlab.callbacks.steps)
+        self.log("train/loss", logged["train/loss"], prog_bar=True, batch_size=batch_size)
+        if logging_batch(self._trainer, stepped=False):
+            extras = {name: value for name, value in logged.items() if name != "train/loss"}
+            extras["train/samples_seen"] = float(self.samples_seen)
+            self.log_dict(extras, batch_size=batch_size)
         return loss
 
     def _eval_step(self, batch: HDRBatch, batch_idx: int, stage: str) -> dict[str, torch.Tensor]:

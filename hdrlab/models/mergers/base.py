@@ -22,7 +22,12 @@ names a concrete merger:
 * ``preserves_size``: whether the output has the stack's ``H x W``;
 * ``has_objective`` / :meth:`StackMerger.objective`: its own training objective (a learned merger's
   paper loss), which a composite uses instead of a generic output loss;
-* ``file_options``: constructor options that name files (cleared when only shapes matter).
+* ``file_options``: constructor options that name files (cleared when only shapes matter);
+* ``pixelwise``: whether its output at a pixel depends only on the stack at that pixel, given
+  image-wide state computed once from the whole stack (:meth:`StackMerger.merge_state`, e.g. a
+  recovered camera response); such a merger can merge row strips
+  (:meth:`StackMerger.merge_in_strips`, equal to the whole-image merge) so that a memory budget
+  bounds the merge too. Pyramid fusions (Mertens) and learned convolutional mergers are not.
 
 ``forward(stack)`` validates the stack with :meth:`StackMerger.check_stack` (user errors raise
 :class:`hdrlab.errors.ConfigError`) and then calls :meth:`StackMerger.merge`.
@@ -31,8 +36,8 @@ names a concrete merger:
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, Sequence
 
 import torch
@@ -86,6 +91,10 @@ class StackMerger(nn.Module, abc.ABC):
         differentiable: whether gradients flow from the output to ``stack.images``.
         has_objective: whether :meth:`objective` is the merger's own training loss.
         file_options: constructor options that name files to read (none by default).
+        pixelwise: whether the output at a pixel depends only on the stack at that pixel, given
+            :meth:`merge_state` of the whole stack (then :meth:`merge_in_strips` may be used).
+            A subclass that declares it and has image-wide state overrides :meth:`merge_state`
+            and :meth:`merge_part`.
     """
 
     output_domain: ClassVar[Literal["linear", "display"]]
@@ -94,6 +103,7 @@ class StackMerger(nn.Module, abc.ABC):
     differentiable: ClassVar[bool] = True
     has_objective: ClassVar[bool] = False
     file_options: ClassVar[tuple[str, ...]] = ()
+    pixelwise: ClassVar[bool] = False
 
     @property
     def stride(self) -> int:
@@ -148,6 +158,59 @@ class StackMerger(nn.Module, abc.ABC):
         """Validate ``stack`` (:meth:`check_stack`) and merge it (:meth:`merge`) into ``[B, 3, H, W]``."""
         self.check_stack(stack)
         return self.merge(stack)
+
+    def merge_state(self, stack: ExposureStack) -> Any:
+        """Image-wide state of a :attr:`pixelwise` merge, computed once from the whole (validated)
+        stack (e.g. a recovered response); ``None`` (the default): none."""
+        return None
+
+    def merge_part(self, stack: ExposureStack, state: Any) -> torch.Tensor:
+        """Merge ``stack`` (a part, e.g. a strip of rows, of a larger stack) given the whole stack's
+        :meth:`merge_state`. Default: :meth:`merge` (right for pixel-wise mergers without state)."""
+        return self.merge(stack)
+
+    def merge_in_strips(
+        self,
+        stack: ExposureStack,
+        rows: int,
+        *,
+        post: Callable[[torch.Tensor, ExposureStack], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Merge a stack strip by strip (``rows`` rows each): the result equals ``self(stack)``
+        (``post(self(stack), stack)``) for a :attr:`pixelwise` merger, with the merge's temporaries
+        bounded by one strip.
+
+        Args:
+            stack: the whole stack ``images[B, N, 3, H, W]``.
+            rows: rows per strip (``>= 1``; ``>= H``: one call on the whole stack).
+            post: a per-pixel map applied to each strip's output, ``(out [B, 3, h, W], strip) -> [B, C, h, W]``.
+
+        Raises:
+            ConfigError: the merger is not pixel-wise, or ``rows < 1``.
+        """
+        if not self.pixelwise:
+            raise ConfigError(
+                f"{type(self).__name__} is not pixel-wise (pixelwise = False): it cannot merge row strips; "
+                "merge the whole stack"
+            )
+        if rows < 1:
+            raise ConfigError(f"merge strips need at least 1 row, got {rows}")
+        self.check_stack(stack)
+        state = self.merge_state(stack)
+        height = stack.images.shape[-2]
+        out = None
+        for top in range(0, height, rows):
+            part = replace(stack, images=stack.images[..., top : top + rows, :]) if rows < height else stack
+            merged = self.merge_part(part, state)
+            if post is not None:
+                merged = post(merged, part)
+            if rows >= height:
+                return merged
+            if out is None:
+                out = merged.new_empty((*merged.shape[:-2], height, merged.shape[-1]))
+            out[..., top : top + merged.shape[-2], :] = merged
+            del merged
+        return out
 
     def merge_bracket(
         self,

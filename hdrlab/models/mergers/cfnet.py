@@ -317,6 +317,7 @@ class CFNetMerger(StackMerger):
     select_rule = "extremes"
     differentiable = True
     has_objective = True
+    pixelwise = False  # convolutional: an output pixel sees a neighbourhood
 
     def __init__(
         self,

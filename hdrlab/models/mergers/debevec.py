@@ -577,6 +577,7 @@ class DebevecMerger(StackMerger):
     output_domain = "linear"
     accepts = StackArity(min_exposures=2, reference="any")
     differentiable = True
+    pixelwise = True  # per-pixel log-mean; recover mode: given the response solved once (merge_state)
 
     def __init__(
         self,
@@ -647,12 +648,25 @@ class DebevecMerger(StackMerger):
         log_r = g.view(bsz, channels, NUM_CODES)
         return (log_r - log_r[..., -1:]).to(device=images.device)
 
+    def merge_state(self, stack: ExposureStack) -> torch.Tensor | None:
+        """The image-wide state of the merge: recover mode: :meth:`recover_log_response` of the whole
+        stack (its sample grid spans the whole image); known CRF: ``None``."""
+        return self.recover_log_response(stack) if self.crf == "recover" else None
+
     def merge(self, stack: ExposureStack) -> torch.Tensor:
         """Merge ``stack`` into ``[B, 3, H, W]`` linear radiance relative to the reference exposure.
 
         Without autograd the recover-mode merge (every operation is per pixel) runs on blocks of
         rows of about :data:`BLOCK_ELEMENTS` values, so its temporaries stay in the CPU caches.
         """
+        return self.merge_part(stack, self.merge_state(stack))
+
+    def merge_part(self, stack: ExposureStack, state: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`merge` of ``stack`` (e.g. a strip of rows of a larger stack) with the response
+        ``state`` of :meth:`merge_state` (recover mode; solved from the whole stack)."""
+        if self.crf == "recover" and state is None:
+            raise ConfigError("DebevecMerger(crf='recover').merge_part needs the recovered response: "
+                              "pass merge_state(stack) of the whole stack")
         images = stack.images
         bsz, num, ch, height, width = images.shape
         rel_ev = stack.ev - stack.ev[:, stack.reference : stack.reference + 1]
@@ -665,7 +679,7 @@ class DebevecMerger(StackMerger):
                 weight = weight.mean(dim=2, keepdim=True)
             return _weighted_log_mean(per_exposure, weight, rel_ev, images, log_t, fallback=self.fallback,
                                       saturation_bound=self.saturation_bound).to(images.dtype)
-        log_r = self.recover_log_response(stack)  # [B, 3, 256]
+        log_r = state  # [B, 3, 256]
         tables = _lerp_tables(log_r, rel_ev.detach() * math.log(2.0), images.dtype)
         grad = torch.is_grad_enabled() and images.requires_grad
         rows = height if grad else max(1, BLOCK_ELEMENTS // max(1, bsz * num * ch * width))

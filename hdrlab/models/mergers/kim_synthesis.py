@@ -276,6 +276,7 @@ class KimSynthesisMerger(StackMerger):
     output_domain = "linear"
     accepts = StackArity(min_exposures=2, reference="any")
     differentiable = True
+    pixelwise = False  # per pixel given its response table, but it has no merge_state/merge_part yet
 
     def __init__(
         self,

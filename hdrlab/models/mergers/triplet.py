@@ -104,6 +104,7 @@ class TripletMerger(StackMerger):
     accepts: ClassVar[StackArity] = StackArity(exactly=3, reference="middle")
     select_rule = "nearest"
     has_objective = True
+    pixelwise = False  # convolutional: an output pixel sees a neighbourhood
 
     def __init__(self, *, select_ev: Sequence[float] = (-2.0, 0.0, 2.0), gamma: float = KALANTARI_GAMMA,
                  mu: float = MU_KALANTARI, loss_domain: str = "mu_law") -> None:
