@@ -462,6 +462,55 @@ def test_fuse_mertens_fast_path_blocks_match_autograd_path(size, monkeypatch):
             assert np.abs(ours.permute(1, 2, 0).numpy() - ref.reshape(ours.shape[1], ours.shape[2], 3)).max() < 1e-4
 
 
+def test_fuse_mertens_fast_path_work_buffers_are_reused_safely():
+    """The fast path keeps its large work stacks per thread and shape: outputs never alias them, a second
+    call leaves the first output alone, inference mode gets its own buffers, fake tensors none at all."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from hdrlab.models.mergers import mertens as mertens_module
+
+    a = as_stack(gamma_bracket(textured_hdr(37, 53, seed=5))).images
+    b = as_stack(gamma_bracket(textured_hdr(37, 53, seed=6))).images
+    reference = [fuse_mertens(x.clone().requires_grad_(True)).detach() for x in (a, b)]
+    with torch.no_grad():
+        first = fuse_mertens(a)
+        second = fuse_mertens(b)
+    with torch.inference_mode():
+        third = fuse_mertens(a)
+    with torch.no_grad():
+        fourth = fuse_mertens(b)
+    for got, ref in ((first, reference[0]), (second, reference[1]), (third, reference[0]), (fourth, reference[1])):
+        assert torch.allclose(got, ref, atol=2e-6)
+    cached = [t for bufs in mertens_module._WORK_CACHE.buffers.values() for t in bufs]
+    assert len(mertens_module._WORK_CACHE.buffers) == 2  # no-grad and inference-mode buffers
+    for out in (first, second, third, fourth):
+        assert all(out.untyped_storage().data_ptr() != t.untyped_storage().data_ptr() for t in cached)
+    keys = set(mertens_module._WORK_CACHE.buffers)
+    with FakeTensorMode() as mode, torch.no_grad():
+        fake = fuse_mertens(mode.from_tensor(torch.empty(1, 3, 3, 41, 60)))
+    assert fake.shape == (1, 3, 41, 60) and set(mertens_module._WORK_CACHE.buffers) == keys
+    with torch.no_grad():
+        meta = fuse_mertens(torch.empty(1, 3, 3, 41, 60, device="meta"))
+    assert meta.shape == (1, 3, 41, 60) and set(mertens_module._WORK_CACHE.buffers) == keys
+
+
+def test_fuse_mertens_work_buffer_cache_is_bounded(monkeypatch):
+    from hdrlab.models.mergers import mertens as mertens_module
+
+    images = as_stack(gamma_bracket(textured_hdr(37, 53, seed=7))).images
+    with torch.no_grad():
+        expected = fuse_mertens(images)
+        monkeypatch.setattr(mertens_module, "_WORK_CACHE_BYTES", 1000)  # smaller than one buffer set
+        mertens_module._WORK_CACHE.buffers.clear()
+        assert torch.equal(fuse_mertens(images), expected)
+        assert not mertens_module._WORK_CACHE.buffers
+        monkeypatch.setattr(mertens_module, "_WORK_CACHE_BYTES", 256 << 20)
+        for size in ((37, 53), (38, 53), (39, 53)):
+            fuse_mertens(torch.rand(1, 3, 3, *size))
+    assert len(mertens_module._WORK_CACHE.buffers) == mertens_module._WORK_CACHE_SIZE
+    assert {key[4] for key in mertens_module._WORK_CACHE.buffers} == {38, 39}  # least recently used dropped
+
+
 def test_pyr_down_up_keep_leading_dims():
     x = torch.rand(2, 4, 3, 17, 22)
     down = pyr_down(x)

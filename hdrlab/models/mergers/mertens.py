@@ -31,9 +31,13 @@ changes the fused value by up to ~5e-3.
 
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from hdrlab.errors import ConfigError
 from hdrlab.models.mergers.base import StackArity, StackMerger
@@ -377,6 +381,8 @@ def _unnormalised_weights(
     return weight.reshape(b, n, 1, h, w).add_(WEIGHT_EPS)
 
 
+_FLT_MIN = float(np.finfo(np.float32).tiny)
+
 #: pixels (all exposures) per row block of the no-autograd weight computation: its temporaries
 #: stay in the CPU caches, and none of them is a large allocation (page faults on every call);
 #: 2^17 measured ~10 % faster than 2^16 (fewer per-op overheads), 2^18 no faster
@@ -393,6 +399,7 @@ def _normalised_weights_into(
     sigma: float,
     planar: torch.Tensor | None = None,
     blend: torch.Tensor | None = None,
+    copy: torch.Tensor | None = None,
 ) -> None:
     """No-autograd :func:`mertens_weights` of float32 ``[B, N, 3, H, W]`` written into ``out`` ``[B, N, C, H, W]``
     (any strides; every ``C`` plane gets the weight), by blocks of rows.
@@ -404,7 +411,8 @@ def _normalised_weights_into(
     ``exp2``, ~2.5x faster in torch on CPU, and ``C S E + 1e-12`` is one ``addcmul``). Needs ``H, W >= 2``.
 
     Optionally also writes the weights into ``planar`` (contiguous ``[B N, H, W]``) and the weighted
-    sum of the images ``sum_n W_n I_n`` into ``blend`` (``[B, C, H, W]``), from the cached block.
+    sum of the images ``sum_n W_n I_n`` into ``blend`` (``[B, C, H, W]``), and a copy of the images into
+    ``copy`` (``[B, N, C, H, W]``, any strides), from the cached block.
     """
     b, n, c, h, w = images.shape
     bn = b * n
@@ -416,6 +424,9 @@ def _normalised_weights_into(
     rb_buf = torch.empty(bn * 2 * (rows + 2) * w, dtype=torch.float64, device=device)
     acc_buf = torch.empty(bn * (rows + 2) * w, dtype=torch.float64, device=device)
     tmp_buf = torch.empty(bn * c * rows * w, dtype=dtype, device=device)
+    # per-pixel temporaries (mean, spread, well-exposedness, weight total): written with out=, as fresh
+    # ~0.5 MB results are page-faulted on every block while glibc's mmap threshold is still low
+    moments_buf = torch.empty(4, bn * rows * w, dtype=dtype, device=device)
     eps = torch.tensor(WEIGHT_EPS, dtype=dtype, device=device)
     src = images.reshape(bn, c, h, w)
     dst = out.reshape(bn, out.shape[2], h, w)
@@ -425,6 +436,8 @@ def _normalised_weights_into(
         count = hi - lo
         blk = img_buf[: bn * c * count * w].view(bn, c, count, w)
         blk.copy_(src[:, :, lo:hi])
+        if copy is not None:  # from the planar block in cache: ~2x faster than from the interleaved input
+            copy[:, :, :, top : top + r] = blk[:, :, top - lo : top - lo + r].view(b, n, c, r, w)
         # grey (opencv_grey): fma(B, cb, fma(R, cr, G cg)) in float32: each fma is one add with a
         # float64 operand (the product of two float32 values is exact there) rounded to the float32 output
         grey = grey_buf[: bn * (r + 2) * (w + 2)].view(bn, r + 2, w + 2)
@@ -458,23 +471,28 @@ def _normalised_weights_into(
         with_eps = False
         if saturation_weight != 0.0 or exposure_weight != 0.0:
             # _channel_moments: deviations from the channel mean, summed over the channels
-            mean = torch.add(inner[:, 0], inner[:, 1])
+            mean = torch.add(inner[:, 0], inner[:, 1], out=moments_buf[0, : bn * r * w].view(bn, r, w))
             for k in range(2, c):
                 mean.add_(inner[:, k])
             mean.div_(c)
             dev = torch.sub(inner, mean.unsqueeze(1), out=tmp).mul_(tmp)  # squared deviations
-            spread = torch.add(dev[:, 0], dev[:, 1])
+            spread = torch.add(dev[:, 0], dev[:, 1], out=moments_buf[1, : bn * r * w].view(bn, r, w))
             for k in range(2, c):
                 spread.add_(dev[:, k])
             if exposure_weight != 0.0:
                 # exp(-x / (2 sigma^2)) as 2^(-x log2(e) / (2 sigma^2)): torch's exp2 is ~2.5x faster
                 offset = mean.sub_(0.5)
-                expo = torch.addcmul(spread, offset, offset, value=float(c))
+                expo = torch.addcmul(
+                    spread, offset, offset, value=float(c), out=moments_buf[2, : bn * r * w].view(bn, r, w)
+                )
                 expo.mul_(-LOG2_E / (2.0 * sigma * sigma)).exp2_()
                 if exposure_weight != 1.0:
                     expo.pow_(exposure_weight)
             if saturation_weight != 0.0:
-                sat = spread.sqrt_()
+                # torch's CPU sqrt takes a ~6x slower path on zeros (every neutral pixel): the spread is
+                # floored at the smallest normal float32, which moves such weights by <= 4.4e-19 (C <= 4),
+                # under 4e-7 of the 1e-12 floor they sit on
+                sat = spread.clamp_min_(_FLT_MIN).sqrt_()
                 if saturation_weight != 1.0:
                     sat.pow_(saturation_weight)
                 weight.mul_(sat)
@@ -484,18 +502,19 @@ def _normalised_weights_into(
         if not with_eps:
             weight.add_(WEIGHT_EPS)
         weight = weight.view(b, n, r, w)
-        total = torch.add(weight[:, 0], weight[:, 1]) if n > 1 else weight[:, 0].clone()
+        total = moments_buf[3, : b * r * w].view(b, r, w)
+        torch.add(weight[:, 0], weight[:, 1], out=total) if n > 1 else total.copy_(weight[:, 0])
         for k in range(2, n):
             total.add_(weight[:, k])
         weight.div_(total.unsqueeze(1))
         for k in range(dst.shape[1]):
             dst[:, k, top : top + r].copy_(weight.view(bn, r, w))
         if blend is not None:  # sum_n W_n I_n
-            products = torch.mul(inner, weight.view(bn, 1, r, w), out=tmp).view(b, n, c, r, w)
-            acc_blend = blend[:, :, top : top + r]
-            torch.add(products[:, 0], products[:, 1], out=acc_blend) if n > 1 else acc_blend.copy_(products[:, 0])
-            for k in range(2, n):
-                acc_blend.add_(products[:, k])
+            # one product and n - 1 multiply-adds straight into the output: no pass through a products buffer
+            images_n, weights_n = inner.view(b, n, c, r, w), weight.view(b, n, 1, r, w)
+            acc_blend = torch.mul(images_n[:, 0], weights_n[:, 0], out=blend[:, :, top : top + r])
+            for k in range(1, n):
+                acc_blend.addcmul_(images_n[:, k], weights_n[:, k])
 
 
 def mertens_weights(
@@ -565,9 +584,50 @@ def _blend_collapse(
     return fused
 
 
+def _repeat_planes(x: torch.Tensor, repeats: int) -> torch.Tensor:
+    """``[1, P, h, w]`` -> ``[1, P repeats, h, w]`` channels-last, every plane ``repeats`` times in a row."""
+    p, h, w = x.shape[1:]
+    out = torch.empty((1, p * repeats, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    source = x.permute(0, 2, 3, 1).reshape(h * w, p, 1)
+    out.permute(0, 2, 3, 1).view(h * w, p, repeats).copy_(source.expand(-1, -1, repeats))
+    return out
+
+
 #: full-resolution rows per block of the no-autograd level-0 expansion and blend (even): the
 #: expanded planes of a block stay in cache
 UP_BLOCK_ROWS = 64
+
+#: per-thread work buffers of :func:`_fuse_mertens_fast`, keyed by shape/dtype/device/inference mode: the
+#: large stacks (~47 MB at 1024x768, 3 exposures) are otherwise page-faulted afresh on most calls (~17 %
+#: of the call). Internal only: no returned tensor aliases them. At most ``_WORK_CACHE_SIZE`` shapes and
+#: ``_WORK_CACHE_BYTES`` per thread are kept (larger sets are allocated per call, as before).
+_WORK_CACHE = threading.local()
+_WORK_CACHE_SIZE = 2
+_WORK_CACHE_BYTES = 256 << 20
+
+
+def _work_buffers(
+    key: tuple, make: Callable[[], tuple[torch.Tensor, ...]], like: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """``make()`` cached per thread under ``key`` for plain CPU tensors outside any dispatch mode (fake/meta
+    tensors, tracing and other devices get fresh buffers every call)."""
+    if type(like) is not torch.Tensor or like.device.type != "cpu" or _get_current_dispatch_mode() is not None:
+        return make()
+    cache = getattr(_WORK_CACHE, "buffers", None)
+    if cache is None:
+        cache = _WORK_CACHE.buffers = {}
+    key = (*key, torch.is_inference_mode_enabled())
+    buffers = cache.pop(key, None)
+    if buffers is None:
+        buffers = make()
+        size = sum(t.numel() * t.element_size() for t in buffers)
+        if size > _WORK_CACHE_BYTES:
+            return buffers
+        held = lambda: sum(t.numel() * t.element_size() for bufs in cache.values() for t in bufs)  # noqa: E731
+        while cache and (len(cache) >= _WORK_CACHE_SIZE or held() + size > _WORK_CACHE_BYTES):
+            cache.pop(next(iter(cache)))  # least recently used first
+    cache[key] = buffers  # most recently used last
+    return buffers
 
 
 def _fuse_mertens_fast(images: torch.Tensor, **measures: float) -> torch.Tensor:
@@ -575,9 +635,10 @@ def _fuse_mertens_fast(images: torch.Tensor, **measures: float) -> torch.Tensor:
 
     The weights are computed once per exposure (one plane, not one per colour channel) by row blocks
     (:func:`_normalised_weights_into`), which also accumulate the full-resolution term ``sum_n W_n I_n``
-    straight into the planar output. The first ``pyrDown`` of the weights is one depthwise convolution
-    with channel multiplier 3 (the coarser levels get the weights repeated per colour channel, as the
-    blend there wants them). The full-resolution level is then finished by row blocks:
+    straight into the planar output, and copies the images into the padded plane stack from its cached
+    planar block. The weights' Gaussian pyramid is built on that one plane per exposure and each coarser
+    level repeated per colour channel, as the blend there wants it. The large work stacks are reused
+    from call to call (:func:`_work_buffers`). The full-resolution level is then finished by row blocks:
     ``out += sum_n W_n pyrUp(R_1 - G_1(I_n))`` (``sum_n W_n = 1``) with the expanded planes of each block in cache,
     so the full-resolution Laplacians, products and the layout change of the output never pass
     through memory.
@@ -587,22 +648,33 @@ def _fuse_mertens_fast(images: torch.Tensor, **measures: float) -> torch.Tensor:
     dtype, device = images.dtype, images.device
     max_level = pyramid_levels(h, w)
     cl = torch.channels_last
-    padded_img = torch.empty((1, k, h + 4, w + 4), dtype=dtype, device=device, memory_format=cl)
-    padded_wt = torch.empty((1, bn, h + 4, w + 4), dtype=dtype, device=device, memory_format=cl)
+
+    def make() -> tuple[torch.Tensor, ...]:
+        return (
+            torch.empty((1, k, h + 4, w + 4), dtype=dtype, device=device, memory_format=cl),
+            torch.empty((1, bn, h + 4, w + 4), dtype=dtype, device=device, memory_format=cl),
+            torch.empty((bn, h, w), dtype=dtype, device=device),
+        )
+
+    padded_img, padded_wt, weights = _work_buffers(("fast", b, n, c, h, w, dtype, device), make, images)
     planes_5d = padded_img[..., 2 : 2 + h, 2 : 2 + w].view(b, n, c, h, w)
-    for j in range(n):  # per exposure: no intermediate copy whatever the input's layout
-        planes_5d[:, j] = images[:, j]
-    weights = torch.empty((bn, h, w), dtype=dtype, device=device)
     out = torch.empty((b, c, h, w), dtype=dtype, device=device)
     _normalised_weights_into(
-        images, padded_wt[..., 2 : 2 + h, 2 : 2 + w].view(b, n, 1, h, w), planar=weights, blend=out, **measures
+        images,
+        padded_wt[..., 2 : 2 + h, 2 : 2 + w].view(b, n, 1, h, w),
+        planar=weights,
+        blend=out,
+        copy=planes_5d,
+        **measures,
     )
-    g1_img = _pyr_down_padded(_reflect101_border(padded_img, 2))
-    down = _binomial_kernel(k, 1.0 / 256.0, dtype=dtype, device=device)
-    g1_wt = F.conv2d(_reflect101_border(padded_wt, 2), down, stride=2, groups=bn)  # repeated per channel
-    gauss = [(g1_img, g1_wt)]
+    # the weights' pyramid is built on one plane per exposure (3x fewer taps than on the planes repeated
+    # per colour channel); each level is repeated per channel afterwards for the blend (~1/4 the cost)
+    g1_img = g_img = _pyr_down_padded(_reflect101_border(padded_img, 2))
+    g_wt = _pyr_down_padded(_reflect101_border(padded_wt, 2))
+    gauss = [(g_img, _repeat_planes(g_wt, c))]
     for _ in range(max_level - 1):
-        gauss.append(tuple(_pyr_down_planes(p) for p in gauss[-1]))
+        g_img, g_wt = _pyr_down_planes(g_img), _pyr_down_planes(g_wt)
+        gauss.append((g_img, _repeat_planes(g_wt, c)))
     fused = _blend_collapse(gauss, b, n, c, True)  # R_1, [1, B 3, h_1, w_1]
     # sum_n W_n = 1, so pyrUp(R_1) - sum_n W_n pyrUp(G_1(I_n)) = sum_n W_n pyrUp(R_1 - G_1(I_n)): one
     # expansion of the 3 N differences (formed at level 1, in the padded expansion source) per block
