@@ -14,7 +14,7 @@ comparison). ``cv2.setNumThreads`` does not reach the LAPACK OpenCV links (OpenB
 SVD of ``CalibrateDebevec`` on its own threads), so the OpenBLAS thread count is set too
 (``openblas_set_num_threads``); the process CPU time of each call is reported next to the wall time.
 
-Usage: ``python benchmarks/bench_mergers.py [--repeats 5] [--threads 1] [--width 1024 --height 768] [--json PATH]``
+Usage: ``python benchmarks/bench_mergers.py [--repeats 15] [--threads 1] [--width 1024 --height 768] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--height", type=int, default=768)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="threads of both torch and OpenCV (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args(argv)
