@@ -23,7 +23,11 @@ def _stage(trial: Path, recipe: str, stage: str, seed: int, value) -> Path:
     """A test stage folder as a recipe writes it: recipe_stage.json, config.yaml, test_per_sample.csv."""
     folder = trial / stage
     folder.mkdir(parents=True)
-    (folder / "recipe_stage.json").write_text(json.dumps({"recipe": recipe, "stage": stage, "run": "test"}))
+    ckpt = "${stage:fit.best}" if stage == "trained" else None
+    record = {"recipe": recipe, "stage": stage, "run": "test", "ckpt": ckpt, "config": [f"experiments/{recipe}.yaml"],
+              "args": {"model.init_args.prediction": "refined"} if stage == "trained" else {}}
+    (folder / "recipe_stage.json").write_text(json.dumps(record))
+    (trial / "recipe.json").write_text(json.dumps({"recipe": recipe, "max_samples": 600, "overrides": []}))
     (folder / "config.yaml").write_text(yaml.safe_dump({"seed_everything": seed, "model": {"class_path": "x"}}))
     (folder / "summary.json").write_text(json.dumps({"status": "finished", "stage": "test"}))
     with (folder / "test_per_sample.csv").open("w", newline="") as f:
@@ -84,6 +88,24 @@ def test_rows_are_recipe_stages_with_seed_std_and_scene_intervals(sweep: Path, t
     html = (out / "index.html").read_text()
     assert "resolved per run" in html and "method/trained" in html
     assert "test runs" in capsys.readouterr().out
+
+
+def test_config_differences_describe_the_test_stages_one_column_per_label(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main(["compare", str(sweep), "--test", "-o", str(out), "--no_pdf"]) == 0
+    rows = _read(out / "config_diff.csv")
+    header = list(rows[0])
+    # six test runs, two seeds each: one column per row label, its seeds listed in one cell
+    assert header[0] == "key" and sorted(header[1:]) == ["baseline_x/baseline", "method/trained", "method/untrained"]
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["seed_everything"]["method/trained"] == "0, 1"
+    assert by_key["stage.checkpoint"]["method/trained"] == "${stage:fit.best}"
+    assert by_key["stage.checkpoint"]["method/untrained"] == "initial weights"
+    assert by_key["stage.args.model.init_args.prediction"]["method/untrained"] == "(absent)"
+    assert by_key["recipe"]["baseline_x/baseline"] == "baseline_x"
+    assert "recipe.max_samples" not in by_key  # the same in every run
+    html = (out / "index.html").read_text()
+    assert "initial weights" in html and "model.prediction" in html
 
 
 def test_reference_errors_are_one_line(sweep: Path, tmp_path: Path, capsys) -> None:

@@ -364,8 +364,12 @@ class ConfigDiff:
 
 
 def config_differences(records: Sequence[RunRecord], *, ignore: frozenset[str] = IDENTITY_KEYS) -> ConfigDiff:
-    """The keys of the runs' ``config.yaml`` whose values differ (seeds included, run identity
-    such as ``run_dir`` left out; a key missing in a run counts as different).
+    """The keys of the runs' ``config.yaml`` (or their ``described`` settings) whose values differ
+    (seeds included, run identity such as ``run_dir`` left out; a key missing in a run counts as
+    different).
+
+    Columns are runs, named by ``RunRecord.name`` (default: the folder name). Runs of one name that
+    differ in nothing but their seeds share a column, whose seed cells list the seeds (``"0, 1"``).
 
     Args:
         records: The runs (all of them, failed ones too).
@@ -375,17 +379,35 @@ def config_differences(records: Sequence[RunRecord], *, ignore: frozenset[str] =
         A :class:`ConfigDiff` (no keys with fewer than two runs).
     """
     records = list(records)
+    configs = [r.config if r.described is None else r.described for r in records]
+    names = [r.name or r.path.name for r in records]
     keys = []
     if len(records) > 1:
-        for key in sorted({k for r in records for k in r.config}):
+        for key in sorted({k for c in configs for k in c}):
             if key.split(".")[-1] in ignore:
                 continue
-            seen = {(key in r.config, _hashable(r.config.get(key))) for r in records}
+            seen = {(key in c, _hashable(c.get(key))) for c in configs}
             if len(seen) > 1:
                 keys.append(key)
-    return ConfigDiff(runs=[r.path.name for r in records], status=[r.status for r in records], keys=keys,
-                      values=[[r.config.get(k) for r in records] for k in keys],
-                      present=[[k in r.config for r in records] for k in keys])
+    seed_keys = [k for k in keys if k.split(".")[-1] in ("seed_everything", "seed")]
+    columns: dict[tuple, list[int]] = {}
+    for i, (name, c) in enumerate(zip(names, configs)):
+        same = tuple((k in c, _hashable(c.get(k))) for k in keys if k not in seed_keys)
+        columns.setdefault((name, same), []).append(i)
+    values, present = [], []
+    for k in keys:
+        row_values, row_present = [], []
+        for members in columns.values():
+            found = [configs[i].get(k) for i in members if k in configs[i]]
+            if k in seed_keys and len(members) > 1:
+                row_values.append(", ".join(value_text(v) for v in found) if found else None)
+            else:
+                row_values.append(found[0] if found else None)
+            row_present.append(bool(found))
+        values.append(row_values)
+        present.append(row_present)
+    status = [", ".join(dict.fromkeys(records[i].status for i in members)) for members in columns.values()]
+    return ConfigDiff(runs=[name for name, _ in columns], status=status, keys=keys, values=values, present=present)
 
 
 # --------------------------------------------------------------------------- renderings

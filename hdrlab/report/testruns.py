@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "TEST_METRIC",
     "TestRun",
     "compare_test_scenes",
+    "describe_test_run",
     "discover_test_runs",
     "read_test_runs",
     "resolve_reference",
@@ -61,6 +62,8 @@ __all__ = [
 TEST_METRIC = "test/pu21_psnr"
 #: Record of a recipe stage (:data:`hdrlab.recipe.STAGE_RECORD`).
 _STAGE_RECORD = "recipe_stage.json"
+#: Record of a recipe run (:data:`hdrlab.recipe.RUN_RECORD`).
+_RUN_RECORD = "recipe.json"
 
 
 @dataclass
@@ -73,6 +76,7 @@ class TestRun:
         seed: ``seed_everything`` of its config (``None`` when unknown).
         recipe_run: The recipe run folder holding it (``None`` outside recipes).
         table: Its :class:`SceneTable`; ``table.label`` names label and seed.
+        described: What the report's config differences show of it (:func:`describe_test_run`).
     """
 
     path: Path
@@ -80,6 +84,7 @@ class TestRun:
     seed: Any
     recipe_run: Path | None
     table: SceneTable
+    described: dict[str, Any] = field(default_factory=dict)
 
 
 def discover_test_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -120,9 +125,12 @@ def read_test_runs(folders: Sequence[Path]) -> list[TestRun]:
         recipe, stage = record.get("recipe"), record.get("stage")
         in_recipe = isinstance(recipe, str) and isinstance(stage, str)
         label = f"{recipe}/{stage}" if in_recipe else tails[folder]
-        seed = read_run_config(folder).get("seed_everything")
+        config = read_run_config(folder)
+        seed = config.get("seed_everything")
         runs.append(TestRun(folder, label, seed, folder.parent if in_recipe else None,
-                            SceneTable(label, folder, read_per_sample(folder / PER_SAMPLE))))
+                            SceneTable(label, folder, read_per_sample(folder / PER_SAMPLE)),
+                            describe_test_run(label, config, record if in_recipe else None,
+                                              _read_json(folder.parent / _RUN_RECORD) if in_recipe else None)))
     several = len({r.seed for r in runs}) > 1
     keys: dict[str, int] = {}
     for r in runs:  # unique table labels: label (seed N); repeated label+seed pairs get a counter
@@ -130,6 +138,30 @@ def read_test_runs(folders: Sequence[Path]) -> list[TestRun]:
         keys[text] = keys.get(text, 0) + 1
         r.table.label = text if keys[text] == 1 else f"{text} #{keys[text]}"
     return runs
+
+
+def describe_test_run(label: str, config: Mapping[str, Any], stage: Mapping[str, Any] | None,
+                      recipe: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The settings of a test run that the report's config differences compare.
+
+    A recipe's test stage (``stage``: its ``recipe_stage.json``, ``recipe``: the recipe run's
+    ``recipe.json``) is described by its recipe, the recipe's total budget and overrides, and the
+    stage's checkpoint (``initial weights`` without one), config files and arguments
+    (``stage.args.<key>``); a plain test run by its flattened config. Both add ``method`` (the row
+    label) and ``seed_everything``.
+    """
+    out: dict[str, Any] = {"method": label, "seed_everything": config.get("seed_everything")}
+    if stage is None:
+        return {**config, **out}
+    out["recipe"] = stage.get("recipe")
+    if recipe:
+        out["recipe.max_samples"] = recipe.get("max_samples")
+        out["recipe.overrides"] = " ".join(recipe.get("overrides") or []) or None
+    out["stage.checkpoint"] = stage.get("ckpt") or "initial weights"
+    out["stage.configs"] = list(stage.get("config") or [])
+    for key, value in sorted((stage.get("args") or {}).items()):
+        out[f"stage.args.{key}"] = value
+    return out
 
 
 def test_records(runs: Sequence[TestRun]) -> list[Any]:
@@ -147,7 +179,7 @@ def test_records(runs: Sequence[TestRun]) -> list[Any]:
                 metrics[f"test/{column}"] = sum(values.values()) / len(values)
                 scenes[f"test/{column}"] = values
         records.append(RunRecord(path=r.path, config={"method": r.label}, metrics=metrics, status="finished",
-                                 seed=r.seed, scenes=scenes))
+                                 seed=r.seed, scenes=scenes, name=r.label, described=r.described))
     return records
 
 

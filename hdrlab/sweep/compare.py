@@ -68,6 +68,10 @@ class RunRecord:
         previews: Scene name -> latest validation preview PNG.
         scenes: Metric -> scene -> value, for metrics that are means over test scenes
             (:mod:`hdrlab.report.testruns`); empty for validation metrics.
+        name: Column name in the config differences (default: the run folder's name); runs of one
+            name that differ only in their seeds share a column there.
+        described: What the config differences show of the run, when it is not ``config`` (test runs:
+            their recipe, checkpoint and stage arguments; ``config`` is what groups them).
     """
 
     path: Path
@@ -77,6 +81,8 @@ class RunRecord:
     seed: Any = None
     previews: dict[str, Path] = field(default_factory=dict)
     scenes: dict[str, dict[str, float]] = field(default_factory=dict)
+    name: str = ""
+    described: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -707,8 +713,9 @@ def write_report(comparison: Comparison, folder: str | Path, *, pdf: bool = True
             "<div class='figs'>" + "\n".join(P.figure_html(f, folder) for f in curve_figs) + "</div>"))
     sections.append(P.Section(
         "config", "Config differences",
-        "<p>Keys of the runs' <code>config.yaml</code> whose values differ (run folders and paths left out, seeds "
-        "kept). Hover a cell for the full value.</p>" + T.config_diff_html(diff)))
+        "<p>Keys of the runs' <code>config.yaml</code> (test stages of a recipe: their recipe, checkpoint and "
+        "arguments) whose values differ (run folders and paths left out, seeds kept; runs of one label that differ "
+        "only in their seeds share a column). Hover a cell for the full value.</p>" + T.config_diff_html(diff)))
     if preview is not None:
         sections.append(P.Section("previews", "Validation previews", P.figure_html(preview, folder)))
     if comparison.failures:
