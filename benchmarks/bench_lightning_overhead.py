@@ -38,9 +38,9 @@ checkpoint's fsync, none of which falls inside the timed steps).
 ``--profile`` prints the top of a cProfile of one extra fit run per method.
 
 Knobs: ``--steps`` (timed steps per run, default 20), ``--warmup`` (default 5), ``--repeats``
-(default 3), ``--methods``. About 1-2 minutes on 2 cores with the defaults.
+(default 5), ``--methods``. About 2-3 minutes on 2 cores with the defaults.
 
-Usage: ``python benchmarks/bench_lightning_overhead.py [--steps 20] [--warmup 5] [--repeats 3] [--profile]``
+Usage: ``python benchmarks/bench_lightning_overhead.py [--steps 20] [--warmup 5] [--repeats 5] [--profile]``
 Writes ``benchmarks/results/lightning_overhead.json`` (``--json PATH`` to write elsewhere).
 """
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped at the start of each run (default 5)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each kind (default 3)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each kind (default 5)")
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--profile", action="store_true", help="cProfile one extra fit run per method")
     parser.add_argument("--json", type=Path, default=None, help="output JSON (default benchmarks/results/lightning_overhead.json)")

@@ -118,9 +118,15 @@ def rows_flops(data: dict[str, Any]) -> list[Row]:
 
 
 def rows_data(data: dict[str, Any]) -> list[Row]:
-    return [Row("Synthesis / consumption (samples/s)", method, entry["ratio"], 5.0, ">=",
-                command="python benchmarks/bench_data.py")
-            for method, entry in data.get("methods", {}).items()]
+    """First epoch (every item renders its scene) and, when measured, later epochs (scenes cached)."""
+    rows = []
+    for method, entry in data.get("methods", {}).items():
+        rows.append(Row("Synthesis / consumption (samples/s), first epoch", method, entry["ratio"], 5.0, ">=",
+                        command="python benchmarks/bench_data.py"))
+        if "ratio_cached" in entry:
+            rows.append(Row("Synthesis / consumption (samples/s), scenes cached", method, entry["ratio_cached"], 5.0,
+                            ">=", command="python benchmarks/bench_data.py"))
+    return rows
 
 
 #: wall-time goals of the merges against OpenCV on the same stack and thread count

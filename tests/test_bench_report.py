@@ -69,7 +69,8 @@ def test_replace_between_markers_and_insert():
 def test_collect_reads_present_files_and_skips_missing(tmp_path):
     common.write_result("lightning_overhead", {"machine": "M", "methods": {
         "singlehdr": {"ratio_step": 1.2, "ratio_with_data": 1.4}}}, directory=tmp_path)
-    common.write_result("data", {"methods": {"cfnet": {"ratio": 7.0}}}, directory=tmp_path)
+    common.write_result("data", {"methods": {"cfnet": {"ratio": 7.0}, "hdrcnn": {"ratio": 1.8, "ratio_cached": 9.0}}},
+                        directory=tmp_path)
     common.write_result("mergers", {"debevec": {"ratio": 0.8, "hdrlab_cpu_s": 1.0, "opencv_cpu_s": 2.0},
                                     "debevec_known_crf": {"ratio": 1.2, "max_rel_diff_vs_opencv": 7e-7},
                                     "mertens": {"ratio": 1.6, "max_abs_diff_vs_opencv": 2e-5}, "n": 3},
@@ -83,7 +84,11 @@ def test_collect_reads_present_files_and_skips_missing(tmp_path):
     assert machine == "M"
     cases = {(r.benchmark.split(" ")[0], r.case): r.measured for r in rows}
     assert cases[("Lightning", "singlehdr")] in (1.2, 1.4)
-    assert cases[("Synthesis", "cfnet")] == 7.0
+    data = {(r.benchmark, r.case): r for r in rows if r.benchmark.startswith("Synthesis")}
+    assert data[("Synthesis / consumption (samples/s), first epoch", "cfnet")].measured == 7.0
+    assert ("Synthesis / consumption (samples/s), scenes cached", "cfnet") not in data  # not measured: no row
+    assert data[("Synthesis / consumption (samples/s), first epoch", "hdrcnn")].met is False
+    assert data[("Synthesis / consumption (samples/s), scenes cached", "hdrcnn")].met is True
     merges = {(r.benchmark, r.case): r for r in rows if r.benchmark.startswith(("Merge", "Mertens"))}
     assert merges[("Merge wall time (hdrlab / OpenCV)", "debevec (response recovered)")].met is True  # 0.8 <= 1.0
     assert merges[("Merge wall time (hdrlab / OpenCV)", "debevec (known response)")].met is False  # 1.2 > 1.0
