@@ -16,6 +16,12 @@ For every experiment in ``experiments/*.yaml`` that builds a method, at width 1/
   of ``--gemm_repeats`` calls after a warm-up, the higher of the two), measured in the same run.
 
 Utilisation = (step FLOPs / step time) / GEMM FLOP/s. Goal: >= 50 % for convolution-heavy methods.
+
+Width 1/8 is what the tests and the demo train at; its convolutions have 4-16 channels and are
+bound by per-operator overhead, not arithmetic. Each method is therefore also measured at the
+widest CPU-sized width: the largest of 1, 1/2 and 1/4 whose step (estimated from the width-1/8
+count, FLOPs ~ width^2) stays within ``--wide_cap`` FLOPs (default 4e10, about a second per step
+here); methods already above the cap at 1/8 are measured at 1/8 only.
 Knobs: ``--steps`` (default 3), ``--methods`` (experiment stems), ``--variants``. About 2-3 minutes
 on 2 cores with the defaults.
 
@@ -43,6 +49,8 @@ from common import machine, median, ratio, write_result  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH, PATCH, BATCH = 0.125, 64, 2
 VARIANTS = ("fp32", "channels_last", "bf16")
+#: candidate widths of the wide measurement, widest first
+WIDE_WIDTHS = (1.0, 0.5, 0.25)
 
 
 def gemm_flops_per_s(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10) -> float:
@@ -62,12 +70,21 @@ def gemm_flops_per_s(sizes: tuple[int, ...] = (1024, 2048), repeats: int = 10) -
     return max(rates)
 
 
-def _build(config: Path) -> Any:
+def wide_width(tiny_flops: float, cap: float) -> float | None:
+    """The widest of :data:`WIDE_WIDTHS` whose step FLOPs, estimated as ``tiny_flops (width / WIDTH)^2``,
+    stay within ``cap``; ``None`` when none does."""
+    for width in WIDE_WIDTHS:
+        if tiny_flops * (width / WIDTH) ** 2 <= cap:
+            return width
+    return None
+
+
+def _build(config: Path, width: float = WIDTH) -> Any:
     from hdrlab.commands.info import load_experiment_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        method = load_experiment_model([str(config)], width=WIDTH, pretrained_trunks=False)
+        method = load_experiment_model([str(config)], width=width, pretrained_trunks=False)
     method.train()
     return method
 
@@ -119,12 +136,27 @@ def step_time(method: Any, variant: str, steps: int) -> float:
     return median(times)
 
 
+def _time_variants(entry: dict[str, Any], method: Any, flops: int, gemm: float, variants: list[str], steps: int) -> None:
+    """Fill ``entry["step_s"]`` and ``entry["utilisation"]`` per variant (``variant_errors`` for the
+    variants the method does not support)."""
+    for variant in variants:
+        try:
+            seconds = step_time(method, variant, steps)
+        except Exception as err:  # a variant the method does not support
+            entry.setdefault("variant_errors", {})[variant] = f"{type(err).__name__}: {err}"[:200]
+            continue
+        entry["step_s"][variant] = seconds
+        entry["utilisation"][variant] = ratio(flops / seconds, gemm)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (default 3)")
     parser.add_argument("--gemm_repeats", type=int, default=10)
     parser.add_argument("--methods", nargs="*", default=None, help="experiment stems (default: every experiment)")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--wide_cap", type=float, default=4e10,
+                        help="FLOPs per step of the wide measurement at most (default 4e10; 0: no wide measurement)")
     parser.add_argument("--json", type=Path, default=None, help="output JSON (default benchmarks/results/flops.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -146,17 +178,21 @@ def main(argv: list[str] | None = None) -> int:
             flops, conv_share = count_step_flops(method)
             entry: dict[str, Any] = {"step_flops": flops, "conv_share": conv_share, "conv_heavy": conv_share >= 0.8,
                                      "step_s": {}, "utilisation": {}}
-            for variant in args.variants:
-                try:
-                    seconds = step_time(method, variant, args.steps)
-                except Exception as err:  # a variant the method does not support
-                    entry.setdefault("variant_errors", {})[variant] = f"{type(err).__name__}: {err}"[:200]
-                    continue
-                entry["step_s"][variant] = seconds
-                entry["utilisation"][variant] = ratio(flops / seconds, gemm)
+            _time_variants(entry, method, flops, gemm, args.variants, args.steps)
             results["methods"][name] = entry
             shown = "  ".join(f"{v} {100 * u:5.1f}%" for v, u in entry["utilisation"].items())
             print(f"{name:22s} {flops / 1e9:7.2f} GFLOP/step  conv {100 * conv_share:5.1f}%  {shown}", flush=True)
+            width = wide_width(flops, args.wide_cap) if args.wide_cap > 0 else None
+            if width is not None:
+                del method
+                torch.manual_seed(0)
+                method = _build(config, width)
+                wide_flops, _ = count_step_flops(method)
+                wide: dict[str, Any] = {"width": width, "step_flops": wide_flops, "step_s": {}, "utilisation": {}}
+                _time_variants(wide, method, wide_flops, gemm, args.variants, args.steps)
+                entry["wide"] = wide
+                shown = "  ".join(f"{v} {100 * u:5.1f}%" for v, u in wide["utilisation"].items())
+                print(f"{'':22s} {wide_flops / 1e9:7.2f} GFLOP/step at width {width:g}: {shown}", flush=True)
         except Exception as err:
             results["failed"][name] = f"{type(err).__name__}: {err}"[:300]
             print(f"{name:22s} skipped: {results['failed'][name]}", flush=True)

@@ -114,6 +114,13 @@ def rows_flops(data: dict[str, Any]) -> list[Row]:
         goal = 0.5 if entry.get("conv_heavy") else None
         rows.append(Row("FLOP utilisation (step FLOP/s / fp32 GEMM rate)", f"{method}" + (f" (opt-in: {others})" if others else ""),
                         utilisation["fp32"], goal, ">=", unit="%", command="python benchmarks/bench_flops.py"))
+        wide = entry.get("wide") or {}
+        wide_utilisation = dict(wide.get("utilisation", {}))
+        if "fp32" in wide_utilisation:
+            others = ", ".join(f"{k} {fmt(v, '%')}" for k, v in wide_utilisation.items() if k != "fp32")
+            case = f"{method} at width {wide['width']:g}" + (f" (opt-in: {others})" if others else "")
+            rows.append(Row("FLOP utilisation, widest CPU-sized width", case, wide_utilisation["fp32"], goal, ">=",
+                            unit="%", command="python benchmarks/bench_flops.py"))
     return rows
 
 

@@ -106,3 +106,22 @@ def test_collect_reads_present_files_and_skips_missing(tmp_path):
     assert not any(r.benchmark.startswith("FLOP") for r in rows)  # no flops.json: no rows
     rows, _ = report.collect(tmp_path / "missing")
     assert rows == []
+
+
+def test_flops_rows_add_the_widest_cpu_sized_width():
+    import bench_flops
+
+    # width 1/8 counts scale by width^2: 1e9 at 1/8 -> 6.4e10 at 1, 1.6e10 at 1/2, 4e9 at 1/4
+    assert bench_flops.wide_width(1e9, 4e10) == 0.5
+    assert bench_flops.wide_width(1e9, 1e11) == 1.0
+    assert bench_flops.wide_width(1e10, 4e10) == 0.25  # 4e10 at 1/4: within the cap
+    assert bench_flops.wide_width(2e10, 4e10) is None  # 8e10 at 1/4
+    rows = report.rows_flops({"methods": {
+        "m": {"conv_heavy": True, "utilisation": {"fp32": 0.1, "bf16": 0.2},
+              "wide": {"width": 0.5, "utilisation": {"fp32": 0.6, "channels_last": 0.7}}},
+        "tiny_only": {"conv_heavy": True, "utilisation": {"fp32": 0.7}}}})
+    cases = {(r.benchmark, r.case): r for r in rows}
+    assert cases[("FLOP utilisation (step FLOP/s / fp32 GEMM rate)", "m (opt-in: bf16 20%)")].met is False
+    wide = cases[("FLOP utilisation, widest CPU-sized width", "m at width 0.5 (opt-in: channels_last 70%)")]
+    assert wide.measured == 0.6 and wide.met is True
+    assert not any(r.case.startswith("tiny_only at") for r in rows)
