@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hdrlab-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_flops.py
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/report.py
+
+# On a CUDA machine: every experiment at full size under --memory_budget 4GiB, real peaks beside the estimate.
+# Runs with $(PYTHON) as it is (a CUDA build of torch and hdrlab's dependencies installed; no venv is built).
+gpu-check:
+	$(PYTHON) benchmarks/gpu_budget_check.py --out docs/results/gpu_budget_4gib
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

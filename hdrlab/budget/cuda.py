@@ -3,7 +3,8 @@
 **Untested on real GPUs**: this machine has none. The paths are tested with a stubbed
 ``torch.cuda`` memory API and an injected ``torch.OutOfMemoryError``; the allowance
 (:data:`hdrlab.budget.plan.CUDA_OVERHEAD`) is unverified until a GPU run records
-``max_memory_allocated``/``max_memory_reserved`` beside the estimate (:func:`memory_metrics`).
+``max_memory_allocated``/``max_memory_reserved`` beside the estimate (:func:`memory_metrics`);
+``benchmarks/gpu_budget_check.py`` (``make gpu-check``) is that run for every shipped experiment.
 
 Every function takes ``cuda=`` (default ``torch.cuda``) so tests can pass a stub with
 ``is_available``, ``get_device_properties``, ``set_per_process_memory_fraction``,
