@@ -381,3 +381,13 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     # the page does not overflow horizontally (the wide table scrolls inside its wrapper): the right
     # 40 px, beyond the centred 1160 px column, stay white
     assert (gray[:, -40:] > 245).mean() > 0.99
+
+
+def test_figure_labels_break_at_separators_not_inside_names() -> None:
+    from hdrlab.report.figures import _wrap
+
+    assert _wrap("baseline_inverse_crf/baseline", 28) == "baseline_inverse_crf/\nbaseline"
+    assert _wrap("le2023_debevec/saturation_bound", 28) == "le2023_debevec/\nsaturation_bound"
+    assert _wrap("a_rather_long_name_without_slashes", 12) == "a_rather_\nlong_name_\nwithout_\nslashes"
+    assert _wrap("x" * 25, 10) == "x" * 10 + "\n" + "x" * 10 + "\n" + "x" * 5
+    assert _wrap("short", 28) == "short"

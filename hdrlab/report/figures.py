@@ -88,7 +88,30 @@ def run_domain(record: RunRecord, metric: str) -> str | None:
 
 
 def _wrap(text: str, width: int = 22) -> str:
-    return "\n".join(textwrap.wrap(text, width)) or text
+    """``text`` in lines of at most ``width`` characters, broken after spaces or ``/`` (run labels such
+    as ``baseline_inverse_crf/baseline`` are not cut inside a name), a part still too long after ``_``
+    or ``-``, and only then cut."""
+    lines: list[str] = []
+    for part in _wrap_parts(text, width, r"[^\s/]*(?:/+|\s+|$)"):
+        for piece in [part] if len(part) <= width else _wrap_parts(part, width, r"[^\s/_-]*(?:[/_-]+|\s+|$)"):
+            lines += [piece[i : i + width] for i in range(0, len(piece), width)]
+    return "\n".join(lines) or text
+
+
+def _wrap_parts(text: str, width: int, pattern: str) -> list[str]:
+    """Greedy lines of the ``pattern`` pieces of ``text`` (a piece longer than ``width`` stays whole)."""
+    lines: list[str] = []
+    line = ""
+    for piece in re.findall(pattern, text):
+        if not piece:
+            continue
+        if line and len(line) + len(piece.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += piece
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
 
 
 def _bar_panel(ax: Any, labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
