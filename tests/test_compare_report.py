@@ -177,6 +177,11 @@ def test_curves_are_against_samples_seen_and_never_mix_domains(tmp_path: Path) -
     assert [line.label for line in specs["val_pu21_psnr"].lines] == ["debevec"]
     assert [line.label for line in specs["val_display_psnr"].lines] == ["mertens"]
     assert all(s.x_is_samples for s in specs.values())
+    assert not specs["train_loss"].log_y  # losses of one scale: linear axis
+    big = tmp_path / "big.csv"
+    big.write_text("epoch,step,train/loss,train/samples_seen\n0,4,40.0,10\n0,9,30.0,20\n")
+    wide = {s.slug: s for s in curve_specs(runs + [("stagewise", 2, False, read_history(big))], val_metrics=[])}
+    assert wide["train_loss"].log_y  # 30-40 beside the mixed sweep's small losses: log axis
 
 
 def test_heatmap_only_with_several_generators_and_several_mergers(tmp_path: Path) -> None:

@@ -140,8 +140,13 @@ def curve_specs(runs: Sequence[tuple[str, int, bool, History]], *, val_metrics: 
                     shown.add(text)
         return out
 
-    specs.append(CurveSpec("train_loss", "Training loss (train/loss)", "training loss",
-                           lines_for(lambda h: [(LOSS_KEY, "")]), x_is_samples))
+    loss = lines_for(lambda h: [(LOSS_KEY, "")])
+    values = [v for line in loss for _, v in line.points]
+    # losses of different objectives (e.g. a stage-wise method's stages beside a merger's) can differ by
+    # orders of magnitude: a log axis when all are positive and they span more than 20x
+    spread = bool(values) and min(values) > 0 and max(values) / min(values) > 20
+    specs.append(CurveSpec("train_loss", "Training loss (train/loss)", "training loss", loss, x_is_samples,
+                           log_y=spread))
     for metric, title in val_metrics:
         from hdrlab.report.tables import metric_label
 
