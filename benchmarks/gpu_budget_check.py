@@ -141,7 +141,7 @@ def render_table(rows: dict[str, dict[str, Any]], *, budget: str, device: str) -
         met = {True: "yes", False: "**no**", None: ""}[_met(row)]
         status = row["status"] if row["status"] == "finished" else f"{row['status']}: {row.get('error', '')}".strip(": ")
         lines.append(
-            f"| {name} | {status} | {plan} | {row.get('patch', math.nan):.0f} | "
+            f"| {name} | {status} | {plan} | {_rate(row.get('patch')).removesuffix('.0')} | "
             f"{'bf16/fp16' if row.get('precision_bits') == 16 else 'fp32' if row.get('precision_bits') == 32 else '–'} | "
             f"{'on' if row.get('checkpointing') else 'off'} | {_mib(row.get('estimated_bytes'))} | "
             f"{_mib(row.get('max_allocated_bytes'))} | {_mib(row.get('max_reserved_bytes'))} | "

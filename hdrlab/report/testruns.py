@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hdrlab.errors import ConfigError, HDRIOError
+from hdrlab.recipe import RUN_RECORD, STAGE_RECORD
 from hdrlab.report.scenes import (
     PER_SAMPLE,
     SceneComparison,
@@ -60,10 +61,6 @@ __all__ = [
 
 #: The main metric of ``hdrlab compare --test``.
 TEST_METRIC = "test/pu21_psnr"
-#: Record of a recipe stage (:data:`hdrlab.recipe.STAGE_RECORD`).
-_STAGE_RECORD = "recipe_stage.json"
-#: Record of a recipe run (:data:`hdrlab.recipe.RUN_RECORD`).
-_RUN_RECORD = "recipe.json"
 
 
 @dataclass
@@ -121,7 +118,7 @@ def read_test_runs(folders: Sequence[Path]) -> list[TestRun]:
     tails = dict(zip(folders, _run_labels(list(folders))))
     runs = []
     for folder in folders:
-        record = _read_json(folder / _STAGE_RECORD)
+        record = _read_json(folder / STAGE_RECORD)
         recipe, stage = record.get("recipe"), record.get("stage")
         in_recipe = isinstance(recipe, str) and isinstance(stage, str)
         label = f"{recipe}/{stage}" if in_recipe else tails[folder]
@@ -130,7 +127,7 @@ def read_test_runs(folders: Sequence[Path]) -> list[TestRun]:
         runs.append(TestRun(folder, label, seed, folder.parent if in_recipe else None,
                             SceneTable(label, folder, read_per_sample(folder / PER_SAMPLE)),
                             describe_test_run(label, config, record if in_recipe else None,
-                                              _read_json(folder.parent / _RUN_RECORD) if in_recipe else None)))
+                                              _read_json(folder.parent / RUN_RECORD) if in_recipe else None)))
     several = len({r.seed for r in runs}) > 1
     keys: dict[str, int] = {}
     for r in runs:  # unique table labels: label (seed N); repeated label+seed pairs get a counter
@@ -284,13 +281,13 @@ def training_curves(paths: Sequence[str | Path]) -> tuple[list[Any], list[tuple[
 
     folders: set[Path] = set()
     for given in paths:
-        for record in Path(given).rglob(_STAGE_RECORD):
+        for record in Path(given).rglob(STAGE_RECORD):
             data = _read_json(record)
             if data.get("run", "fit") == "fit" and (record.parent / "metrics.csv").is_file():
                 folders.add(record.parent.resolve())
     labelled = []
     for folder in sorted(folders):
-        data = _read_json(folder / _STAGE_RECORD)
+        data = _read_json(folder / STAGE_RECORD)
         labelled.append((f"{data.get('recipe')}/{data.get('stage')}", read_history(folder / "metrics.csv")))
     order = sorted({label for label, _ in labelled})
     counts = {label: sum(1 for other, _ in labelled if other == label) for label in order}
